@@ -1,0 +1,1 @@
+"""cityhall command line and local stack."""

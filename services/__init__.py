@@ -1,0 +1,1 @@
+"""cityhall's services: applications, payments, notifications, reporting, and their runtime."""

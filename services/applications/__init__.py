@@ -1,0 +1,1 @@
+"""Applications (申請): procedure catalog, citizens' and counter staff's applications, certificates."""

@@ -1,0 +1,1 @@
+"""Notifications: tells citizens and staff by e-mail and webhook, with retries."""

@@ -1,0 +1,1 @@
+"""Payments: terminal events, captures, refunds, receipts, daily reconciliation."""

@@ -1,0 +1,1 @@
+"""Reporting: projects every event into KPI read-models; query API and dashboard."""

@@ -1,0 +1,226 @@
+"""The transactional outbox: save a state change and its events atomically, publish later.
+
+``add_events`` writes event rows in the caller's transaction. The ``OutboxRelay`` publishes
+unpublished rows in order with ``Nats-Msg-Id`` = event id, and marks a row published only
+after JetStream's PubAck. A crash between commit and publish loses nothing (the row waits); a
+crash between PubAck and marking publishes the row again, which JetStream drops inside its
+duplicate window and the consumers' inbox drops after it.
+
+One relay per service schema is active at a time (a PostgreSQL advisory lock elects it), so
+rows go out in commit order even with several replicas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from contracts.envelope import Envelope, Event
+from services.runtime.telemetry import current_trace_headers
+
+log = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "cityhall_outbox"
+
+
+async def add_events(conn: asyncpg.Connection, envelopes: Sequence[Envelope[Event]]) -> None:
+    """Write events to the outbox inside the caller's open transaction."""
+    if not envelopes:
+        return
+    trace_headers = json.dumps(current_trace_headers())
+    await conn.executemany(
+        """INSERT INTO outbox (event_id, subject, ce_type, ce_source, ce_subject, ce_time,
+                               trace_headers, payload)
+           VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8)""",
+        [
+            (
+                e.id,
+                e.data.subject,
+                e.type,
+                e.source,
+                e.subject,
+                e.time,
+                trace_headers,
+                e.data.model_dump_json(),
+            )
+            for e in envelopes
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    seq: int
+    event_id: str
+    subject: str
+    ce_type: str
+    ce_source: str
+    ce_subject: str
+    ce_time: datetime
+    trace_headers: dict[str, str]
+    payload: str
+
+    def headers(self) -> dict[str, str]:
+        from contracts import envelope as ce
+
+        headers = {
+            ce.CE_SPECVERSION: ce.SPEC_VERSION,
+            ce.CE_ID: self.event_id,
+            ce.CE_SOURCE: self.ce_source,
+            ce.CE_TYPE: self.ce_type,
+            ce.CE_TIME: self.ce_time.isoformat(),
+            ce.CE_SUBJECT: self.ce_subject,
+            ce.CONTENT_TYPE_HEADER: ce.CONTENT_TYPE,
+            ce.NATS_MSG_ID: self.event_id,
+        }
+        headers.update(self.trace_headers)
+        return headers
+
+
+Publish = Callable[[OutboxRow], Awaitable[int]]
+"""Publishes one row and returns the stream sequence from the PubAck (raises on failure)."""
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        schema: str,
+        publish: Publish,
+        *,
+        batch_size: int = 500,
+        poll_interval_s: float = 1.0,
+        retention_hours: float = 168.0,
+        kill_before_publish: bool = False,
+    ) -> None:
+        self._pool = pool
+        self._schema = schema
+        self._publish = publish
+        self._batch_size = batch_size
+        self._poll_interval_s = poll_interval_s
+        self._retention_hours = retention_hours
+        self._kill_before_publish = kill_before_publish
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self.is_leader = False
+        self.published_total = 0
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Run until ``stop()``: elect, drain, wait for NOTIFY or the poll interval, repeat."""
+        while not self._stopping.is_set():
+            try:
+                await self._run_as_candidate()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox relay failed; retrying", extra={"schema": self._schema})
+                await self._sleep(self._poll_interval_s)
+
+    async def _run_as_candidate(self) -> None:
+        async with self._pool.acquire() as conn:
+            got = await conn.fetchval(
+                "SELECT pg_try_advisory_lock(hashtext($1))", f"{self._schema}.outbox"
+            )
+            if not got:
+                self.is_leader = False
+                await self._sleep(self._poll_interval_s)
+                return
+            self.is_leader = True
+            await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+            try:
+                last_cleanup = 0.0
+                loop = asyncio.get_running_loop()
+                while not self._stopping.is_set():
+                    self._wake.clear()
+                    published = await self.drain_once()
+                    if loop.time() - last_cleanup > 60:
+                        await self.delete_expired()
+                        last_cleanup = loop.time()
+                    if published < self._batch_size:
+                        await self._sleep(self._poll_interval_s)
+            finally:
+                self.is_leader = False
+                await conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
+                await conn.execute(
+                    "SELECT pg_advisory_unlock(hashtext($1))", f"{self._schema}.outbox"
+                )
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        if payload == self._schema:
+            self._wake.set()
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    async def drain_once(self) -> int:
+        """Publish one batch of unpublished rows in order; return how many were published."""
+        records = await self._pool.fetch(
+            """SELECT seq, event_id::text, subject, ce_type, ce_source, ce_subject, ce_time,
+                      trace_headers::text, payload
+               FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1""",
+            self._batch_size,
+        )
+        if not records:
+            return 0
+        rows = [
+            OutboxRow(
+                seq=r["seq"],
+                event_id=r["event_id"],
+                subject=r["subject"],
+                ce_type=r["ce_type"],
+                ce_source=r["ce_source"],
+                ce_subject=r["ce_subject"],
+                ce_time=r["ce_time"],
+                trace_headers=json.loads(r["trace_headers"]),
+                payload=r["payload"],
+            )
+            for r in records
+        ]
+        if self._kill_before_publish:
+            log.warning("fault injection: killing the process before publishing")
+            os.kill(os.getpid(), signal.SIGKILL)
+        # Published concurrently on one connection: the server keeps their order.
+        results = await asyncio.gather(*(self._publish(r) for r in rows), return_exceptions=True)
+        done = [(r.seq, res) for r, res in zip(rows, results, strict=True) if isinstance(res, int)]
+        failed = [res for res in results if isinstance(res, BaseException)]
+        if done:
+            await self._pool.execute(
+                """UPDATE outbox o SET published_at = now(), stream_seq = d.stream_seq
+                   FROM unnest($1::bigint[], $2::bigint[]) AS d(seq, stream_seq)
+                   WHERE o.seq = d.seq""",
+                [seq for seq, _ in done],
+                [stream_seq for _, stream_seq in done],
+            )
+            self.published_total += len(done)
+        if failed:
+            log.warning(
+                "outbox publish failed; will retry",
+                extra={"failed": len(failed), "error": repr(failed[0])},
+            )
+            await self._sleep(min(self._poll_interval_s, 1.0))
+        return len(done)
+
+    async def delete_expired(self) -> int:
+        result = await self._pool.execute(
+            "DELETE FROM outbox WHERE published_at < now() - make_interval(secs => $1)",
+            self._retention_hours * 3600,
+        )
+        return int(result.split()[-1])
+
+    async def pending(self) -> int:
+        return int(await self._pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"))

@@ -1,0 +1,323 @@
+"""The service runner: one function builds a service from its definition and runs it.
+
+A service declares what it is (``ServiceDefinition``: name, migrations, HTTP routes, consumers);
+the runner does the rest in a fixed order: logging and tracing, database pool and migrations,
+NATS connection, streams and consumers, the outbox relay, the subscribers, then HTTP. On
+SIGTERM/SIGINT it stops taking HTTP requests, lets the subscribers finish the batch in hand,
+stops the relay and closes the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import uvicorn
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+from faststream import AckPolicy, Context
+from faststream.nats import JStream, NatsBroker, PullSub
+from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from nats.js import JetStreamContext
+from opentelemetry import context as otel_context
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+from contracts.envelope import Envelope, Event
+from contracts.subjects import absolute
+from services.runtime import db
+from services.runtime.consumer import EventConsumer, Handler
+from services.runtime.dlq import DeadLetters
+from services.runtime.outbox import OutboxRelay, OutboxRow
+from services.runtime.settings import ServiceSettings
+from services.runtime.streams import (
+    ConsumerDecl,
+    StreamSettings,
+    provision_consumer,
+    provision_streams,
+)
+from services.runtime.telemetry import (
+    context_from_headers,
+    setup_logging,
+    setup_tracing,
+    shutdown_tracing,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConsumerBinding:
+    """A durable consumer and the handler of each event type it takes."""
+
+    decl: ConsumerDecl
+    handlers: Mapping[type[Event], Handler]
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    name: str
+    package: str
+    """The service's Python package; its ``migrations/`` folder holds its SQL."""
+    router: APIRouter | None = None
+    """HTTP routes; they reach the running service through ``Depends(service_context)``."""
+    consumers: Callable[[ServiceContext], Sequence[ConsumerBinding]] = lambda _ctx: ()
+    description: str = ""
+
+
+@dataclass
+class ServiceContext:
+    """What a running service's routes and handlers are given."""
+
+    settings: ServiceSettings
+    pool: asyncpg.Pool
+    broker: NatsBroker
+    relay: OutboxRelay | None = None
+    consumers: list[EventConsumer] = field(default_factory=list)
+
+    @property
+    def source(self) -> str:
+        """The CloudEvents ``source`` of this service's events."""
+        return f"/cityhall/{self.settings.service}"
+
+    def new_event(self, data: Event, **kwargs: Any) -> Envelope[Event]:
+        return Envelope.new(data, source=self.source, **kwargs)
+
+    @property
+    def js(self) -> JetStreamContext:
+        stream = self.broker.config.connection_state.stream
+        assert stream is not None
+        return stream
+
+
+def migrations_for(defn: ServiceDefinition) -> list[db.Migration]:
+    return db.load_migrations("runtime", "services.runtime") + db.load_migrations(
+        defn.name, defn.package
+    )
+
+
+async def prepare_database(settings: ServiceSettings, defn: ServiceDefinition) -> list[str]:
+    """Create the service's schema and apply its migrations (used by `cityhall migrate`)."""
+    pool = await db.create_pool(settings.dsn, settings.schema, min_size=1, max_size=1)
+    try:
+        return await db.migrate(pool, settings.schema, migrations_for(defn))
+    finally:
+        await pool.close()
+
+
+class Runtime:
+    """Owns a service's connections and background tasks between start() and stop()."""
+
+    def __init__(self, defn: ServiceDefinition, settings: ServiceSettings) -> None:
+        self.defn = defn
+        self.settings = settings
+        self.ctx: ServiceContext | None = None
+        self._relay_task: asyncio.Task[None] | None = None
+        self.started_at = time.monotonic()
+
+    async def start(self) -> ServiceContext:
+        s = self.settings
+        provider = setup_tracing(s.otel_service_name or s.service, s.otel_exporter_otlp_endpoint)
+        pool = await db.create_pool(
+            s.dsn, s.schema, min_size=s.db_pool_min, max_size=s.db_pool_max, app_name=s.service
+        )
+        await db.migrate(pool, s.schema, migrations_for(self.defn))
+        broker = NatsBroker(
+            s.nats_url.split(","),
+            middlewares=[NatsTelemetryMiddleware(tracer_provider=provider)],
+            logger=logging.getLogger("faststream"),
+            log_level=logging.DEBUG,
+            graceful_timeout=30.0,
+            name=f"cityhall-{s.service}",
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=1,
+        )
+        ctx = ServiceContext(settings=s, pool=pool, broker=broker)
+        self.ctx = ctx
+        await broker.connect()
+        await provision_streams(ctx.js, StreamSettings(namespace=s.namespace))
+        for binding in self.defn.consumers(ctx):
+            decl = self._subscribe(ctx, binding)
+            await provision_consumer(ctx.js, decl, s.namespace)
+        await broker.start()
+        ctx.relay = OutboxRelay(
+            pool,
+            s.schema,
+            self._publisher(ctx),
+            batch_size=s.outbox_batch_size,
+            poll_interval_s=s.outbox_poll_interval_s,
+            retention_hours=s.outbox_retention_hours,
+            kill_before_publish=s.fault_kill_before_publish,
+        )
+        self._relay_task = asyncio.create_task(ctx.relay.run(), name="outbox-relay")
+        log.info("service started", extra={"namespace": s.namespace, "schema": s.schema})
+        return ctx
+
+    def _subscribe(self, ctx: ServiceContext, binding: ConsumerBinding) -> ConsumerDecl:
+        s = ctx.settings
+        decl = ConsumerDecl(
+            durable=binding.decl.durable,
+            stream=binding.decl.stream,
+            subjects=binding.decl.subjects,
+            max_deliver=s.consumer_max_deliver,
+            ack_wait_s=binding.decl.ack_wait_s,
+            max_ack_pending=binding.decl.max_ack_pending,
+        )
+        consumer = EventConsumer(
+            decl=decl,
+            handlers=binding.handlers,
+            pool=ctx.pool,
+            dead_letters=DeadLetters(ctx.js, s.namespace),
+        )
+        ctx.consumers.append(consumer)
+
+        async def raw_batch(msg: Any) -> list[bytes]:
+            # Keep the bodies as bytes: the consumer validates each one against its contract
+            # and dead-letters the bad ones, instead of the framework failing the whole batch.
+            return list(msg.body)
+
+        subscriber = ctx.broker.subscriber(
+            absolute(s.namespace, decl.subjects[0]),
+            stream=JStream(name=decl.stream.stream_name(s.namespace), declare=False),
+            durable=decl.durable,
+            config=decl.config(s.namespace),
+            pull_sub=PullSub(
+                batch_size=s.consumer_batch_size, timeout=s.consumer_max_wait_s, batch=True
+            ),
+            ack_policy=AckPolicy.MANUAL,
+            decoder=raw_batch,
+            title=f"{s.service}:{decl.durable}",
+        )
+
+        @subscriber
+        async def handle_batch(body: list[bytes], message: Any = Context("message")) -> None:
+            await consumer.process_batch(message.raw_message)
+
+        return decl
+
+    def _publisher(self, ctx: ServiceContext) -> Callable[[OutboxRow], Any]:
+        namespace = ctx.settings.namespace
+        from contracts.subjects import STREAMS
+
+        def stream_of(subject: str) -> str:
+            for decl in STREAMS:
+                if any(subject.startswith(p.removesuffix(">")) for p in decl.subjects):
+                    return decl.stream_name(namespace)
+            raise ValueError(f"no stream captures subject {subject!r}")
+
+        async def publish(row: OutboxRow) -> int:
+            # Publish inside the trace of the request that wrote the row, so the publish span
+            # (FastStream's telemetry middleware) and the consumers' spans join that trace.
+            token = otel_context.attach(context_from_headers(row.trace_headers))
+            try:
+                ack = await ctx.broker.publish(
+                    row.payload.encode(),
+                    absolute(namespace, row.subject),
+                    headers=row.headers(),
+                    stream=stream_of(row.subject),
+                    timeout=10.0,
+                )
+            finally:
+                otel_context.detach(token)
+            return int(ack.seq)
+
+        return publish
+
+    async def stop(self) -> None:
+        ctx = self.ctx
+        if ctx is None:
+            return
+        if ctx.relay is not None:
+            ctx.relay.stop()
+        if self._relay_task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._relay_task, timeout=10)
+        with contextlib.suppress(Exception):
+            await ctx.broker.stop()
+        await ctx.pool.close()
+        shutdown_tracing()
+        log.info("service stopped")
+
+    async def readiness(self) -> dict[str, str]:
+        """Problems by component; empty when ready."""
+        problems: dict[str, str] = {}
+        ctx = self.ctx
+        if ctx is None:
+            return {"service": "starting"}
+        try:
+            await asyncio.wait_for(ctx.pool.fetchval("SELECT 1"), timeout=2)
+        except Exception as exc:
+            problems["database"] = f"unreachable: {exc!r}"
+        if not await ctx.broker.ping(timeout=2):
+            problems["nats"] = "not connected"
+        return problems
+
+
+def service_context(request: Request) -> ServiceContext:
+    """FastAPI dependency: the running service's context."""
+    ctx: ServiceContext = request.app.state.ctx
+    return ctx
+
+
+def build_app(defn: ServiceDefinition, settings: ServiceSettings) -> FastAPI:
+    """The service's HTTP app: its routes plus /healthz and /readyz; runtime in the lifespan."""
+    runtime = Runtime(defn, settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx = await runtime.start()
+        app.state.ctx = ctx
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title=f"cityhall {defn.name}",
+        description=defn.description,
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    if defn.router is not None:
+        app.include_router(defn.router)
+
+    @app.get("/healthz", tags=["operations"], summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok", "service": defn.name}
+
+    @app.get("/readyz", tags=["operations"], summary="NATS and the database are reachable")
+    async def readyz() -> JSONResponse:
+        problems = await runtime.readiness()
+        if problems:
+            return JSONResponse({"status": "unready", "problems": problems}, status_code=503)
+        ctx = runtime.ctx
+        assert ctx is not None
+        body: dict[str, Any] = {"status": "ready", "service": defn.name}
+        if ctx.relay is not None:
+            body["outbox_pending"] = await ctx.relay.pending()
+        return JSONResponse(body)
+
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz")
+    return app
+
+
+def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
+    """Run one service until SIGTERM/SIGINT (what `cityhall serve <service>` does)."""
+    setup_logging(settings.service, settings.log_level, settings.log_format)
+    app = build_app(defn, settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.http_host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=20,
+    )
+    uvicorn.Server(config).run()

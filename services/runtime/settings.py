@@ -1,0 +1,188 @@
+"""Settings from the environment, validated once at start-up.
+
+Configuration goes through these objects only; nothing else in cityhall reads ``os.environ``.
+A bad or missing value stops the process with one clear line per problem (see
+``load_settings``), not with a stack trace from deep inside a driver.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Self
+
+from pydantic import AfterValidator, AliasChoices, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contracts.subjects import DEFAULT_NAMESPACE
+
+SERVICES = ("applications", "payments", "notifications", "reporting")
+DEFAULT_PORTS = {"applications": 8001, "payments": 8002, "notifications": 8003, "reporting": 8004}
+
+_IDENT = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
+
+
+def _nats_urls(value: str) -> str:
+    for url in value.split(","):
+        if not re.match(r"^(nats|tls|ws|wss)://[^\s/]+(:\d+)?/?$", url.strip()):
+            raise ValueError(
+                "expected nats://host:port (comma-separated for a cluster)"
+            )
+    return value
+
+
+def _postgres_url(value: str) -> str:
+    if not re.match(r"^postgres(ql)?://", value):
+        raise ValueError("expected postgresql://user@host:port/database")
+    return value
+
+
+def _identifier(value: str) -> str:
+    if not _IDENT.match(value):
+        raise ValueError(
+            "use lower-case letters, digits and '_', starting with a letter (at most 41)"
+        )
+    return value
+
+
+NatsUrl = Annotated[str, AfterValidator(_nats_urls)]
+PostgresUrl = Annotated[str, AfterValidator(_postgres_url)]
+Identifier = Annotated[str, AfterValidator(_identifier)]
+
+
+class ServiceSettings(BaseSettings):
+    """What every service needs. Environment names are given with each field."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    service: Identifier = Field(description="Which service this process runs.")
+    nats_url: NatsUrl = Field(
+        default="nats://127.0.0.1:4223",
+        validation_alias=AliasChoices("NATS_URL"),
+        description="NATS server(s) with JetStream.",
+    )
+    database_url: PostgresUrl | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL"),
+        description="PostgreSQL for this service; <SERVICE>_DATABASE_URL takes precedence.",
+    )
+    namespace: Identifier = Field(
+        default=DEFAULT_NAMESPACE,
+        validation_alias=AliasChoices("CITYHALL_NAMESPACE"),
+        description="Prefix of every subject and stream; tests use their own.",
+    )
+    db_schema: Identifier | None = Field(
+        default=None,
+        validation_alias=AliasChoices("CITYHALL_DB_SCHEMA"),
+        description="PostgreSQL schema this service owns (default: the service name).",
+    )
+    http_host: str = Field(default="127.0.0.1", validation_alias=AliasChoices("HTTP_HOST"))
+    http_port: int | None = Field(
+        default=None, ge=1, le=65535, validation_alias=AliasChoices("HTTP_PORT")
+    )
+    log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL"))
+    log_format: str = Field(
+        default="json", pattern="^(json|text)$", validation_alias=AliasChoices("LOG_FORMAT")
+    )
+    db_pool_min: int = Field(default=1, ge=0, validation_alias=AliasChoices("DB_POOL_MIN"))
+    db_pool_max: int = Field(default=10, ge=1, validation_alias=AliasChoices("DB_POOL_MAX"))
+    outbox_poll_interval_s: float = Field(
+        default=1.0, gt=0, validation_alias=AliasChoices("OUTBOX_POLL_INTERVAL_S")
+    )
+    outbox_batch_size: int = Field(
+        default=500, ge=1, le=10_000, validation_alias=AliasChoices("OUTBOX_BATCH_SIZE")
+    )
+    outbox_retention_hours: float = Field(
+        default=168.0, ge=0, validation_alias=AliasChoices("OUTBOX_RETENTION_HOURS")
+    )
+    inbox_retention_days: float = Field(
+        default=0, ge=0, validation_alias=AliasChoices("INBOX_RETENTION_DAYS")
+    )
+    consumer_batch_size: int = Field(
+        default=256, ge=1, le=10_000, validation_alias=AliasChoices("CONSUMER_BATCH_SIZE")
+    )
+    consumer_max_wait_s: float = Field(
+        default=0.05, gt=0, le=30, validation_alias=AliasChoices("CONSUMER_MAX_WAIT_S")
+    )
+    consumer_max_deliver: int = Field(
+        default=5, ge=1, le=100, validation_alias=AliasChoices("CONSUMER_MAX_DELIVER")
+    )
+    otel_service_name: str | None = Field(
+        default=None, validation_alias=AliasChoices("OTEL_SERVICE_NAME")
+    )
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None, validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
+    fault_kill_before_publish: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("CITYHALL_FAULT_KILL_BEFORE_PUBLISH"),
+        description="Test hook: the outbox relay SIGKILLs its own process before publishing.",
+    )
+
+    @model_validator(mode="after")
+    def _defaults(self) -> Self:
+        if self.db_schema is None:
+            self.db_schema = (
+                self.service
+                if self.namespace == DEFAULT_NAMESPACE
+                else f"{self.namespace}_{self.service}"
+            )
+        if self.http_port is None:
+            self.http_port = DEFAULT_PORTS.get(self.service, 8000)
+        if self.database_url is None:
+            raise ValueError(
+                f"DATABASE_URL (or {self.service.upper()}_DATABASE_URL) is required: "
+                "postgresql://user@host:port/database"
+            )
+        return self
+
+    @property
+    def schema(self) -> str:
+        assert self.db_schema is not None
+        return self.db_schema
+
+    @property
+    def port(self) -> int:
+        assert self.http_port is not None
+        return self.http_port
+
+    @property
+    def dsn(self) -> str:
+        assert self.database_url is not None
+        return self.database_url
+
+
+class SettingsError(SystemExit):
+    """Start-up stops here: the message lists every bad setting."""
+
+
+def load_settings(service: str) -> ServiceSettings:
+    """Read a service's settings; raise SettingsError with one line per bad value.
+
+    ``<SERVICE>_DATABASE_URL`` (e.g. ``REPORTING_DATABASE_URL``) overrides ``DATABASE_URL`` so a
+    cluster can give each service its own database and credentials.
+    """
+    import os
+
+    overrides: dict[str, object] = {"service": service}
+    if specific := os.environ.get(f"{service.upper()}_DATABASE_URL"):
+        overrides["database_url"] = specific
+    try:
+        return ServiceSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = [f"cityhall {service}: invalid configuration"]
+        for err in exc.errors():
+            loc = [str(p) for p in err["loc"]]
+            name = _env_name(loc[0]) if loc else "settings"
+            value = err.get("input")
+            shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
+            lines.append(f"  {name}: {err['msg'].removeprefix('Value error, ')}{shown}")
+        raise SettingsError("\n".join(lines)) from None
+
+
+def _env_name(field_name: str) -> str:
+    field = ServiceSettings.model_fields.get(field_name)
+    if field is not None and isinstance(field.validation_alias, AliasChoices):
+        first = field.validation_alias.choices[0]
+        if isinstance(first, str):
+            return first
+    return field_name

@@ -1,0 +1,114 @@
+"""JetStream streams and durable consumers, declared in code and provisioned idempotently.
+
+Streams use file storage and an explicit duplicate window; consumers are durable pull
+consumers with explicit acks, a bounded number of deliveries and an ack wait long enough for
+one batch. Provisioning creates what is missing and updates what differs, so every replica can
+run it at start-up.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import NotFoundError
+
+from contracts.subjects import STREAMS, StreamDecl
+
+log = logging.getLogger(__name__)
+
+# JetStream drops a re-publish with the same Nats-Msg-Id inside this window. Two minutes
+# covers a relay retry after a lost PubAck; beyond it the consumers' inbox tables dedupe.
+DUPLICATE_WINDOW_S = 120.0
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    namespace: str
+    replicas: int = 1
+    max_age_s: float = 0  # 0 = keep for ever: reporting rebuilds replay from the beginning
+
+
+def stream_config(decl: StreamDecl, settings: StreamSettings) -> StreamConfig:
+    return StreamConfig(
+        name=decl.stream_name(settings.namespace),
+        description=decl.description,
+        subjects=decl.absolute_subjects(settings.namespace),
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        discard=DiscardPolicy.OLD,
+        num_replicas=settings.replicas,
+        duplicate_window=DUPLICATE_WINDOW_S,
+        max_age=settings.max_age_s,
+        allow_direct=True,
+    )
+
+
+async def provision_streams(
+    js: JetStreamContext, settings: StreamSettings, decls: tuple[StreamDecl, ...] = STREAMS
+) -> list[str]:
+    """Create or update every stream; return their names."""
+    names = []
+    for decl in decls:
+        config = stream_config(decl, settings)
+        try:
+            await js.stream_info(config.name or "")
+        except NotFoundError:
+            await js.add_stream(config)
+            log.info("stream created", extra={"stream": config.name})
+        else:
+            await js.update_stream(config)
+        names.append(config.name or "")
+    return names
+
+
+@dataclass(frozen=True)
+class ConsumerDecl:
+    """A durable pull consumer of one stream, filtered to the subjects a service handles."""
+
+    durable: str
+    stream: StreamDecl
+    subjects: tuple[str, ...]
+    max_deliver: int = 5
+    ack_wait_s: float = 30.0
+    max_ack_pending: int = 10_000
+
+    def config(self, namespace: str) -> ConsumerConfig:
+        filters = [f"{namespace}.{s}" for s in self.subjects]
+        return ConsumerConfig(
+            durable_name=self.durable,
+            description=f"{self.durable} on {', '.join(self.subjects)}",
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait_s,
+            # The consumer dead-letters a message itself once it has been delivered
+            # max_deliver times; the server's bound is one higher so the application always
+            # sees the last delivery (and can dead-letter it) instead of the server going quiet.
+            max_deliver=self.max_deliver + 1,
+            max_ack_pending=self.max_ack_pending,
+            filter_subject=filters[0] if len(filters) == 1 else None,
+            filter_subjects=filters if len(filters) > 1 else None,
+        )
+
+
+async def provision_consumer(js: JetStreamContext, decl: ConsumerDecl, namespace: str) -> None:
+    stream = decl.stream.stream_name(namespace)
+    config = decl.config(namespace)
+    try:
+        await js.consumer_info(stream, decl.durable)
+    except NotFoundError:
+        await js.add_consumer(stream, config)
+        log.info("consumer created", extra={"stream": stream, "consumer": decl.durable})
+    else:
+        # add_consumer with an existing durable name updates its editable fields.
+        await js.add_consumer(stream, config)
