@@ -1,1 +1,2 @@
-"""Applications (申請): procedure catalog, citizens' and counter staff's applications, certificates."""
+"""Applications (申請): procedure catalog, citizens' and counter staff's applications,
+certificates."""

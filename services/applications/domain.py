@@ -26,7 +26,10 @@ class Application:
 
 
 def submit(
-    procedure_code: str, channel: Channel, now: datetime, application_id: uuid.UUID | None = None
+    procedure_code: str,
+    channel: Channel,
+    now: datetime,
+    application_id: uuid.UUID | None = None,
 ) -> tuple[Application, ApplicationSubmittedV1]:
     """A new application and the event that announces it."""
     if now.tzinfo is None:

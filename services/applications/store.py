@@ -22,7 +22,9 @@ async def insert_application(conn: asyncpg.Connection, app: Application) -> None
     )
 
 
-async def get_application(conn: asyncpg.Connection | asyncpg.Pool, app_id: uuid.UUID) -> Application | None:
+async def get_application(
+    conn: asyncpg.Connection | asyncpg.Pool, app_id: uuid.UUID
+) -> Application | None:
     row = await conn.fetchrow(
         "SELECT id, procedure_code, channel, status, submitted_at FROM applications WHERE id = $1",
         app_id,

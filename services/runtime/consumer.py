@@ -93,7 +93,11 @@ class EventConsumer:
             if is_transient(exc):
                 log.warning(
                     "batch failed (transient); NAK with delay",
-                    extra={"consumer": self.name, "error": repr(exc), "size": len(items)},
+                    extra={
+                        "consumer": self.name,
+                        "error": repr(exc),
+                        "size": len(items),
+                    },
                 )
                 for item in items:
                     await self._nak(item.msg)
@@ -187,7 +191,11 @@ class EventConsumer:
             else:
                 log.warning(
                     "event failed; NAK with delay",
-                    extra={"consumer": self.name, "event_id": item.envelope.id, "error": repr(exc)},
+                    extra={
+                        "consumer": self.name,
+                        "event_id": item.envelope.id,
+                        "error": repr(exc),
+                    },
                 )
                 await self._nak(item.msg)
             return

@@ -23,7 +23,12 @@ _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 
 async def create_pool(
-    dsn: str, schema: str, *, min_size: int = 1, max_size: int = 10, app_name: str = "cityhall"
+    dsn: str,
+    schema: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 10,
+    app_name: str = "cityhall",
 ) -> asyncpg.Pool:
     """A pool whose connections see only ``schema`` (and pg_catalog)."""
     await ensure_schema(dsn, schema)

@@ -13,6 +13,7 @@ rows go out in commit order even with several replicas.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -162,10 +163,8 @@ class OutboxRelay:
             self._wake.set()
 
     async def _sleep(self, seconds: float) -> None:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
 
     async def drain_once(self) -> int:
         """Publish one batch of unpublished rows in order; return how many were published."""
@@ -223,4 +222,6 @@ class OutboxRelay:
         return int(result.split()[-1])
 
     async def pending(self) -> int:
-        return int(await self._pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"))
+        return int(
+            await self._pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+        )

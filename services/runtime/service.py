@@ -124,7 +124,11 @@ class Runtime:
         s = self.settings
         provider = setup_tracing(s.otel_service_name or s.service, s.otel_exporter_otlp_endpoint)
         pool = await db.create_pool(
-            s.dsn, s.schema, min_size=s.db_pool_min, max_size=s.db_pool_max, app_name=s.service
+            s.dsn,
+            s.schema,
+            min_size=s.db_pool_min,
+            max_size=s.db_pool_max,
+            app_name=s.service,
         )
         await db.migrate(pool, s.schema, migrations_for(self.defn))
         broker = NatsBroker(
@@ -187,7 +191,9 @@ class Runtime:
             durable=decl.durable,
             config=decl.config(s.namespace),
             pull_sub=PullSub(
-                batch_size=s.consumer_batch_size, timeout=s.consumer_max_wait_s, batch=True
+                batch_size=s.consumer_batch_size,
+                timeout=s.consumer_max_wait_s,
+                batch=True,
             ),
             ack_policy=AckPolicy.MANUAL,
             decoder=raw_batch,
@@ -240,7 +246,6 @@ class Runtime:
         with contextlib.suppress(Exception):
             await ctx.broker.stop()
         await ctx.pool.close()
-        shutdown_tracing()
         log.info("service stopped")
 
     async def readiness(self) -> dict[str, str]:
@@ -320,4 +325,7 @@ def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
         lifespan="on",
         timeout_graceful_shutdown=20,
     )
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        shutdown_tracing()  # flush spans still in the batch processor

@@ -10,13 +10,24 @@ from __future__ import annotations
 import re
 from typing import Annotated, Self
 
-from pydantic import AfterValidator, AliasChoices, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    Field,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.subjects import DEFAULT_NAMESPACE
 
 SERVICES = ("applications", "payments", "notifications", "reporting")
-DEFAULT_PORTS = {"applications": 8001, "payments": 8002, "notifications": 8003, "reporting": 8004}
+DEFAULT_PORTS = {
+    "applications": 8001,
+    "payments": 8002,
+    "notifications": 8003,
+    "reporting": 8004,
+}
 
 _IDENT = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 
@@ -24,9 +35,7 @@ _IDENT = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 def _nats_urls(value: str) -> str:
     for url in value.split(","):
         if not re.match(r"^(nats|tls|ws|wss)://[^\s/]+(:\d+)?/?$", url.strip()):
-            raise ValueError(
-                "expected nats://host:port (comma-separated for a cluster)"
-            )
+            raise ValueError("expected nats://host:port (comma-separated for a cluster)")
     return value
 
 
@@ -81,7 +90,9 @@ class ServiceSettings(BaseSettings):
     )
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL"))
     log_format: str = Field(
-        default="json", pattern="^(json|text)$", validation_alias=AliasChoices("LOG_FORMAT")
+        default="json",
+        pattern="^(json|text)$",
+        validation_alias=AliasChoices("LOG_FORMAT"),
     )
     db_pool_min: int = Field(default=1, ge=0, validation_alias=AliasChoices("DB_POOL_MIN"))
     db_pool_max: int = Field(default=10, ge=1, validation_alias=AliasChoices("DB_POOL_MAX"))
@@ -98,7 +109,10 @@ class ServiceSettings(BaseSettings):
         default=0, ge=0, validation_alias=AliasChoices("INBOX_RETENTION_DAYS")
     )
     consumer_batch_size: int = Field(
-        default=256, ge=1, le=10_000, validation_alias=AliasChoices("CONSUMER_BATCH_SIZE")
+        default=256,
+        ge=1,
+        le=10_000,
+        validation_alias=AliasChoices("CONSUMER_BATCH_SIZE"),
     )
     consumer_max_wait_s: float = Field(
         default=0.05, gt=0, le=30, validation_alias=AliasChoices("CONSUMER_MAX_WAIT_S")

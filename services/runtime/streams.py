@@ -55,7 +55,9 @@ def stream_config(decl: StreamDecl, settings: StreamSettings) -> StreamConfig:
 
 
 async def provision_streams(
-    js: JetStreamContext, settings: StreamSettings, decls: tuple[StreamDecl, ...] = STREAMS
+    js: JetStreamContext,
+    settings: StreamSettings,
+    decls: tuple[StreamDecl, ...] = STREAMS,
 ) -> list[str]:
     """Create or update every stream; return their names."""
     names = []

@@ -32,7 +32,9 @@ def setup_tracing(
         return _provider
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
     if exporter is None and otlp_endpoint:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter,
+        )
 
         # The exporter reads OTEL_EXPORTER_OTLP_* itself (endpoint + /v1/traces, headers).
         exporter = OTLPSpanExporter()
@@ -85,7 +87,11 @@ def setup_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
         handler.setFormatter(
             JsonFormatter(
                 "%(asctime)s %(levelname)s %(name)s %(message)s",
-                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+                rename_fields={
+                    "asctime": "time",
+                    "levelname": "level",
+                    "name": "logger",
+                },
                 static_fields={"service": service},
             )
         )

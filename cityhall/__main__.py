@@ -1,0 +1,3 @@
+from cityhall.cli import main
+
+main()

@@ -1,0 +1,200 @@
+"""The `cityhall` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="cityhall: Koriyama's digital city hall on NATS JetStream and PostgreSQL.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+contracts_app = typer.Typer(help="Event contracts: JSON Schema and AsyncAPI.", no_args_is_help=True)
+dlq_app = typer.Typer(
+    help="Dead letters: messages a consumer could not process.", no_args_is_help=True
+)
+app.add_typer(contracts_app, name="contracts")
+app.add_typer(dlq_app, name="dlq")
+
+
+def _env(name: str) -> str | None:
+    value = os.environ.get(name)
+    return value or None
+
+
+@app.command()
+def up(
+    home: Annotated[Path, typer.Option(help="Where data and logs live.")] = Path(".cityhall"),
+    nats_port: Annotated[int, typer.Option(help="Port of the embedded NATS.")] = 4223,
+    port_base: Annotated[
+        int | None, typer.Option(help="First HTTP port (default 8001..8004).")
+    ] = None,
+) -> None:
+    """Start the whole platform: embedded NATS and PostgreSQL (unless NATS_URL / DATABASE_URL
+    are set) and the four services. Ctrl-C stops everything; data is kept."""
+    from cityhall.stack import StackConfig, run_stack
+
+    config = StackConfig(
+        home=Path(_env("CITYHALL_HOME") or home).resolve(),
+        nats_url=_env("NATS_URL"),
+        database_url=_env("DATABASE_URL"),
+        nats_port=int(_env("CITYHALL_NATS_PORT") or nats_port),
+        port_base=int(p) if (p := _env("CITYHALL_PORT_BASE")) else port_base,
+        namespace=_env("CITYHALL_NAMESPACE") or "cityhall",
+        sync_interval=_env("CITYHALL_NATS_SYNC_INTERVAL") or "2m",
+    )
+    raise typer.Exit(run_stack(config))
+
+
+@app.command()
+def serve(
+    service: Annotated[
+        str, typer.Argument(help="applications, payments, notifications or reporting")
+    ],
+) -> None:
+    """Run one service alone (what a container runs), configured from the environment."""
+    from services.registry import SERVICE_NAMES, definition
+    from services.runtime.service import serve as serve_service
+    from services.runtime.settings import load_settings
+
+    if service not in SERVICE_NAMES:
+        typer.echo(
+            f"unknown service {service!r}; choose one of {', '.join(SERVICE_NAMES)}",
+            err=True,
+        )
+        raise typer.Exit(2)
+    serve_service(definition(service), load_settings(service))
+
+
+@app.command()
+def migrate(
+    services: Annotated[list[str] | None, typer.Argument(help="Default: all four.")] = None,
+) -> None:
+    """Create each service's schema and apply its migrations, then exit (a Kubernetes Job)."""
+    from services.registry import SERVICE_NAMES, definition
+    from services.runtime.service import prepare_database
+    from services.runtime.settings import load_settings
+
+    for name in services or SERVICE_NAMES:
+        settings = load_settings(name)
+        applied = asyncio.run(prepare_database(settings, definition(name)))
+        typer.echo(f"{name}: schema {settings.schema}: {len(applied)} migration(s) applied")
+        for m in applied:
+            typer.echo(f"  {m}")
+
+
+@app.command("provision")
+def provision() -> None:
+    """Create or update the JetStream streams (each service also does this at start-up)."""
+    from contracts.subjects import DEFAULT_NAMESPACE
+    from services.runtime.streams import StreamSettings, provision_streams
+
+    async def run() -> list[str]:
+        import nats
+
+        nc = await nats.connect(_env("NATS_URL") or "nats://127.0.0.1:4223")
+        try:
+            ns = _env("CITYHALL_NAMESPACE") or DEFAULT_NAMESPACE
+            return await provision_streams(nc.jetstream(), StreamSettings(namespace=ns))
+        finally:
+            await nc.close()
+
+    for name in asyncio.run(run()):
+        typer.echo(f"stream {name}: ready")
+
+
+@dlq_app.command("list")
+def dlq_list(
+    consumer: Annotated[str | None, typer.Option(help="Only this consumer's dead letters.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Show the newest dead letters: when, which consumer, why, and the original message."""
+    from contracts.subjects import DEFAULT_NAMESPACE
+    from services.runtime.dlq import list_dead_letters
+
+    async def run() -> list:  # type: ignore[type-arg]
+        import nats
+
+        nc = await nats.connect(_env("NATS_URL") or "nats://127.0.0.1:4223")
+        try:
+            ns = _env("CITYHALL_NAMESPACE") or DEFAULT_NAMESPACE
+            return await list_dead_letters(nc.jetstream(), ns, limit=limit, consumer=consumer)
+        finally:
+            await nc.close()
+
+    letters = asyncio.run(run())
+    if as_json:
+        for d in letters:
+            typer.echo(
+                json.dumps(
+                    {
+                        "dlq_seq": d.dlq_seq,
+                        "dead_at": d.dead_at,
+                        "consumer": d.consumer,
+                        "reason": d.reason,
+                        "subject": d.subject,
+                        "stream": d.stream,
+                        "stream_seq": d.stream_seq,
+                        "deliveries": d.deliveries,
+                        "headers": dict(d.headers),
+                        "body": d.body.decode(errors="replace"),
+                    },
+                    ensure_ascii=False,
+                )
+            )
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"dead letters ({len(letters)})", title_justify="left")
+    for col in (
+        "seq",
+        "dead at",
+        "consumer",
+        "subject",
+        "deliveries",
+        "reason",
+        "body",
+    ):
+        table.add_column(col, overflow="fold")
+    for d in letters:
+        body = d.body.decode(errors="replace")
+        table.add_row(
+            str(d.dlq_seq),
+            d.dead_at,
+            d.consumer,
+            d.subject,
+            str(d.deliveries),
+            d.reason,
+            body if len(body) <= 120 else body[:119] + "…",
+        )
+    Console().print(table)
+
+
+@contracts_app.command("export")
+def contracts_export(
+    check: Annotated[bool, typer.Option(help="Only report stale files; exit 1 if any.")] = False,
+) -> None:
+    """Write contracts/schemas/*.json and contracts/asyncapi.json from the code."""
+    import contracts
+    from contracts import export
+
+    root = Path(contracts.__file__).parent
+    if check:
+        stale = export.check(root)
+        for path in stale:
+            typer.echo(f"stale: {path}")
+        raise typer.Exit(1 if stale else 0)
+    for path in export.export(root):
+        typer.echo(f"wrote {path}")
+
+
+def main() -> None:
+    app()

