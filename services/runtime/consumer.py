@@ -102,6 +102,9 @@ class EventConsumer:
                 for item in items:
                     await self._nak(item.msg)
                 return
+            if len(items) == 1:
+                await self._failed(items[0], exc)
+                return
             log.warning(
                 "batch failed; retrying one event per transaction",
                 extra={"consumer": self.name, "error": repr(exc)},
@@ -115,7 +118,7 @@ class EventConsumer:
     async def _decode(self, msg: Msg) -> _Item | None:
         """The message as a valid event with its handler, or None when it was dealt with."""
         deliveries = msg.metadata.num_delivered
-        if deliveries > self.decl.max_deliver:
+        if deliveries > max(self.decl.delivery_limit, self.decl.max_deliver):
             await self._dead_letter(msg, f"delivered {deliveries} times without success")
             return None
         try:
@@ -182,24 +185,24 @@ class EventConsumer:
             async with self.pool.acquire() as conn, conn.transaction():
                 await self._apply(conn, [item])
         except Exception as exc:
-            deliveries = item.msg.metadata.num_delivered
-            if not is_transient(exc) and deliveries >= self.decl.max_deliver:
-                await self._dead_letter(
-                    item.msg,
-                    f"handler failed on delivery {deliveries}: {type(exc).__name__}: {exc}",
-                )
-            else:
-                log.warning(
-                    "event failed; NAK with delay",
-                    extra={
-                        "consumer": self.name,
-                        "event_id": item.envelope.id,
-                        "error": repr(exc),
-                    },
-                )
-                await self._nak(item.msg)
+            await self._failed(item, exc)
             return
         await item.msg.ack()
+
+    async def _failed(self, item: _Item, exc: Exception) -> None:
+        """NAK with a delay; on the last delivery, dead-letter with the error as the reason."""
+        deliveries = item.msg.metadata.num_delivered
+        if not is_transient(exc) and deliveries >= self.decl.max_deliver:
+            await self._dead_letter(
+                item.msg,
+                f"handler failed on delivery {deliveries}: {type(exc).__name__}: {exc}",
+            )
+            return
+        log.warning(
+            "event failed; NAK with delay",
+            extra={"consumer": self.name, "event_id": item.envelope.id, "error": repr(exc)},
+        )
+        await self._nak(item.msg)
 
     async def _nak(self, msg: Msg) -> None:
         self.stats.nacked += 1

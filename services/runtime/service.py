@@ -169,6 +169,7 @@ class Runtime:
             stream=binding.decl.stream,
             subjects=binding.decl.subjects,
             max_deliver=s.consumer_max_deliver,
+            delivery_limit=binding.decl.delivery_limit,
             ack_wait_s=binding.decl.ack_wait_s,
             max_ack_pending=binding.decl.max_ack_pending,
         )

@@ -82,6 +82,11 @@ class ConsumerDecl:
     stream: StreamDecl
     subjects: tuple[str, ...]
     max_deliver: int = 5
+    """Deliveries a message gets when its *handler* fails (a bug, bad data): then the DLQ."""
+    delivery_limit: int = 50
+    """Deliveries in all, transient failures (database down) included: past it the message is
+    dead-lettered on arrival. This catches a message that crashes its consumer every time
+    (it is never acked nor NAKed), while a database outage of many minutes is waited out."""
     ack_wait_s: float = 30.0
     max_ack_pending: int = 10_000
 
@@ -93,10 +98,10 @@ class ConsumerDecl:
             deliver_policy=DeliverPolicy.ALL,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.ack_wait_s,
-            # The consumer dead-letters a message itself once it has been delivered
-            # max_deliver times; the server's bound is one higher so the application always
-            # sees the last delivery (and can dead-letter it) instead of the server going quiet.
-            max_deliver=self.max_deliver + 1,
+            # The consumer dead-letters a message itself (see delivery_limit); the server's
+            # bound is one higher so the consumer always sees that last delivery instead of
+            # the server going quiet about it.
+            max_deliver=max(self.delivery_limit, self.max_deliver) + 1,
             max_ack_pending=self.max_ack_pending,
             filter_subject=filters[0] if len(filters) == 1 else None,
             filter_subjects=filters if len(filters) > 1 else None,

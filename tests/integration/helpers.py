@@ -1,0 +1,91 @@
+"""Shared helpers for integration tests (real NATS and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import asyncpg
+from nats.js import JetStreamContext
+
+from contracts import ApplicationSubmittedV1, Channel
+from contracts.envelope import Envelope, Event
+from contracts.subjects import STREAMS, absolute
+from services.runtime import db as rdb
+from services.runtime.outbox import OutboxRow
+
+T = TypeVar("T")
+
+
+async def wait_for(
+    predicate: Callable[[], Awaitable[T]], timeout: float = 10.0, interval: float = 0.05
+) -> T:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = await predicate()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met in {timeout}s (last value {value!r})")
+        await asyncio.sleep(interval)
+
+
+def submitted(channel: str = "online", procedure: str = "JUMINHYO") -> Envelope[Event]:
+    data = ApplicationSubmittedV1(
+        application_id=uuid.uuid4(),
+        procedure_code=procedure,
+        channel=Channel(channel),
+        submitted_at=datetime.now(UTC),
+    )
+    return Envelope.new(data, source="/cityhall/tests")
+
+
+async def publish_envelope(
+    js: JetStreamContext,
+    namespace: str,
+    env: Envelope[Any],
+    *,
+    msg_id: str | None = None,
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+) -> int:
+    """Publish an event as a producer would (optionally with tampered headers or body)."""
+    hdrs = env.headers()
+    if msg_id is not None:
+        hdrs["Nats-Msg-Id"] = msg_id
+    if headers is not None:
+        hdrs = headers
+    ack = await js.publish(
+        absolute(namespace, env.data.subject), env.body() if body is None else body, headers=hdrs
+    )
+    return int(ack.seq)
+
+
+async def provision(js: JetStreamContext, namespace: str) -> None:
+    from services.runtime.streams import StreamSettings, provision_streams
+
+    await provision_streams(js, StreamSettings(namespace=namespace), STREAMS)
+
+
+async def runtime_pool(database_url: str, schema: str) -> asyncpg.Pool:
+    """A pool on a fresh schema holding the runtime's tables (outbox, inbox)."""
+    pool = await rdb.create_pool(database_url, schema, min_size=1, max_size=4)
+    await rdb.migrate(pool, schema, rdb.load_migrations("runtime", "services.runtime"))
+    return pool
+
+
+def raw_publisher(js: JetStreamContext, namespace: str) -> Callable[[OutboxRow], Awaitable[int]]:
+    """The relay's publish step on plain nats-py (the service uses FastStream's broker)."""
+
+    async def publish(row: OutboxRow) -> int:
+        ack = await js.publish(
+            absolute(namespace, row.subject), row.payload.encode(), headers=row.headers()
+        )
+        return int(ack.seq)
+
+    return publish

@@ -1,0 +1,65 @@
+"""Settings are validated at start-up with one clear line per bad value."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.runtime.settings import SettingsError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "NATS_URL",
+        "DATABASE_URL",
+        "REPORTING_DATABASE_URL",
+        "CITYHALL_NAMESPACE",
+        "HTTP_PORT",
+        "DB_POOL_MAX",
+        "CITYHALL_DB_SCHEMA",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_each_bad_value_is_named_with_what_was_expected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NATS_URL", "localhost:4222")
+    monkeypatch.setenv("DATABASE_URL", "mysql://x")
+    monkeypatch.setenv("HTTP_PORT", "99999")
+    with pytest.raises(SettingsError) as err:
+        load_settings("reporting")
+    message = str(err.value)
+    assert "cityhall reporting: invalid configuration" in message
+    assert "NATS_URL: expected nats://host:port" in message
+    assert "(got 'localhost:4222')" in message
+    assert "DATABASE_URL: expected postgresql://" in message
+    assert "HTTP_PORT: Input should be less than or equal to 65535" in message
+
+
+def test_a_missing_database_url_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(SettingsError, match="DATABASE_URL \\(or REPORTING_DATABASE_URL\\)"):
+        load_settings("reporting")
+
+
+def test_service_database_url_wins_and_defaults_follow_the_service(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://shared@db/cityhall")
+    monkeypatch.setenv("REPORTING_DATABASE_URL", "postgresql://reporting@db/reporting")
+    s = load_settings("reporting")
+    assert s.dsn == "postgresql://reporting@db/reporting"
+    assert (s.schema, s.port, s.namespace) == ("reporting", 8004, "cityhall")
+
+
+def test_a_test_namespace_gets_its_own_schema(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://x@db/cityhall")
+    monkeypatch.setenv("CITYHALL_NAMESPACE", "t1234")
+    assert load_settings("applications").schema == "t1234_applications"
+
+
+def test_a_schema_name_that_is_not_an_identifier_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://x@db/cityhall")
+    monkeypatch.setenv("CITYHALL_DB_SCHEMA", 'x"; DROP TABLE y; --')
+    with pytest.raises(SettingsError, match="CITYHALL_DB_SCHEMA: use lower-case letters"):
+        load_settings("applications")
