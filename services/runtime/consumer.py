@@ -132,7 +132,7 @@ class EventConsumer:
                 await msg.ack()
                 return None
             model, handler = entry
-            envelope = raw.parse(model, msg.data)
+            envelope: Envelope[Any] = raw.parse(model, msg.data)
         except EnvelopeError as exc:
             await self._dead_letter(msg, f"invalid event: {exc}")
             return None

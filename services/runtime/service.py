@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -90,7 +91,7 @@ class ServiceContext:
 
     @property
     def js(self) -> JetStreamContext:
-        stream = self.broker.config.connection_state.stream
+        stream: JetStreamContext | None = self.broker.config.connection_state.stream
         assert stream is not None
         return stream
 
@@ -103,9 +104,9 @@ def migrations_for(defn: ServiceDefinition) -> list[db.Migration]:
 
 async def prepare_database(settings: ServiceSettings, defn: ServiceDefinition) -> list[str]:
     """Create the service's schema and apply its migrations (used by `cityhall migrate`)."""
-    pool = await db.create_pool(settings.dsn, settings.schema, min_size=1, max_size=1)
+    pool = await db.create_pool(settings.dsn, settings.schema_name, min_size=1, max_size=1)
     try:
-        return await db.migrate(pool, settings.schema, migrations_for(defn))
+        return await db.migrate(pool, settings.schema_name, migrations_for(defn))
     finally:
         await pool.close()
 
@@ -125,12 +126,12 @@ class Runtime:
         provider = setup_tracing(s.otel_service_name or s.service, s.otel_exporter_otlp_endpoint)
         pool = await db.create_pool(
             s.dsn,
-            s.schema,
+            s.schema_name,
             min_size=s.db_pool_min,
             max_size=s.db_pool_max,
             app_name=s.service,
         )
-        await db.migrate(pool, s.schema, migrations_for(self.defn))
+        await db.migrate(pool, s.schema_name, migrations_for(self.defn))
         broker = NatsBroker(
             s.nats_url.split(","),
             middlewares=[NatsTelemetryMiddleware(tracer_provider=provider)],
@@ -151,7 +152,7 @@ class Runtime:
         await broker.start()
         ctx.relay = OutboxRelay(
             pool,
-            s.schema,
+            s.schema_name,
             self._publisher(ctx),
             batch_size=s.outbox_batch_size,
             poll_interval_s=s.outbox_poll_interval_s,
@@ -159,7 +160,7 @@ class Runtime:
             kill_before_publish=s.fault_kill_before_publish,
         )
         self._relay_task = asyncio.create_task(ctx.relay.run(), name="outbox-relay")
-        log.info("service started", extra={"namespace": s.namespace, "schema": s.schema})
+        log.info("service started", extra={"namespace": s.namespace, "schema": s.schema_name})
         return ctx
 
     def _subscribe(self, ctx: ServiceContext, binding: ConsumerBinding) -> ConsumerDecl:
@@ -326,7 +327,15 @@ def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
         lifespan="on",
         timeout_graceful_shutdown=20,
     )
+    # uvicorn re-raises the stop signal to the handler that was there before it, once it has
+    # shut down; with the default SIGTERM action the process would die by the signal (exit
+    # -15/143) before the `finally` below flushes the spans. A SIGTERM stop is a clean exit.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     try:
         uvicorn.Server(config).run()
     finally:
         shutdown_tracing()  # flush spans still in the batch processor
+
+
+def _exit_cleanly(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)

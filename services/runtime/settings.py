@@ -150,7 +150,7 @@ class ServiceSettings(BaseSettings):
         return self
 
     @property
-    def schema(self) -> str:
+    def schema_name(self) -> str:
         assert self.db_schema is not None
         return self.db_schema
 

@@ -47,13 +47,13 @@ def test_service_database_url_wins_and_defaults_follow_the_service(
     monkeypatch.setenv("REPORTING_DATABASE_URL", "postgresql://reporting@db/reporting")
     s = load_settings("reporting")
     assert s.dsn == "postgresql://reporting@db/reporting"
-    assert (s.schema, s.port, s.namespace) == ("reporting", 8004, "cityhall")
+    assert (s.schema_name, s.port, s.namespace) == ("reporting", 8004, "cityhall")
 
 
 def test_a_test_namespace_gets_its_own_schema(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DATABASE_URL", "postgresql://x@db/cityhall")
     monkeypatch.setenv("CITYHALL_NAMESPACE", "t1234")
-    assert load_settings("applications").schema == "t1234_applications"
+    assert load_settings("applications").schema_name == "t1234_applications"
 
 
 def test_a_schema_name_that_is_not_an_identifier_is_refused(
