@@ -1,0 +1,53 @@
+# Two commands on a fresh machine (Python 3.11, make, git):
+#   make run    the whole platform on embedded NATS and PostgreSQL
+#   make test   ruff, then the whole test suite on real servers
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+UV     := $(BIN)/uv
+UV_VERSION := 0.13.8
+
+.PHONY: install run test lint format typecheck lock export clean help
+
+help:
+	@echo "make run | make test | make lint | make format | make typecheck | make lock | make export"
+
+# The environment is rebuilt only when the lock file or pyproject change.
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "cityhall needs Python >= 3.11")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing from requirements.lock into $(VENV)…"
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	@$(UV) pip install --quiet --python $(BIN)/python --require-hashes -r requirements.lock
+	@$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
+	@touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(BIN)/cityhall up
+
+test: install lint typecheck
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: install
+	$(BIN)/mypy services cityhall contracts
+
+# Re-pin every dependency (after editing pyproject.toml).
+lock: install
+	$(UV) pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes \
+		--quiet -o requirements.lock
+
+export: install
+	$(BIN)/cityhall contracts export
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
