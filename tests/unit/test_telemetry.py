@@ -1,0 +1,33 @@
+"""Logs are JSON lines that carry the trace id of the span they were written in."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from services.runtime.telemetry import setup_logging
+
+
+def test_a_log_line_inside_a_span_carries_its_trace_id(capsys: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    try:
+        setup_logging("applications", "INFO", "json")
+        tracer = TracerProvider().get_tracer("test")
+        with tracer.start_as_current_span("request") as span:
+            logging.getLogger("cityhall.test").info("application submitted", extra={"n": 1})
+        logging.getLogger("cityhall.test").info("outside")
+        lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    inside, outside = lines
+    assert inside["message"] == "application submitted"
+    assert inside["service"] == "applications"
+    assert inside["level"] == "INFO"
+    assert inside["n"] == 1
+    assert inside["trace_id"] == format(span.get_span_context().trace_id, "032x")
+    assert "trace_id" not in outside
