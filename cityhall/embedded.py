@@ -191,9 +191,7 @@ class EmbeddedPostgres:
 
         pg_ctl = _commands.pg_ctl  # type: ignore[attr-defined]  # created at import time
         with contextlib.suppress(subprocess.CalledProcessError):
-            pg_ctl(
-                ["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._system_user
-            )
+            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._system_user)
         self._server = None
 
     def pid(self) -> int | None:

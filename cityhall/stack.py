@@ -176,6 +176,8 @@ class LocalStack:
                         if client.get(f"{svc.url}/readyz").status_code == 200:
                             del pending[name]
                 time.sleep(0.2)
+        if self._stop:
+            return  # Ctrl-C during start-up: a requested stop, not a failure
         if pending:
             raise TimeoutError(f"not ready in time: {', '.join(pending)}")
         self._print_ready(time.monotonic() - started)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import nats.errors
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -149,6 +151,7 @@ class Runtime:
         for binding in self.defn.consumers(ctx):
             decl = self._subscribe(ctx, binding)
             await provision_consumer(ctx.js, decl, s.namespace)
+        _pull_fetch_raises_nats_timeout()
         await broker.start()
         ctx.relay = OutboxRelay(
             pool,
@@ -263,6 +266,33 @@ class Runtime:
         if not await ctx.broker.ping(timeout=2):
             problems["nats"] = "not connected"
         return problems
+
+
+def _pull_fetch_raises_nats_timeout() -> None:
+    """Work around nats-py 2.15/2.16 + FastStream 0.7.8 losing a fetched batch for ack_wait.
+
+    ``PullSubscription.fetch`` can raise a bare ``asyncio.TimeoutError`` (when its deadline runs
+    out between the no-wait probe and the lingering pull request), but FastStream's pull loop
+    only catches ``nats.errors.TimeoutError``: its task then dies, dropping the messages it had
+    already fetched for the batch; they are redelivered only after ``ack_wait`` (30 s). Raise
+    the nats error instead, which FastStream treats as "no more messages for now".
+    """
+    cls = JetStreamContext.PullSubscription
+    if getattr(cls.fetch, "_cityhall_timeout", False):
+        return
+    original = cls.fetch
+
+    @functools.wraps(original)
+    async def fetch(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await original(self, *args, **kwargs)
+        except nats.errors.TimeoutError:
+            raise
+        except TimeoutError as exc:
+            raise nats.errors.TimeoutError from exc
+
+    fetch._cityhall_timeout = True  # type: ignore[attr-defined]
+    cls.fetch = fetch  # type: ignore[method-assign]
 
 
 def service_context(request: Request) -> ServiceContext:
