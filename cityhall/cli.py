@@ -196,5 +196,25 @@ def contracts_export(
         typer.echo(f"wrote {path}")
 
 
+def _add_service_commands() -> None:
+    """A service may bring its own commands: ``services/<name>/cli.py`` with ``register(app)``."""
+    from importlib import import_module
+
+    from services.registry import SERVICE_NAMES
+
+    for name in SERVICE_NAMES:
+        module_name = f"services.{name}.cli"
+        try:
+            module = import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue
+            raise
+        module.register(app)
+
+
+_add_service_commands()
+
+
 def main() -> None:
     app()

@@ -54,6 +54,48 @@ class StackConfig:
 
 
 @dataclass
+class Sidecar:
+    """A helper process a service needs locally (an SMTP sink, a payment-provider simulator)."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    ready_port: int | None = None
+    """When set, start-up waits until 127.0.0.1:<port> accepts connections."""
+    process: subprocess.Popen[bytes] | None = None
+
+
+@dataclass
+class LocalExtras:
+    """What ``services/<name>/local.py``'s ``prepare(home)`` returns for `cityhall up`."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    """Added to that service's environment."""
+    shared_env: dict[str, str] = field(default_factory=dict)
+    """Added to every service's environment."""
+    sidecars: list[Sidecar] = field(default_factory=list)
+    urls: dict[str, str] = field(default_factory=dict)
+    """Shown in the table printed when the stack is up (name -> url)."""
+
+
+def local_extras(home: Path) -> dict[str, LocalExtras]:
+    """Each service's optional local set-up, by service name."""
+    from importlib import import_module
+
+    extras: dict[str, LocalExtras] = {}
+    for name in SERVICE_NAMES:
+        module_name = f"services.{name}.local"
+        try:
+            module = import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue
+            raise
+        extras[name] = module.prepare(home)
+    return extras
+
+
+@dataclass
 class ServiceProcess:
     name: str
     port: int
@@ -114,6 +156,8 @@ class LocalStack:
         self.nats: EmbeddedNats | None = None
         self.postgres: EmbeddedPostgres | None = None
         self.services: list[ServiceProcess] = []
+        self.sidecars: list[Sidecar] = []
+        self.extras: dict[str, LocalExtras] = {}
         self._stop = False
 
     # -- start ---------------------------------------------------------------------------------
@@ -146,10 +190,19 @@ class LocalStack:
         else:
             urls = {s: cfg.database_url for s in SERVICE_NAMES}
 
+        self.extras = local_extras(cfg.home)
+        shared_env = {k: v for x in self.extras.values() for k, v in x.shared_env.items()}
+        for extra in self.extras.values():
+            for sidecar in extra.sidecars:
+                self._start_sidecar(sidecar)
+
         for name in SERVICE_NAMES:
+            own = self.extras.get(name, LocalExtras())
             env = {
                 **os.environ,
                 **cfg.extra_env,
+                **shared_env,
+                **own.env,
                 "NATS_URL": nats_url,
                 f"{name.upper()}_DATABASE_URL": urls[name],
                 "HTTP_PORT": str(cfg.port(name)),
@@ -160,6 +213,29 @@ class LocalStack:
             proc.start()
         console.print(f"services  starting: {', '.join(SERVICE_NAMES)} (logs in {cfg.home}/logs)")
         self._wait_ready(started)
+
+    def _start_sidecar(self, sidecar: Sidecar) -> None:
+        log = (self.config.home / "logs" / f"{sidecar.name}.log").open("ab")
+        sidecar.process = subprocess.Popen(
+            sidecar.argv,
+            env={**os.environ, **sidecar.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_set_parent_death_signal,
+        )
+        log.close()
+        self.sidecars.append(sidecar)
+        if sidecar.ready_port is not None:
+            from cityhall.embedded import port_is_open
+
+            deadline = time.monotonic() + 20
+            while not port_is_open("127.0.0.1", sidecar.ready_port):
+                if sidecar.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{sidecar.name} did not start; see its log")
+                time.sleep(0.05)
+        console.print(f"sidecar   {sidecar.name} started")
 
     def _wait_ready(self, started: float) -> None:
         deadline = time.monotonic() + self.config.ready_timeout_s
@@ -189,6 +265,9 @@ class LocalStack:
         table.add_column("api docs")
         for svc in self.services:
             table.add_row(svc.name, svc.url, f"{svc.url}/docs")
+        for extra in self.extras.values():
+            for label, url in extra.urls.items():
+                table.add_row(label, url, "")
         console.print(table)
         if self.nats is not None:
             console.print(f"NATS       {self.nats.url}  (data in {self.nats.store_dir})")
@@ -237,6 +316,14 @@ class LocalStack:
                 console.print(f"[red]{svc.name} did not stop in time; killing it[/]")
                 svc.process.kill()
                 svc.process.wait()
+        for sidecar in self.sidecars:
+            if sidecar.process is not None and sidecar.process.poll() is None:
+                sidecar.process.terminate()
+                try:
+                    sidecar.process.wait(10)
+                except subprocess.TimeoutExpired:
+                    sidecar.process.kill()
+                    sidecar.process.wait()
         if self.nats is not None:
             self.nats.stop()
         if self.postgres is not None:

@@ -77,3 +77,7 @@ class SubmitApplication(BaseModel):
         description="Code of the procedure (手続き) in the city's catalog.",
     )
     channel: Channel = Channel.ONLINE
+
+
+EVENTS: tuple[type[Event], ...] = (ApplicationSubmittedV1,)
+COMMANDS: tuple[type[BaseModel], ...] = (SubmitApplication,)

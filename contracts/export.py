@@ -76,18 +76,8 @@ def event_models() -> tuple[type[Event], ...]:
 
 
 def command_models() -> tuple[type[BaseModel], ...]:
-    """The command models contracts exports: pydantic models that are not events."""
-    found: list[type[BaseModel]] = []
-    for name in contracts.__all__:
-        obj = getattr(contracts, name)
-        if (
-            inspect.isclass(obj)
-            and issubclass(obj, BaseModel)
-            and not issubclass(obj, Event)
-            and obj not in found
-        ):
-            found.append(obj)
-    return tuple(found)
+    """The commands the producing modules declare (``COMMANDS``): HTTP bodies and the like."""
+    return contracts.ALL_COMMANDS
 
 
 def model_title(model: type[BaseModel]) -> str:

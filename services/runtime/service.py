@@ -15,7 +15,7 @@ import functools
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +70,9 @@ class ServiceDefinition:
     router: APIRouter | None = None
     """HTTP routes; they reach the running service through ``Depends(service_context)``."""
     consumers: Callable[[ServiceContext], Sequence[ConsumerBinding]] = lambda _ctx: ()
+    background: Callable[[ServiceContext], Sequence[Callable[[], Awaitable[None]]]] = lambda _ctx: ()
+    """Long-running jobs (expiry sweeps, retry workers); started after the subscribers,
+    cancelled first at shutdown. Each should loop until cancelled."""
     description: str = ""
 
 
@@ -121,6 +124,7 @@ class Runtime:
         self.settings = settings
         self.ctx: ServiceContext | None = None
         self._relay_task: asyncio.Task[None] | None = None
+        self._jobs: list[asyncio.Task[None]] = []
         self.started_at = time.monotonic()
 
     async def start(self) -> ServiceContext:
@@ -163,6 +167,8 @@ class Runtime:
             kill_before_publish=s.fault_kill_before_publish,
         )
         self._relay_task = asyncio.create_task(ctx.relay.run(), name="outbox-relay")
+        for job in self.defn.background(ctx):
+            self._jobs.append(asyncio.create_task(_keep_running(job), name=job.__name__))
         log.info("service started", extra={"namespace": s.namespace, "schema": s.schema_name})
         return ctx
 
@@ -243,6 +249,11 @@ class Runtime:
         ctx = self.ctx
         if ctx is None:
             return
+        for job in self._jobs:
+            job.cancel()
+        for job in self._jobs:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await job
         if ctx.relay is not None:
             ctx.relay.stop()
         if self._relay_task is not None:
@@ -293,6 +304,19 @@ def _pull_fetch_raises_nats_timeout() -> None:
 
     fetch._cityhall_timeout = True  # type: ignore[attr-defined]
     cls.fetch = fetch  # type: ignore[method-assign]
+
+
+async def _keep_running(job: Callable[[], Awaitable[None]]) -> None:
+    """Run a background job; if it fails, log and start it again after a pause."""
+    while True:
+        try:
+            await job()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background job failed; restarting in 5 s", extra={"job": job.__name__})
+            await asyncio.sleep(5)
 
 
 def service_context(request: Request) -> ServiceContext:
