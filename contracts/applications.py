@@ -43,6 +43,7 @@ class ApplicationSubmittedV1(Event):
                     "procedure_code": "JUMINHYO",
                     "channel": "online",
                     "submitted_at": "2026-11-24T09:00:00+09:00",
+                    "applicant_id": "5d2c1f0e-8b7a-4c3d-9e1f-2a3b4c5d6e7f",
                 }
             ]
         },
@@ -55,6 +56,56 @@ class ApplicationSubmittedV1(Event):
     )
     channel: Channel
     submitted_at: AwareDatetime
+    applicant_id: uuid.UUID | None = Field(
+        default=None,
+        description=(
+            "Pseudonymous id of the citizen's account, when there is one (online). Contact "
+            "details never travel on the bus: notifications looks them up by this id."
+        ),
+    )
+
+    def aggregate_id(self) -> str:
+        return str(self.application_id)
+
+
+class ApplicationPaymentRequestedV1(Event):
+    """An application's fee (手数料) is due: payments creates a payment request to collect it.
+
+    The fee is revenue of ``facility_code`` (市民課 ``shiminka`` for certificate fees).
+    Payments answers with PaymentCaptured carrying the same ``application_id``.
+    """
+
+    event_type: ClassVar[str] = f"{TYPE_PREFIX}.applications.ApplicationPaymentRequested.v1"
+    subject: ClassVar[str] = "applications.application.payment_requested.v1"
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        title="ApplicationPaymentRequested.v1",
+        json_schema_extra={
+            "examples": [
+                {
+                    "application_id": "0b4f8a52-2f0e-4f7e-9d0a-1c7f3f5d9a10",
+                    "procedure_code": "JUMINHYO",
+                    "amount_yen": 300,
+                    "fee_item": "住民票の写し",
+                    "facility_code": "shiminka",
+                    "requested_at": "2026-11-24T09:00:05+09:00",
+                    "applicant_id": "5d2c1f0e-8b7a-4c3d-9e1f-2a3b4c5d6e7f",
+                }
+            ]
+        },
+    )
+
+    application_id: uuid.UUID
+    procedure_code: str = Field(pattern=PROCEDURE_CODE_PATTERN)
+    amount_yen: int = Field(gt=0, description="The fee, in integer yen.")
+    fee_item: str = Field(min_length=1, max_length=100, description="What the fee is for.")
+    facility_code: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9-]{1,39}$", description="The facility whose revenue it is."
+    )
+    requested_at: AwareDatetime
+    applicant_id: uuid.UUID | None = None
 
     def aggregate_id(self) -> str:
         return str(self.application_id)
@@ -79,5 +130,5 @@ class SubmitApplication(BaseModel):
     channel: Channel = Channel.ONLINE
 
 
-EVENTS: tuple[type[Event], ...] = (ApplicationSubmittedV1,)
+EVENTS: tuple[type[Event], ...] = (ApplicationSubmittedV1, ApplicationPaymentRequestedV1)
 COMMANDS: tuple[type[BaseModel], ...] = (SubmitApplication,)
