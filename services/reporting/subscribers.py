@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from contracts.applications import ApplicationSubmittedV1
-from contracts.subjects import APPLICATIONS
+from contracts.payments import PaymentCapturedV1
+from contracts.subjects import APPLICATIONS, PAYMENTS
 from services.reporting import projections
 from services.runtime.service import ConsumerBinding, ServiceContext
 from services.runtime.streams import ConsumerDecl
@@ -15,12 +16,25 @@ APPLICATION_EVENTS = ConsumerDecl(
     stream=APPLICATIONS,
     subjects=(ApplicationSubmittedV1.subject,),
 )
+PAYMENT_EVENTS = ConsumerDecl(
+    durable="reporting_payments",
+    stream=PAYMENTS,
+    subjects=(PaymentCapturedV1.subject,),
+)
+
+BINDINGS: tuple[ConsumerBinding, ...] = (
+    ConsumerBinding(
+        APPLICATION_EVENTS,
+        {ApplicationSubmittedV1: projections.record_application_submitted},
+    ),
+    ConsumerBinding(
+        PAYMENT_EVENTS,
+        {PaymentCapturedV1: projections.record_payment_captured},
+    ),
+)
+"""Each durable consumer and the projection of each event type it takes (a rebuild replays
+the same table)."""
 
 
 def consumers(_ctx: ServiceContext) -> Sequence[ConsumerBinding]:
-    return [
-        ConsumerBinding(
-            APPLICATION_EVENTS,
-            {ApplicationSubmittedV1: projections.count_application_by_channel},
-        )
-    ]
+    return BINDINGS

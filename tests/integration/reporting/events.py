@@ -1,0 +1,78 @@
+"""Known events for reporting's tests: applications and payments across months and facilities."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from contracts.applications import ApplicationSubmittedV1, Channel
+from contracts.envelope import Envelope
+from contracts.payments import PaymentCapturedV1, PaymentChannel, PaymentMethod
+from services.reporting.domain import TOKYO
+
+
+def tokyo(text: str) -> datetime:
+    """``2026-10-31 23:30`` in Asia/Tokyo."""
+    return datetime.fromisoformat(text).replace(tzinfo=TOKYO)
+
+
+def application(channel: str, procedure: str, at: str) -> Envelope[Any]:
+    return Envelope.new(
+        ApplicationSubmittedV1(
+            application_id=uuid.uuid4(),
+            procedure_code=procedure,
+            channel=Channel(channel),
+            submitted_at=tokyo(at),
+        ),
+        source="/cityhall/tests",
+    )
+
+
+def capture(
+    facility: str,
+    method: str,
+    brand: str | None,
+    amount_yen: int,
+    at: str,
+    payment_id: uuid.UUID | None = None,
+) -> Envelope[Any]:
+    pid = payment_id or uuid.uuid4()
+    return Envelope.new(
+        PaymentCapturedV1(
+            payment_id=pid,
+            facility_code=facility,
+            terminal_id=f"{facility}-t01",
+            channel=PaymentChannel.TERMINAL,
+            method=PaymentMethod(method),
+            brand=brand,
+            amount_yen=amount_yen,
+            item="住民票の写し",
+            occurred_at=tokyo(at),
+            receipt_number=f"{facility}-{pid.hex[:8]}",
+        ),
+        source="/cityhall/tests",
+    )
+
+
+# Applications: October 2026 (JUMINHYO: 2 online, 1 counter; KOSEKI: 1 mail) and November 2026
+# (JUMINHYO: 1 online, 1 mail). 23:30 on 31 October in Tokyo is still October (14:30 UTC) and
+# 00:30 on 1 November in Tokyo is already November although it is 31 October in UTC.
+APPLICATIONS = [
+    ("online", "JUMINHYO", "2026-10-01 09:00"),
+    ("online", "JUMINHYO", "2026-10-31 23:30"),
+    ("counter", "JUMINHYO", "2026-10-15 10:00"),
+    ("mail", "KOSEKI", "2026-10-20 11:00"),
+    ("online", "JUMINHYO", "2026-11-01 00:30"),
+    ("mail", "JUMINHYO", "2026-11-10 14:00"),
+]
+
+# Payments: shiminka (市民課) and bijutsukan (美術館) over two months, every method.
+PAYMENTS = [
+    ("shiminka", "qr", "PayPay", 300, "2026-10-05 09:10"),
+    ("shiminka", "cash", None, 300, "2026-10-05 09:20"),
+    ("shiminka", "emoney", "交通系IC", 450, "2026-10-06 10:00"),
+    ("bijutsukan", "credit", "Visa", 1000, "2026-10-31 23:59"),
+    ("bijutsukan", "cash", None, 1000, "2026-11-01 00:01"),
+    ("shiminka", "qr", "d払い", 750, "2026-11-02 13:00"),
+]
