@@ -19,7 +19,9 @@ from pydantic import BaseModel, Field
 
 from contracts.payments import FACILITY_CODE_PATTERN, PaymentMethod
 from services.reporting import domain, store
+from services.reporting.lag import ConsumerLag, projection_lag
 from services.reporting.store import ApplicationFilter, PaymentFilter, Period
+from services.reporting.subscribers import BINDINGS
 from services.runtime.service import ServiceContext, service_context
 
 kpi = APIRouter(prefix="/kpi", tags=["kpi"])
@@ -501,7 +503,22 @@ def _csv(name: str, header: Sequence[str], rows: Iterable[Sequence[object]]) -> 
     )
 
 
+# -- operations
+
+operations = APIRouter(tags=["operations"])
+
+
+@operations.get(
+    "/projection/lag",
+    response_model=list[ConsumerLag],
+    summary="How far each projection is behind its stream (events and seconds)",
+)
+async def lag(ctx: Ctx) -> list[ConsumerLag]:
+    return await projection_lag(ctx.js, ctx.settings.namespace, BINDINGS)
+
+
 router = APIRouter()
 """Every route of reporting (included last, once the routes above are declared)."""
 router.include_router(kpi)
 router.include_router(open_data)
+router.include_router(operations)
