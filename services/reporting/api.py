@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from contracts.payments import FACILITY_CODE_PATTERN, PaymentMethod
-from services.reporting import domain, store
+from services.reporting import domain, metrics, store
 from services.reporting.lag import ConsumerLag, projection_lag
 from services.reporting.store import ApplicationFilter, PaymentFilter, Period
 from services.reporting.subscribers import BINDINGS
@@ -515,6 +515,17 @@ operations = APIRouter(tags=["operations"])
 )
 async def lag(ctx: Ctx) -> list[ConsumerLag]:
     return await projection_lag(ctx.js, ctx.settings.namespace, BINDINGS)
+
+
+@operations.get(
+    "/metrics",
+    response_class=Response,
+    summary="OpenMetrics: KPI gauges and the projection lag, for Prometheus",
+    responses={200: {"content": {metrics.CONTENT_TYPE: {}}}},
+)
+async def openmetrics(ctx: Ctx) -> Response:
+    lags = await projection_lag(ctx.js, ctx.settings.namespace, BINDINGS)
+    return Response(await metrics.exposition(ctx.pool, lags), media_type=metrics.CONTENT_TYPE)
 
 
 router = APIRouter()
