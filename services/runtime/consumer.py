@@ -39,6 +39,20 @@ tracer = trace.get_tracer("cityhall.consumer")
 Handler = Callable[[asyncpg.Connection, Envelope[Any]], Awaitable[None]]
 """Applies one event's effects on an open transaction. Raise to refuse the event."""
 
+Admit = Callable[[str, Envelope[Any]], str | None]
+"""Optional check of a valid event against the NATS subject it came on: a reason to refuse
+it (it is dead-lettered at once), or None. For producers outside cityhall (terminals)."""
+
+Scrub = Callable[[bytes], bytes]
+"""Optional: what of a refused message's body may be kept in the DLQ. When it changes the
+body, the original is also erased from its stream (a card number must not be kept)."""
+
+
+class Refused(Exception):
+    """Raised by a handler for an event that can never succeed (a refund above the capture):
+    dead-lettered at once with this message as the reason, without retries."""
+
+
 # Delay before a NAKed message comes back, by delivery attempt (1st, 2nd, ...).
 DEFAULT_BACKOFF_S: tuple[float, ...] = (1.0, 5.0, 15.0, 60.0)
 
@@ -67,6 +81,8 @@ class EventConsumer:
     dead_letters: DeadLetters
     backoff_s: Sequence[float] = DEFAULT_BACKOFF_S
     stats: ConsumerStats = field(default_factory=ConsumerStats)
+    admit: Admit | None = None
+    scrub: Scrub | None = None
 
     def __post_init__(self) -> None:
         self._by_type = {model.event_type: (model, h) for model, h in self.handlers.items()}
@@ -136,6 +152,9 @@ class EventConsumer:
         except EnvelopeError as exc:
             await self._dead_letter(msg, f"invalid event: {exc}")
             return None
+        if self.admit is not None and (reason := self.admit(msg.subject, envelope)):
+            await self._dead_letter(msg, f"refused: {reason}")
+            return None
         return _Item(msg, envelope, handler)
 
     async def _apply(self, conn: asyncpg.Connection, items: Sequence[_Item]) -> None:
@@ -192,6 +211,9 @@ class EventConsumer:
     async def _failed(self, item: _Item, exc: Exception) -> None:
         """NAK with a delay; on the last delivery, dead-letter with the error as the reason."""
         deliveries = item.msg.metadata.num_delivered
+        if isinstance(exc, Refused):
+            await self._dead_letter(item.msg, f"refused: {exc}")
+            return
         if not is_transient(exc) and deliveries >= self.decl.max_deliver:
             await self._dead_letter(
                 item.msg,
@@ -209,8 +231,12 @@ class EventConsumer:
         await msg.nak(delay=self._delay(msg.metadata.num_delivered))
 
     async def _dead_letter(self, msg: Msg, reason: str) -> None:
+        body = self.scrub(msg.data) if self.scrub is not None else msg.data
         try:
-            await self.dead_letters.send(msg, self.name, reason)
+            await self.dead_letters.send(msg, self.name, reason, body=body)
+            if body != msg.data:
+                meta = msg.metadata
+                await self.dead_letters.erase(meta.stream, meta.sequence.stream)
         except Exception as exc:
             # Never drop: if the DLQ cannot take it, the message comes back later.
             log.error(

@@ -43,8 +43,11 @@ class DeadLetters:
         self._namespace = namespace
         self.stream = DLQ.stream_name(namespace)
 
-    async def send(self, msg: Msg, consumer: str, reason: str) -> None:
-        """Store ``msg`` in the DLQ; raises if JetStream did not acknowledge it."""
+    async def send(
+        self, msg: Msg, consumer: str, reason: str, *, body: bytes | None = None
+    ) -> None:
+        """Store ``msg`` in the DLQ (with ``body`` instead of its own when given, e.g. with a
+        card number masked); raises if JetStream did not acknowledge it."""
         meta = msg.metadata
         headers = {k: v for k, v in (msg.headers or {}).items() if k != NATS_MSG_ID}
         headers.update(
@@ -61,10 +64,14 @@ class DeadLetters:
         )
         await self._js.publish(
             absolute(self._namespace, dlq_subject(consumer)),
-            msg.data,
+            msg.data if body is None else body,
             headers=headers,
             stream=self.stream,
         )
+
+    async def erase(self, stream: str, seq: int) -> None:
+        """Overwrite and remove one message from its stream (data that must not be kept)."""
+        await self._js.delete_msg(stream, seq)
 
 
 @dataclass(frozen=True)

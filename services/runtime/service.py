@@ -34,7 +34,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from contracts.envelope import Envelope, Event
 from contracts.subjects import absolute
 from services.runtime import db
-from services.runtime.consumer import EventConsumer, Handler
+from services.runtime.consumer import Admit, EventConsumer, Handler, Scrub
 from services.runtime.dlq import DeadLetters
 from services.runtime.outbox import OutboxRelay, OutboxRow
 from services.runtime.settings import ServiceSettings
@@ -60,6 +60,10 @@ class ConsumerBinding:
 
     decl: ConsumerDecl
     handlers: Mapping[type[Event], Handler]
+    admit: Admit | None = None
+    """Optional subject check for messages from outside cityhall (see consumer.Admit)."""
+    scrub: Scrub | None = None
+    """Optional masking of dead-lettered bodies (see consumer.Scrub)."""
 
 
 @dataclass(frozen=True)
@@ -188,6 +192,8 @@ class Runtime:
             handlers=binding.handlers,
             pool=ctx.pool,
             dead_letters=DeadLetters(ctx.js, s.namespace),
+            admit=binding.admit,
+            scrub=binding.scrub,
         )
         ctx.consumers.append(consumer)
 
