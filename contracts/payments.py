@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from enum import StrEnum
-from typing import ClassVar
+from typing import Any, ClassVar, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from contracts.envelope import TYPE_PREFIX, Event
 
@@ -86,5 +87,274 @@ class PaymentCapturedV1(Event):
         return str(self.payment_id)
 
 
-EVENTS: tuple[type[Event], ...] = (PaymentCapturedV1,)
+class PaymentRefundedV1(Event):
+    """Money was given back (返金) on a capture, in part or in full.
+
+    ``refunded_total_yen`` is what has been refunded on the payment so far, this refund
+    included; it never exceeds the captured amount.
+    """
+
+    event_type: ClassVar[str] = f"{TYPE_PREFIX}.payments.PaymentRefunded.v1"
+    subject: ClassVar[str] = "payments.payment.refunded.v1"
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        title="PaymentRefunded.v1",
+        json_schema_extra={
+            "examples": [
+                {
+                    "refund_id": "2f1d0c9e-6b5a-4d3c-8e2f-1a0b9c8d7e6f",
+                    "payment_id": "7c9e6679-7425-40de-944b-e07fc1f90ae7",
+                    "facility_code": "shiminka",
+                    "terminal_id": "shiminka-t01",
+                    "channel": "terminal",
+                    "method": "qr",
+                    "brand": "PayPay",
+                    "amount_yen": 300,
+                    "refunded_total_yen": 300,
+                    "occurred_at": "2026-11-24T11:00:00+09:00",
+                }
+            ]
+        },
+    )
+
+    refund_id: uuid.UUID
+    payment_id: uuid.UUID
+    facility_code: str = Field(pattern=FACILITY_CODE_PATTERN)
+    terminal_id: str | None = Field(default=None, max_length=64)
+    channel: PaymentChannel
+    method: PaymentMethod
+    brand: str | None = Field(default=None, max_length=40)
+    amount_yen: int = Field(gt=0, description="This refund, in integer yen.")
+    refunded_total_yen: int = Field(gt=0, description="Refunded on the payment so far.")
+    occurred_at: AwareDatetime
+
+    def aggregate_id(self) -> str:
+        return str(self.payment_id)
+
+
+class PaymentVoidedV1(Event):
+    """A capture was cancelled (取消) before settlement: as if it never happened.
+
+    The ledger keeps the capture and adds its reversing entries; the receipt stays issued and
+    is shown as voided.
+    """
+
+    event_type: ClassVar[str] = f"{TYPE_PREFIX}.payments.PaymentVoided.v1"
+    subject: ClassVar[str] = "payments.payment.voided.v1"
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        title="PaymentVoided.v1",
+        json_schema_extra={
+            "examples": [
+                {
+                    "payment_id": "7c9e6679-7425-40de-944b-e07fc1f90ae7",
+                    "facility_code": "shiminka",
+                    "terminal_id": "shiminka-t01",
+                    "method": "qr",
+                    "brand": "PayPay",
+                    "amount_yen": 300,
+                    "occurred_at": "2026-11-24T10:16:00+09:00",
+                }
+            ]
+        },
+    )
+
+    payment_id: uuid.UUID
+    facility_code: str = Field(pattern=FACILITY_CODE_PATTERN)
+    terminal_id: str | None = Field(default=None, max_length=64)
+    method: PaymentMethod
+    brand: str | None = Field(default=None, max_length=40)
+    amount_yen: int = Field(gt=0, description="The voided capture's amount.")
+    occurred_at: AwareDatetime
+
+    def aggregate_id(self) -> str:
+        return str(self.payment_id)
+
+
+# --- what terminals publish ------------------------------------------------------------------
+
+TERMINAL_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{1,63}$"
+TRANSACTION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+# A run of 12 to 19 digits, maybe split by spaces or hyphens: what a card number (PAN) looks
+# like. Refused wherever it appears, Luhn-valid or not: a terminal must send a token instead.
+_PAN_LIKE = re.compile(r"(?<!\d)\d(?:[ -]?\d){11,18}(?!\d)")
+
+
+def contains_card_number(text: str) -> bool:
+    """True when ``text`` holds a 12-19 digit run that could be a card number (PAN)."""
+    return _PAN_LIKE.search(text) is not None
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (*_strings(k), *_strings(v))]
+    if isinstance(value, list | tuple):
+        return [s for v in value for s in _strings(v)]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [str(value)]
+    return []
+
+
+class TerminalTransactionKind(StrEnum):
+    """What happened at the terminal: a capture (売上), a refund (返金) or a void (取消)."""
+
+    CAPTURE = "capture"
+    REFUND = "refund"
+    VOID = "void"
+
+
+class CardDetails(BaseModel):
+    """What a terminal may send about a card: a token from its processor, the brand and the
+    last four digits. Never the card number."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    token: str = Field(min_length=8, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
+    brand: str = Field(min_length=1, max_length=40)
+    last4: str = Field(pattern=r"^[0-9]{4}$")
+
+
+class TerminalTransactionV1(Event):
+    """A transaction at a facility's terminal (multi-payment terminal or POS register).
+
+    Published by the terminal itself on ``terminals.<facility>.<terminal>.tx.v1`` as a CloudEvent
+    in binary mode: headers ``ce-specversion: 1.0``, ``ce-type`` (this type), ``ce-source:
+    /terminals/<terminal>``, ``ce-id: <terminal>/<transaction_id>``, ``ce-time`` with its UTC
+    offset, and ``Nats-Msg-Id`` equal to ``ce-id``. A terminal may publish only on its own
+    subject (NATS permissions). Payments dedupes by (terminal, transaction id) for ever.
+
+    A refund or void names the capture it undoes (``original_transaction_id``, on the same
+    terminal unless ``original_terminal_id`` says otherwise). Cards travel as a token, the
+    brand and the last four digits; a message holding anything like a full card number (12-19
+    digits in a row, anywhere) is refused and dead-lettered with the number masked.
+    """
+
+    event_type: ClassVar[str] = f"{TYPE_PREFIX}.terminals.TerminalTransaction.v1"
+    subject: ClassVar[str] = "terminals.*.*.tx.v1"
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        title="TerminalTransaction.v1",
+        json_schema_extra={
+            "examples": [
+                {
+                    "transaction_id": "T01-000123",
+                    "terminal_id": "shiminka-t01",
+                    "facility_code": "shiminka",
+                    "kind": "capture",
+                    "method": "qr",
+                    "brand": "PayPay",
+                    "amount_yen": 300,
+                    "item": "住民票の写し",
+                    "occurred_at": "2026-11-24T10:15:00+09:00",
+                },
+                {
+                    "transaction_id": "T01-000124",
+                    "terminal_id": "shiminka-t01",
+                    "facility_code": "shiminka",
+                    "kind": "capture",
+                    "method": "credit",
+                    "brand": "Visa",
+                    "amount_yen": 750,
+                    "item": "除籍謄本",
+                    "occurred_at": "2026-11-24T10:20:00+09:00",
+                    "card": {"token": "tok_9f8e7d6c5b4a", "brand": "Visa", "last4": "4242"},
+                },
+                {
+                    "transaction_id": "T01-000125",
+                    "terminal_id": "shiminka-t01",
+                    "facility_code": "shiminka",
+                    "kind": "refund",
+                    "method": "qr",
+                    "brand": "PayPay",
+                    "amount_yen": 300,
+                    "item": "住民票の写し",
+                    "occurred_at": "2026-11-24T10:30:00+09:00",
+                    "original_transaction_id": "T01-000123",
+                },
+            ]
+        },
+    )
+
+    transaction_id: str = Field(
+        pattern=TRANSACTION_ID_PATTERN,
+        description="The terminal's own id of this transaction, unique on that terminal.",
+    )
+    terminal_id: str = Field(pattern=TERMINAL_ID_PATTERN)
+    facility_code: str = Field(pattern=FACILITY_CODE_PATTERN)
+    kind: TerminalTransactionKind
+    method: PaymentMethod
+    brand: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=40,
+        description="PayPay, d払い, au PAY, 楽天ペイ, 交通系IC, nanaco, WAON, iD, QUICPay, Visa, "
+        "Mastercard, JCB, ...; required unless cash.",
+    )
+    amount_yen: int = Field(gt=0, le=10_000_000, description="Integer yen.")
+    item: str = Field(min_length=1, max_length=100, description="Item or fee type.")
+    occurred_at: AwareDatetime = Field(description="With its UTC offset.")
+    card: CardDetails | None = Field(default=None, description="Credit cards only.")
+    original_transaction_id: str | None = Field(default=None, pattern=TRANSACTION_ID_PATTERN)
+    original_terminal_id: str | None = Field(default=None, pattern=TERMINAL_ID_PATTERN)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_card_number(cls, data: Any) -> Any:
+        if any(contains_card_number(s) for s in _strings(data)):
+            raise ValueError(
+                "a full card number (PAN) is refused: send card.token, card.brand and "
+                "card.last4 instead"
+            )
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.method is PaymentMethod.CASH:
+            if self.card is not None:
+                raise ValueError("card: only for method credit")
+        elif self.brand is None:
+            raise ValueError("brand: required unless the method is cash")
+        credit_capture = (
+            self.method is PaymentMethod.CREDIT and self.kind is TerminalTransactionKind.CAPTURE
+        )
+        if credit_capture and self.card is None:
+            raise ValueError("card: a credit capture carries token, brand and last4")
+        if self.method not in (PaymentMethod.CREDIT, PaymentMethod.CASH) and self.card:
+            raise ValueError("card: only for method credit")
+        undoes = self.kind is not TerminalTransactionKind.CAPTURE
+        if undoes and self.original_transaction_id is None:
+            raise ValueError(f"original_transaction_id: required for a {self.kind.value}")
+        if not undoes and self.original_transaction_id is not None:
+            raise ValueError("original_transaction_id: only for a refund or void")
+        return self
+
+    @property
+    def message_id(self) -> str:
+        """The ``ce-id`` (and ``Nats-Msg-Id``) a terminal gives this transaction."""
+        return f"{self.terminal_id}/{self.transaction_id}"
+
+    def aggregate_id(self) -> str:
+        return self.message_id
+
+
+def terminal_subject(facility_code: str, terminal_id: str) -> str:
+    """The relative subject a terminal publishes its transactions on."""
+    return f"terminals.{facility_code}.{terminal_id}.tx.v1"
+
+
+EVENTS: tuple[type[Event], ...] = (
+    PaymentCapturedV1,
+    PaymentRefundedV1,
+    PaymentVoidedV1,
+    TerminalTransactionV1,
+)
 COMMANDS: tuple[type[BaseModel], ...] = ()

@@ -50,6 +50,14 @@ NOTIFICATIONS = StreamDecl(
     subjects=("notifications.>",),
     description="Events of the notifications service: notifications sent or failed.",
 )
+TERMINALS = StreamDecl(
+    name="terminals",
+    subjects=("terminals.>",),
+    description=(
+        "Transactions published by the facilities' payment terminals and POS registers, each on "
+        "its own subject terminals.<facility>.<terminal>.tx.v1; consumed by payments."
+    ),
+)
 DLQ = StreamDecl(
     name="dlq",
     subjects=("dlq.>",),
@@ -59,7 +67,7 @@ DLQ = StreamDecl(
     ),
 )
 
-STREAMS: tuple[StreamDecl, ...] = (APPLICATIONS, PAYMENTS, NOTIFICATIONS, DLQ)
+STREAMS: tuple[StreamDecl, ...] = (APPLICATIONS, PAYMENTS, NOTIFICATIONS, TERMINALS, DLQ)
 
 
 def dlq_subject(consumer: str) -> str:

@@ -1,0 +1,100 @@
+"""Payments' HTTP API: facilities and terminals, payments. Errors map to HTTP here only."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException
+from pydantic import BaseModel
+
+from contracts.facilities import FACILITIES
+from services.payments import domain, store
+from services.runtime.service import ServiceContext, service_context
+
+router = APIRouter(tags=["payments"])
+Ctx = Annotated[ServiceContext, Depends(service_context)]
+
+HTTP_STATUS: dict[type[domain.PaymentError], int] = {
+    domain.UnknownFacility: 404,
+    domain.UnknownTerminal: 404,
+    domain.UnknownPayment: 404,
+    domain.RefundExceedsCapture: 409,
+    domain.PaymentAlreadyVoided: 409,
+    domain.VoidNotAllowed: 409,
+    domain.MismatchedPayment: 409,
+    domain.TerminalNotAtFacility: 409,
+}
+
+
+def http_error(exc: domain.PaymentError) -> HTTPException:
+    """The one place where the payment rules' refusals become HTTP responses."""
+    status = next((s for t, s in HTTP_STATUS.items() if isinstance(exc, t)), 400)
+    return HTTPException(status, detail={"error": type(exc).__name__, "message": str(exc)})
+
+
+class FacilityOut(BaseModel):
+    """A facility (施設) that takes payments."""
+
+    code: str
+    name_ja: str
+    kind: str
+    paid_for: str
+
+
+class TerminalOut(BaseModel):
+    """A registered terminal (決済端末)."""
+
+    terminal_id: str
+    facility_code: str
+    kind: str
+    registered_at: datetime
+
+
+@router.get("/facilities", response_model=list[FacilityOut])
+async def facilities() -> list[FacilityOut]:
+    return [
+        FacilityOut(code=f.code, name_ja=f.name_ja, kind=f.kind.value, paid_for=f.paid_for.value)
+        for f in FACILITIES
+    ]
+
+
+@router.get("/terminals", response_model=list[TerminalOut])
+async def terminals(ctx: Ctx) -> list[TerminalOut]:
+    return [
+        TerminalOut(
+            terminal_id=t.terminal_id,
+            facility_code=t.facility_code,
+            kind=t.kind,
+            registered_at=t.registered_at,
+        )
+        for t in await store.list_terminals(ctx.pool)
+    ]
+
+
+class PaymentOut(BaseModel):
+    """A payment (capture) and what has been refunded or voided since."""
+
+    payment_id: uuid.UUID
+    facility_code: str
+    terminal_id: str | None
+    channel: str
+    method: str
+    brand: str | None
+    amount_yen: int
+    refunded_yen: int
+    voided: bool
+    item: str
+    occurred_at: datetime
+    receipt_number: str
+    application_id: uuid.UUID | None
+    card_last4: str | None
+
+
+@router.get("/payments/{payment_id}", response_model=PaymentOut)
+async def payment(payment_id: uuid.UUID, ctx: Ctx) -> PaymentOut:
+    row = await ctx.pool.fetchrow("SELECT * FROM payments WHERE payment_id = $1", payment_id)
+    if row is None:
+        raise http_error(domain.UnknownPayment(f"no payment {payment_id}"))
+    return PaymentOut(**{k: row[k] for k in PaymentOut.model_fields})

@@ -1,0 +1,232 @@
+"""Payments' rules: fiscal years and receipt numbers, refunds and voids, ledger postings.
+
+Pure: no I/O, no framework. The handlers load state, ask these functions what to do, and save.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+from contracts.payments import PaymentMethod
+
+TOKYO = ZoneInfo("Asia/Tokyo")
+
+
+# --- errors (mapped to HTTP and DLQ reasons in one place each: api.py, subscribers.py) -------
+
+
+class PaymentError(Exception):
+    """A request the payment rules refuse."""
+
+
+class UnknownFacility(PaymentError):
+    """No facility has this code."""
+
+
+class UnknownTerminal(PaymentError):
+    """No terminal has this id."""
+
+
+class TerminalNotAtFacility(PaymentError):
+    """A terminal published for a facility it is not registered to."""
+
+
+class UnknownPayment(PaymentError):
+    """The capture a refund or void names does not exist."""
+
+
+class RefundExceedsCapture(PaymentError):
+    """返金超過: a refund would take back more than was captured."""
+
+
+class PaymentAlreadyVoided(PaymentError):
+    """The capture was voided (取消); nothing more can be refunded or voided."""
+
+
+class VoidNotAllowed(PaymentError):
+    """A void must cancel the whole capture, before any refund."""
+
+
+class MismatchedPayment(PaymentError):
+    """A refund or void does not match its capture (another facility or method)."""
+
+
+# --- fiscal year and receipt numbers -------------------------------------------------------
+
+
+def fiscal_year(when: datetime) -> int:
+    """The city's fiscal year (年度) of a moment: April to March, in Asia/Tokyo.
+
+    >>> fiscal_year(datetime.fromisoformat("2027-03-31T23:59:00+09:00"))
+    2026
+    """
+    if when.tzinfo is None:
+        raise ValueError("fiscal_year needs a timezone-aware datetime")
+    local = when.astimezone(TOKYO)
+    return local.year if local.month >= 4 else local.year - 1
+
+
+def business_date(when: datetime) -> date:
+    """The day (Asia/Tokyo) a payment counts for in revenue and reconciliation."""
+    if when.tzinfo is None:
+        raise ValueError("business_date needs a timezone-aware datetime")
+    return when.astimezone(TOKYO).date()
+
+
+def receipt_number(facility_code: str, year: int, serial: int) -> str:
+    """領収書番号: ``<facility>-<fiscal year>-<6-digit serial>``, e.g. ``shiminka-2026-000123``."""
+    if serial <= 0:
+        raise ValueError("receipt serials start at 1")
+    return f"{facility_code}-{year}-{serial:06d}"
+
+
+# --- payments ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PaymentState:
+    """A capture as far as refunds and voids care."""
+
+    payment_id: uuid.UUID
+    facility_code: str
+    method: PaymentMethod
+    brand: str | None
+    amount_yen: int
+    refunded_yen: int
+    voided: bool
+
+    @property
+    def refundable_yen(self) -> int:
+        return 0 if self.voided else self.amount_yen - self.refunded_yen
+
+
+def decide_refund(payment: PaymentState, amount_yen: int) -> int:
+    """The refunded total after refunding ``amount_yen``; raise when the rules refuse it."""
+    if amount_yen <= 0:
+        raise ValueError("a refund is a positive amount of yen")
+    if payment.voided:
+        raise PaymentAlreadyVoided(f"payment {payment.payment_id} was voided")
+    if amount_yen > payment.refundable_yen:
+        raise RefundExceedsCapture(
+            f"refund of {amount_yen} yen exceeds what is left of the capture: "
+            f"{payment.refundable_yen} of {payment.amount_yen} yen"
+        )
+    return payment.refunded_yen + amount_yen
+
+
+def decide_void(payment: PaymentState, amount_yen: int) -> None:
+    """Raise unless ``amount_yen`` voids the whole, untouched capture."""
+    if payment.voided:
+        raise PaymentAlreadyVoided(f"payment {payment.payment_id} was already voided")
+    if payment.refunded_yen:
+        raise VoidNotAllowed(f"payment {payment.payment_id} has refunds; refund the rest instead")
+    if amount_yen != payment.amount_yen:
+        raise VoidNotAllowed(
+            f"a void cancels the whole capture ({payment.amount_yen} yen), not {amount_yen} yen"
+        )
+
+
+# --- the ledger ----------------------------------------------------------------------------
+
+
+class PostingKind(StrEnum):
+    CAPTURE = "capture"
+    REFUND = "refund"
+    VOID = "void"
+
+
+REVENUE = "revenue"
+"""収入: gross revenue of the facility (the posting carries the facility)."""
+
+
+def receivable_account(method: PaymentMethod, brand: str | None) -> str:
+    """Where captured money waits: the cash drawer, or what a processor owes (未収金)."""
+    if method is PaymentMethod.CASH:
+        return "cash"
+    label = re.sub(r"\s+", "_", (brand or "unknown").strip())
+    return f"receivable:{method.value}:{label}"
+
+
+@dataclass(frozen=True)
+class Entry:
+    account: str
+    debit_yen: int = 0
+    credit_yen: int = 0
+
+
+@dataclass(frozen=True)
+class Posting:
+    """A balanced set of ledger entries (仕訳)."""
+
+    posting_id: uuid.UUID
+    kind: PostingKind
+    facility_code: str
+    business_date: date
+    entries: tuple[Entry, ...]
+    payment_id: uuid.UUID | None = None
+    reverses: uuid.UUID | None = None
+    memo: str = ""
+
+    def __post_init__(self) -> None:
+        debits = sum(e.debit_yen for e in self.entries)
+        credits = sum(e.credit_yen for e in self.entries)
+        if debits != credits or debits == 0:
+            raise ValueError(f"unbalanced posting: debits {debits} <> credits {credits}")
+        for e in self.entries:
+            if (e.debit_yen > 0) == (e.credit_yen > 0) or min(e.debit_yen, e.credit_yen) < 0:
+                raise ValueError(f"an entry is a debit or a credit, not both: {e}")
+
+
+def capture_posting(
+    payment_id: uuid.UUID,
+    facility_code: str,
+    method: PaymentMethod,
+    brand: str | None,
+    amount_yen: int,
+    occurred_at: datetime,
+) -> Posting:
+    """Dr receivable (or cash) / Cr revenue, gross."""
+    return Posting(
+        posting_id=uuid.uuid4(),
+        kind=PostingKind.CAPTURE,
+        facility_code=facility_code,
+        business_date=business_date(occurred_at),
+        entries=(
+            Entry(receivable_account(method, brand), debit_yen=amount_yen),
+            Entry(REVENUE, credit_yen=amount_yen),
+        ),
+        payment_id=payment_id,
+    )
+
+
+def refund_posting(payment: PaymentState, amount_yen: int, occurred_at: datetime) -> Posting:
+    """Dr revenue / Cr receivable: revenue given back."""
+    return Posting(
+        posting_id=uuid.uuid4(),
+        kind=PostingKind.REFUND,
+        facility_code=payment.facility_code,
+        business_date=business_date(occurred_at),
+        entries=(
+            Entry(REVENUE, debit_yen=amount_yen),
+            Entry(receivable_account(payment.method, payment.brand), credit_yen=amount_yen),
+        ),
+        payment_id=payment.payment_id,
+    )
+
+
+def reversal_of(original: Posting, kind: PostingKind, occurred_at: datetime) -> Posting:
+    """The entries of ``original`` with debits and credits swapped (a correction, 訂正)."""
+    return Posting(
+        posting_id=uuid.uuid4(),
+        kind=kind,
+        facility_code=original.facility_code,
+        business_date=business_date(occurred_at),
+        entries=tuple(Entry(e.account, e.credit_yen, e.debit_yen) for e in original.entries),
+        payment_id=original.payment_id,
+        reverses=original.posting_id,
+    )

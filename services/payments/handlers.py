@@ -1,0 +1,254 @@
+"""Payments' handlers: load, decide (domain), save state + ledger + outbox in one transaction."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+
+from contracts.envelope import Envelope, Event
+from contracts.facilities import FACILITIES_BY_CODE
+from contracts.payments import (
+    PaymentCapturedV1,
+    PaymentChannel,
+    PaymentRefundedV1,
+    PaymentVoidedV1,
+    TerminalTransactionKind,
+    TerminalTransactionV1,
+    terminal_subject,
+)
+from services.payments import domain, store
+from services.runtime.outbox import add_events
+
+SOURCE = "/cityhall/payments"
+_IDS = uuid.UUID("4d1b7c1e-9a53-4f5e-8d0c-0f3a1c2b7e11")
+"""Namespace of the name-based (uuid5) ids payments derives from terminal transaction ids, so
+that the same transaction always gets the same payment id."""
+
+
+def _event(data: Event) -> Envelope[Event]:
+    return Envelope.new(data, source=SOURCE)
+
+
+# --- registry ------------------------------------------------------------------------------
+
+
+class TerminalKind:
+    MULTI_PAYMENT = "multi_payment"
+    """マルチ決済端末"""
+    POS_REGISTER = "pos_register"
+    """POSレジ"""
+
+    ALL = (MULTI_PAYMENT, POS_REGISTER)
+
+
+@dataclass(frozen=True)
+class TerminalCredentials:
+    """What a terminal needs to publish: its NATS user and password and its own subject."""
+
+    terminal_id: str
+    facility_code: str
+    kind: str
+    nats_user: str
+    nats_password: str
+    subject: str
+    """Relative to the namespace: terminals.<facility>.<terminal>.tx"""
+
+
+async def register_terminal(
+    pool: asyncpg.Pool, facility_code: str, kind: str = TerminalKind.MULTI_PAYMENT
+) -> TerminalCredentials:
+    """Register a new terminal at a facility and mint its NATS credentials."""
+    if facility_code not in FACILITIES_BY_CODE:
+        raise domain.UnknownFacility(f"no facility has the code {facility_code!r}")
+    if kind not in TerminalKind.ALL:
+        raise ValueError(f"terminal kind must be one of {', '.join(TerminalKind.ALL)}")
+    async with pool.acquire() as conn, conn.transaction():
+        await store.sync_facilities(conn)
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", facility_code)
+        number = await store.next_terminal_number(conn, facility_code)
+        terminal_id = f"{facility_code}-t{number:02d}"
+        row = await store.insert_terminal(conn, terminal_id, facility_code, kind, terminal_id)
+    return TerminalCredentials(
+        terminal_id=row.terminal_id,
+        facility_code=row.facility_code,
+        kind=row.kind,
+        nats_user=row.nats_user,
+        nats_password=secrets.token_urlsafe(24),
+        subject=terminal_subject(row.facility_code, row.terminal_id),
+    )
+
+
+# --- terminal transactions -----------------------------------------------------------------
+
+
+async def record_terminal_transaction(
+    conn: asyncpg.Connection, event: Envelope[TerminalTransactionV1]
+) -> None:
+    """Post a terminal's capture, refund or void once, for ever, with its event."""
+    tx = event.data
+    terminal = await store.get_terminal(conn, tx.terminal_id)
+    if terminal is None:
+        raise domain.UnknownTerminal(f"terminal {tx.terminal_id!r} is not registered")
+    if terminal.facility_code != tx.facility_code:
+        raise domain.TerminalNotAtFacility(
+            f"terminal {tx.terminal_id!r} is registered to {terminal.facility_code!r}, "
+            f"not {tx.facility_code!r}"
+        )
+    if await store.transaction_seen(conn, tx.terminal_id, tx.transaction_id):
+        return  # posted before, maybe long ago: nothing changes
+    if tx.kind is TerminalTransactionKind.CAPTURE:
+        await _capture(conn, tx)
+    elif tx.kind is TerminalTransactionKind.REFUND:
+        await _refund(conn, tx)
+    else:
+        await _void(conn, tx)
+
+
+async def _capture(conn: asyncpg.Connection, tx: TerminalTransactionV1) -> None:
+    payment_id = uuid.uuid5(_IDS, tx.message_id)
+    year = domain.fiscal_year(tx.occurred_at)
+    serial = await store.next_receipt_serial(conn, tx.facility_code, year)
+    receipt = domain.receipt_number(tx.facility_code, year, serial)
+    await store.insert_payment(
+        conn,
+        store.NewPayment(
+            payment_id=payment_id,
+            facility_code=tx.facility_code,
+            terminal_id=tx.terminal_id,
+            channel=PaymentChannel.TERMINAL.value,
+            method=tx.method,
+            brand=tx.brand,
+            amount_yen=tx.amount_yen,
+            item=tx.item,
+            occurred_at=tx.occurred_at,
+            receipt_number=receipt,
+            fiscal_year=year,
+            receipt_serial=serial,
+            card_token=tx.card.token if tx.card else None,
+            card_last4=tx.card.last4 if tx.card else None,
+        ),
+    )
+    await store.claim_terminal_transaction(
+        conn,
+        tx.terminal_id,
+        tx.transaction_id,
+        tx.kind.value,
+        payment_id,
+        tx.amount_yen,
+        tx.occurred_at,
+    )
+    posting = domain.capture_posting(
+        payment_id, tx.facility_code, tx.method, tx.brand, tx.amount_yen, tx.occurred_at
+    )
+    await store.insert_posting(conn, posting)
+    await add_events(
+        conn,
+        [
+            _event(
+                PaymentCapturedV1(
+                    payment_id=payment_id,
+                    facility_code=tx.facility_code,
+                    terminal_id=tx.terminal_id,
+                    channel=PaymentChannel.TERMINAL,
+                    method=tx.method,
+                    brand=tx.brand,
+                    amount_yen=tx.amount_yen,
+                    item=tx.item,
+                    occurred_at=tx.occurred_at,
+                    receipt_number=receipt,
+                )
+            )
+        ],
+    )
+
+
+async def _original(conn: asyncpg.Connection, tx: TerminalTransactionV1) -> domain.PaymentState:
+    assert tx.original_transaction_id is not None
+    terminal = tx.original_terminal_id or tx.terminal_id
+    payment = await store.lock_payment_of_transaction(conn, terminal, tx.original_transaction_id)
+    if payment is None:
+        raise domain.UnknownPayment(
+            f"no capture {tx.original_transaction_id!r} on terminal {terminal!r}"
+        )
+    if payment.facility_code != tx.facility_code:
+        raise domain.MismatchedPayment(
+            f"capture {tx.original_transaction_id!r} belongs to {payment.facility_code!r}"
+        )
+    return payment
+
+
+async def _refund(conn: asyncpg.Connection, tx: TerminalTransactionV1) -> None:
+    payment = await _original(conn, tx)
+    total = domain.decide_refund(payment, tx.amount_yen)
+    refund_id = uuid.uuid5(_IDS, tx.message_id)
+    await store.record_refund(
+        conn, refund_id, payment.payment_id, tx.amount_yen, total, tx.occurred_at
+    )
+    await store.claim_terminal_transaction(
+        conn,
+        tx.terminal_id,
+        tx.transaction_id,
+        tx.kind.value,
+        payment.payment_id,
+        tx.amount_yen,
+        tx.occurred_at,
+    )
+    await store.insert_posting(conn, domain.refund_posting(payment, tx.amount_yen, tx.occurred_at))
+    await add_events(
+        conn,
+        [
+            _event(
+                PaymentRefundedV1(
+                    refund_id=refund_id,
+                    payment_id=payment.payment_id,
+                    facility_code=payment.facility_code,
+                    terminal_id=tx.terminal_id,
+                    channel=PaymentChannel.TERMINAL,
+                    method=payment.method,
+                    brand=payment.brand,
+                    amount_yen=tx.amount_yen,
+                    refunded_total_yen=total,
+                    occurred_at=tx.occurred_at,
+                )
+            )
+        ],
+    )
+
+
+async def _void(conn: asyncpg.Connection, tx: TerminalTransactionV1) -> None:
+    payment = await _original(conn, tx)
+    domain.decide_void(payment, tx.amount_yen)
+    capture = await store.capture_posting_of(conn, payment.payment_id)
+    assert capture is not None, "every payment has its capture posting"
+    await store.mark_voided(conn, payment.payment_id)
+    await store.claim_terminal_transaction(
+        conn,
+        tx.terminal_id,
+        tx.transaction_id,
+        tx.kind.value,
+        payment.payment_id,
+        tx.amount_yen,
+        tx.occurred_at,
+    )
+    await store.insert_posting(
+        conn, domain.reversal_of(capture, domain.PostingKind.VOID, tx.occurred_at)
+    )
+    await add_events(
+        conn,
+        [
+            _event(
+                PaymentVoidedV1(
+                    payment_id=payment.payment_id,
+                    facility_code=payment.facility_code,
+                    terminal_id=tx.terminal_id,
+                    method=payment.method,
+                    brand=payment.brand,
+                    amount_yen=payment.amount_yen,
+                    occurred_at=tx.occurred_at,
+                )
+            )
+        ],
+    )

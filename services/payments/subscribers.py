@@ -1,0 +1,79 @@
+"""What payments consumes: terminal transactions (and application fee requests).
+
+Terminals are outside cityhall, so their messages get two extra checks before any handler runs
+(see ``admit``): the subject must be the terminal's own (``terminals.<facility>.<terminal>.tx.v1``,
+matching the payload) and ``ce-id`` must be ``<terminal>/<transaction_id>``, so one terminal's
+ids can never collide with another's in the inbox. A dead-lettered body has anything like a
+card number masked, and the original message is erased from the stream.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import asyncpg
+
+from contracts.envelope import Envelope
+from contracts.payments import TerminalTransactionV1, terminal_subject
+from contracts.subjects import TERMINALS
+from services.payments import handlers
+from services.payments.domain import PaymentError
+from services.runtime.consumer import Refused
+from services.runtime.service import ConsumerBinding, ServiceContext
+from services.runtime.streams import ConsumerDecl
+
+TERMINAL_TRANSACTIONS = ConsumerDecl(
+    durable="payments_terminals",
+    stream=TERMINALS,
+    subjects=(TerminalTransactionV1.subject,),
+)
+
+_DIGIT_RUN = re.compile(r"\d(?:[ -]?\d){11,18}")
+
+
+def admit_terminal_message(subject: str, event: Envelope[Any]) -> str | None:
+    """Why a terminal's message is refused before it reaches the ledger, or None."""
+    tx: TerminalTransactionV1 = event.data
+    tokens = subject.split(".")
+    if tokens[-5:] != ["terminals", tx.facility_code, tx.terminal_id, "tx", "v1"]:
+        return (
+            f"subject {subject!r} is not terminal {tx.terminal_id!r}'s own subject "
+            f"({terminal_subject(tx.facility_code, tx.terminal_id)})"
+        )
+    if event.id != tx.message_id:
+        return f"ce-id must be {tx.message_id!r} (terminal/transaction id), not {event.id!r}"
+    return None
+
+
+def mask_card_numbers(body: bytes) -> bytes:
+    """The body with every 12-19 digit run replaced by asterisks (kept: the last four)."""
+    text = body.decode("utf-8", errors="replace")
+    return _DIGIT_RUN.sub(lambda m: "*" * (len(m.group()) - 4) + m.group()[-4:], text).encode()
+
+
+def refusing(
+    handler: Callable[[asyncpg.Connection, Envelope[Any]], Awaitable[None]],
+) -> Callable[[asyncpg.Connection, Envelope[Any]], Awaitable[None]]:
+    """Map the payment rules' refusals to dead letters with the reason (the one place)."""
+
+    async def handle(conn: asyncpg.Connection, event: Envelope[Any]) -> None:
+        try:
+            await handler(conn, event)
+        except PaymentError as exc:
+            raise Refused(f"{type(exc).__name__}: {exc}") from exc
+
+    handle.__name__ = handler.__name__
+    return handle
+
+
+def consumers(_ctx: ServiceContext) -> Sequence[ConsumerBinding]:
+    return [
+        ConsumerBinding(
+            TERMINAL_TRANSACTIONS,
+            {TerminalTransactionV1: refusing(handlers.record_terminal_transaction)},
+            admit=admit_terminal_message,
+            scrub=mask_card_numbers,
+        )
+    ]

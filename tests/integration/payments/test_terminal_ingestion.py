@@ -1,0 +1,232 @@
+"""Terminal transactions over NATS: posted once, refused with a reason, never a card number."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import asyncpg
+import pytest
+from nats.js import JetStreamContext
+
+from contracts.payments import PaymentCapturedV1, PaymentRefundedV1, PaymentVoidedV1
+from contracts.subjects import PAYMENTS, TERMINALS
+from services.payments.handlers import TerminalCredentials, register_terminal
+from services.runtime.dlq import list_dead_letters
+from tests.integration.helpers import wait_for
+from tests.integration.payments.helpers import (
+    revenue_yen,
+    terminal_publishes,
+    transaction,
+)
+
+
+async def registered(payments: Any, facility: str = "shiminka") -> TerminalCredentials:
+    return await register_terminal(payments.pool, facility)
+
+
+async def count(pool: asyncpg.Pool, table: str) -> int:
+    return int(await pool.fetchval(f"SELECT count(*) FROM {table}"))
+
+
+async def published(js: JetStreamContext, namespace: str, event: type[Any]) -> list[dict[str, Any]]:
+    """The bodies of ``event`` in the PAYMENTS stream."""
+    stream = PAYMENTS.stream_name(namespace)
+    info = await js.stream_info(stream)
+    bodies = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        if info.state.messages == 0:
+            break
+        msg = await js.get_msg(stream, seq=seq, direct=True)
+        if (msg.subject or "").endswith(event.subject):
+            bodies.append(json.loads(msg.data or b"{}"))
+    return bodies
+
+
+async def dead_letters(js: JetStreamContext, namespace: str, n: int) -> list[Any]:
+    async def enough() -> list[Any]:
+        letters = await list_dead_letters(js, namespace, consumer="payments_terminals")
+        return letters if len(letters) >= n else []
+
+    return await wait_for(enough)
+
+
+async def test_the_same_transaction_published_three_times_is_posted_once(
+    payments: Any, js: JetStreamContext, namespace: str
+) -> None:
+    terminal = await registered(payments)
+    stream = TERMINALS.stream_name(namespace)
+    config = (await js.stream_info(stream)).config
+    config.duplicate_window = 1.0  # a short window, so the third copy gets past JetStream
+    await js.update_stream(config)
+    tx = transaction(terminal.terminal_id, "T01-000001")
+
+    await terminal_publishes(js, namespace, tx)
+    await terminal_publishes(js, namespace, tx)  # inside the window: JetStream drops it
+    await wait_for(lambda: count(payments.pool, "payments"))
+    # Inbox rows may be pruned (INBOX_RETENTION_DAYS); the (terminal, transaction id) key is
+    # what dedupes for ever, so take the inbox out of the picture for the third copy.
+    await payments.pool.execute("DELETE FROM inbox")
+    await asyncio.sleep(1.5)  # past the duplicate window
+    await terminal_publishes(js, namespace, tx)
+    consumer = payments.ctx.consumers[0]
+    await wait_for(lambda: asyncio.sleep(0, consumer.stats.processed >= 2))
+
+    assert (await js.stream_info(stream)).state.messages == 2  # two stored, one dropped
+    assert await count(payments.pool, "payments") == 1
+    assert await count(payments.pool, "terminal_transactions") == 1
+    assert await count(payments.pool, "postings") == 1
+    assert await revenue_yen(payments.pool) == 300
+    captured = await wait_for(lambda: published(js, namespace, PaymentCapturedV1))
+    await asyncio.sleep(0.5)  # the relay would have published a second event by now
+    captured = await published(js, namespace, PaymentCapturedV1)
+    assert len(captured) == 1
+    assert captured[0]["terminal_id"] == terminal.terminal_id
+    assert captured[0]["channel"] == "terminal"
+    assert captured[0]["receipt_number"] == "shiminka-2026-000001"
+
+
+async def test_a_full_card_number_is_refused_masked_and_erased(
+    payments: Any, js: JetStreamContext, namespace: str
+) -> None:
+    terminal = await registered(payments)
+    pan = "4111 1111 1111 1111"
+    tx = transaction(
+        terminal.terminal_id,
+        "T01-000002",
+        method="credit",
+        brand="Visa",
+        card={"token": "tok_abcdefgh", "brand": "Visa", "last4": "1111"},
+        item=f"card {pan}",
+    )
+    seq = await terminal_publishes(js, namespace, tx)
+    [letter] = await dead_letters(js, namespace, 1)
+
+    assert "full card number (PAN) is refused" in letter.reason
+    assert pan not in letter.body.decode()
+    assert "**** **** **** 1111" not in letter.body.decode()  # digits masked, spaces too
+    assert "1111" in letter.body.decode()
+    assert await count(payments.pool, "payments") == 0
+    assert await count(payments.pool, "postings") == 0
+    from nats.js.errors import NotFoundError
+
+    with pytest.raises(NotFoundError):
+        await js.get_msg(TERMINALS.stream_name(namespace), seq=seq, direct=True)
+
+
+async def test_a_refund_above_the_capture_is_refused_with_the_reason(
+    payments: Any, js: JetStreamContext, namespace: str
+) -> None:
+    terminal = await registered(payments)
+    t = terminal.terminal_id
+    await terminal_publishes(js, namespace, transaction(t, "C1", amount_yen=750))
+    await terminal_publishes(
+        js,
+        namespace,
+        transaction(t, "R1", kind="refund", amount_yen=500, original_transaction_id="C1"),
+    )
+    await terminal_publishes(
+        js,
+        namespace,
+        transaction(t, "R2", kind="refund", amount_yen=251, original_transaction_id="C1"),
+    )
+    [letter] = await dead_letters(js, namespace, 1)
+
+    assert "RefundExceedsCapture" in letter.reason
+    assert "250 of 750 yen" in letter.reason
+    assert letter.headers["ce-id"] == f"{t}/R2"
+    payment = await payments.pool.fetchrow("SELECT * FROM payments")
+    assert (payment["amount_yen"], payment["refunded_yen"]) == (750, 500)
+    assert await revenue_yen(payments.pool) == 250
+    refunded = await wait_for(lambda: published(js, namespace, PaymentRefundedV1))
+    assert [(r["amount_yen"], r["refunded_total_yen"]) for r in refunded] == [(500, 500)]
+
+
+async def test_a_void_reverses_the_capture_in_the_ledger(
+    payments: Any, js: JetStreamContext, namespace: str
+) -> None:
+    terminal = await registered(payments)
+    t = terminal.terminal_id
+    await terminal_publishes(js, namespace, transaction(t, "C1", method="cash", brand=None))
+    await terminal_publishes(
+        js,
+        namespace,
+        transaction(t, "V1", kind="void", method="cash", brand=None, original_transaction_id="C1"),
+    )
+    voided = await wait_for(lambda: published(js, namespace, PaymentVoidedV1))
+
+    assert voided[0]["amount_yen"] == 300
+    rows = await payments.pool.fetch(
+        "SELECT kind, reverses IS NOT NULL AS reverses FROM postings ORDER BY posted_at"
+    )
+    assert [(r["kind"], r["reverses"]) for r in rows] == [("capture", False), ("void", True)]
+    assert await revenue_yen(payments.pool) == 0
+    cash = await payments.pool.fetchval(
+        "SELECT sum(debit_yen - credit_yen) FROM ledger_entries WHERE account = 'cash'"
+    )
+    assert cash == 0
+
+
+async def test_a_terminal_publishing_for_another_terminal_or_facility_is_dead_lettered(
+    payments: Any, js: JetStreamContext, namespace: str
+) -> None:
+    mine = await registered(payments, "shiminka")
+    other = await registered(payments, "bijutsukan")
+    # On its own subject, but claiming to be the other terminal (or its facility):
+    await terminal_publishes(
+        js,
+        namespace,
+        transaction(other.terminal_id, "X1", facility_code="bijutsukan"),
+        subject=mine.subject,
+    )
+    # A registered terminal sending for a facility it is not registered to:
+    await terminal_publishes(
+        js, namespace, transaction(mine.terminal_id, "X2", facility_code="bijutsukan")
+    )
+    # An unknown terminal:
+    await terminal_publishes(js, namespace, transaction("shiminka-t99", "X3"))
+    letters = await dead_letters(js, namespace, 3)
+    reasons = {json.loads(d.body)["transaction_id"]: d.reason for d in letters}
+
+    assert "is not terminal 'bijutsukan-t01''s own subject" in reasons["X1"]
+    assert "TerminalNotAtFacility" in reasons["X2"]
+    assert "UnknownTerminal" in reasons["X3"]
+    assert await count(payments.pool, "postings") == 0
+
+
+async def test_an_invalid_transaction_is_dead_lettered_naming_the_field(
+    payments: Any, js: JetStreamContext, namespace: str
+) -> None:
+    terminal = await registered(payments)
+    await terminal_publishes(js, namespace, transaction(terminal.terminal_id, "B1", amount_yen=-5))
+    await terminal_publishes(
+        js, namespace, transaction(terminal.terminal_id, "B2", occurred_at="2026-11-24T10:15:00")
+    )
+    letters = await dead_letters(js, namespace, 2)
+    reasons = sorted(d.reason for d in letters)
+
+    assert "amount_yen: Input should be greater than 0" in reasons[0]
+    assert "occurred_at: Input should have timezone info" in reasons[1]
+    assert await count(payments.pool, "postings") == 0
+
+
+async def test_the_ledger_is_append_only_and_refuses_an_unbalanced_posting(
+    payments: Any, js: JetStreamContext, namespace: str
+) -> None:
+    terminal = await registered(payments)
+    await terminal_publishes(js, namespace, transaction(terminal.terminal_id, "C1"))
+    await wait_for(lambda: count(payments.pool, "postings"))
+
+    with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError, match="append-only"):
+        await payments.pool.execute("UPDATE ledger_entries SET debit_yen = 1")
+    with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError, match="append-only"):
+        await payments.pool.execute("DELETE FROM postings")
+    unbalanced = """
+        WITH p AS (INSERT INTO postings (posting_id, facility_code, kind, business_date)
+                   VALUES (gen_random_uuid(), 'shiminka', 'capture', current_date)
+                   RETURNING posting_id)
+        INSERT INTO ledger_entries (posting_id, account, debit_yen)
+        SELECT posting_id, 'cash', 100 FROM p"""
+    with pytest.raises(asyncpg.exceptions.CheckViolationError, match="does not balance"):
+        await payments.pool.execute(unbalanced)

@@ -1,0 +1,105 @@
+"""Payments' rules, without servers: fiscal years, receipts, refunds, voids, postings."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import pytest
+
+from contracts.payments import PaymentMethod
+from services.payments import domain
+
+
+def payment(amount: int = 750, refunded: int = 0, voided: bool = False) -> domain.PaymentState:
+    return domain.PaymentState(
+        payment_id=uuid.uuid4(),
+        facility_code="shiminka",
+        method=PaymentMethod.QR,
+        brand="PayPay",
+        amount_yen=amount,
+        refunded_yen=refunded,
+        voided=voided,
+    )
+
+
+@pytest.mark.parametrize(
+    ("moment", "year"),
+    [
+        ("2026-04-01T00:00:00+09:00", 2026),
+        ("2027-03-31T23:59:59+09:00", 2026),
+        ("2026-03-31T15:30:00+00:00", 2026),  # 00:30 on 1 April in Tokyo
+        ("2026-03-31T14:59:59+00:00", 2025),
+    ],
+)
+def test_the_fiscal_year_runs_april_to_march_in_tokyo(moment: str, year: int) -> None:
+    assert domain.fiscal_year(datetime.fromisoformat(moment)) == year
+
+
+def test_a_naive_time_has_no_fiscal_year() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        domain.fiscal_year(datetime(2026, 4, 1))
+
+
+def test_receipt_numbers_name_facility_year_and_serial() -> None:
+    assert domain.receipt_number("shiminka", 2026, 123) == "shiminka-2026-000123"
+
+
+def test_a_refund_up_to_the_capture_is_allowed() -> None:
+    assert domain.decide_refund(payment(750, refunded=500), 250) == 750
+
+
+def test_refund_above_capture_is_refused() -> None:
+    with pytest.raises(domain.RefundExceedsCapture, match="250 of 750 yen"):
+        domain.decide_refund(payment(750, refunded=500), 251)
+
+
+def test_a_voided_payment_cannot_be_refunded() -> None:
+    with pytest.raises(domain.PaymentAlreadyVoided):
+        domain.decide_refund(payment(voided=True), 1)
+
+
+def test_a_void_cancels_the_whole_untouched_capture_only() -> None:
+    domain.decide_void(payment(750), 750)
+    with pytest.raises(domain.VoidNotAllowed, match="whole capture"):
+        domain.decide_void(payment(750), 300)
+    with pytest.raises(domain.VoidNotAllowed, match="has refunds"):
+        domain.decide_void(payment(750, refunded=100), 750)
+
+
+def test_a_capture_posting_debits_the_processor_and_credits_revenue_gross() -> None:
+    p = domain.capture_posting(
+        uuid.uuid4(),
+        "shiminka",
+        PaymentMethod.EMONEY,
+        "交通系IC",
+        300,
+        datetime.fromisoformat("2026-11-24T23:30:00+09:00"),
+    )
+    assert [(e.account, e.debit_yen, e.credit_yen) for e in p.entries] == [
+        ("receivable:emoney:交通系IC", 300, 0),
+        ("revenue", 0, 300),
+    ]
+    assert str(p.business_date) == "2026-11-24"
+
+
+def test_a_reversal_swaps_debits_and_credits() -> None:
+    when = datetime.fromisoformat("2026-11-24T10:00:00+09:00")
+    original = domain.capture_posting(uuid.uuid4(), "shiminka", PaymentMethod.CASH, None, 450, when)
+    reversal = domain.reversal_of(original, domain.PostingKind.VOID, when)
+    assert reversal.reverses == original.posting_id
+    assert [(e.account, e.debit_yen, e.credit_yen) for e in reversal.entries] == [
+        ("cash", 0, 450),
+        ("revenue", 450, 0),
+    ]
+
+
+def test_an_unbalanced_posting_cannot_be_made() -> None:
+    with pytest.raises(ValueError, match="unbalanced"):
+        domain.Posting(
+            posting_id=uuid.uuid4(),
+            kind=domain.PostingKind.CAPTURE,
+            facility_code="shiminka",
+            business_date=datetime(2026, 11, 24).date(),
+            entries=(domain.Entry("cash", debit_yen=300), domain.Entry("revenue", credit_yen=299)),
+        )
