@@ -7,10 +7,11 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
 from contracts.facilities import FACILITIES
-from services.payments import domain, store
+from services.payments import domain, handlers, store
 from services.runtime.service import ServiceContext, service_context
 
 router = APIRouter(tags=["payments"])
@@ -20,6 +21,7 @@ HTTP_STATUS: dict[type[domain.PaymentError], int] = {
     domain.UnknownFacility: 404,
     domain.UnknownTerminal: 404,
     domain.UnknownPayment: 404,
+    domain.UnknownReceipt: 404,
     domain.RefundExceedsCapture: 409,
     domain.PaymentAlreadyVoided: 409,
     domain.VoidNotAllowed: 409,
@@ -98,3 +100,16 @@ async def payment(payment_id: uuid.UUID, ctx: Ctx) -> PaymentOut:
     if row is None:
         raise http_error(domain.UnknownPayment(f"no payment {payment_id}"))
     return PaymentOut(**{k: row[k] for k in PaymentOut.model_fields})
+
+
+@router.get(
+    "/receipts/{receipt_number}",
+    response_class=HTMLResponse,
+    summary="A receipt (領収書) as printable HTML; reprints are marked as copies",
+)
+async def receipt(receipt_number: str, ctx: Ctx) -> HTMLResponse:
+    try:
+        html = await handlers.print_receipt(ctx.pool, receipt_number)
+    except domain.PaymentError as exc:
+        raise http_error(exc) from exc
+    return HTMLResponse(html)

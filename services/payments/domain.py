@@ -40,6 +40,10 @@ class UnknownPayment(PaymentError):
     """The capture a refund or void names does not exist."""
 
 
+class UnknownReceipt(PaymentError):
+    """No receipt (領収書) has this number."""
+
+
 class RefundExceedsCapture(PaymentError):
     """返金超過: a refund would take back more than was captured."""
 

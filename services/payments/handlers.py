@@ -20,6 +20,7 @@ from contracts.payments import (
     terminal_subject,
 )
 from services.payments import domain, store
+from services.payments.receipts import ReceiptView, render_receipt
 from services.runtime.outbox import add_events
 
 SOURCE = "/cityhall/payments"
@@ -252,3 +253,27 @@ async def _void(conn: asyncpg.Connection, tx: TerminalTransactionV1) -> None:
             )
         ],
     )
+
+
+# --- receipts ------------------------------------------------------------------------------
+
+
+async def print_receipt(pool: asyncpg.Pool, receipt_number: str) -> str:
+    """The receipt as printable HTML; every print after the first is marked as a copy."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await store.print_receipt(conn, receipt_number)
+    if row is None:
+        raise domain.UnknownReceipt(f"no receipt {receipt_number!r}")
+    view = ReceiptView(
+        receipt_number=row["receipt_number"],
+        facility_name=row["facility_name"],
+        item=row["item"],
+        amount_yen=int(row["amount_yen"]),
+        method=row["method"],
+        brand=row["brand"],
+        card_last4=row["card_last4"],
+        occurred_at=row["occurred_at"],
+        refunded_yen=int(row["refunded_yen"]),
+        voided=bool(row["voided"]),
+    )
+    return render_receipt(view, copy=row["earlier_prints"] > 0)

@@ -290,3 +290,19 @@ async def unbalanced_postings(conn: asyncpg.Connection | asyncpg.Pool) -> list[u
                OR count(e.entry_id) = 0"""
     )
     return [r["posting_id"] for r in rows]
+
+
+# --- receipts ------------------------------------------------------------------------------
+
+
+async def print_receipt(conn: asyncpg.Connection, receipt_number: str) -> asyncpg.Record | None:
+    """Count one more print of a receipt; the row with ``prints`` before this one."""
+    return await conn.fetchrow(
+        """WITH printed AS (
+               UPDATE receipts SET prints = prints + 1 WHERE receipt_number = $1
+               RETURNING payment_id, prints - 1 AS earlier_prints)
+           SELECT p.*, f.name_ja AS facility_name, printed.earlier_prints
+           FROM printed JOIN payments p USING (payment_id)
+           JOIN facilities f ON f.code = p.facility_code""",
+        receipt_number,
+    )
