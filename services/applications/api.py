@@ -1,21 +1,111 @@
-"""HTTP routes of the applications service: parse, call a handler, map errors to HTTP."""
+"""HTTP routes of the applications service: parse, call a handler, map errors to HTTP.
+
+Who is calling:
+* staff (職員) send ``Authorization: Bearer <token>`` (tokens: ``APPLICATIONS_STAFF_TOKENS``);
+* a citizen comes through the city's login gateway, which sets ``X-Applicant-Id`` (the
+  pseudonymous id of the citizen's account). An applicant sees only their own applications.
+
+Every POST takes an optional ``Idempotency-Key`` header: the same key and request replay the
+first response; the same key with another request is refused (422).
+"""
 
 from __future__ import annotations
 
+import hmac
 import uuid
-from datetime import datetime
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, HTTPException, status
-from pydantic import BaseModel
+import asyncpg
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, status
+from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from contracts.applications import Channel, SubmitApplication
-from services.applications import handlers, store
-from services.applications.domain import Application
+from contracts.applications import Channel, ProcedureGroup, SubmitApplication
+from services.applications import domain, handlers, store
+from services.applications.domain import Application, ApplicationStatus, Procedure
+from services.applications.forms import FormInvalid
+from services.applications.handlers import IdempotencyKey
+from services.applications.settings import ApplicationsSettings
 from services.runtime.service import ServiceContext, service_context
 
-router = APIRouter(tags=["applications"])
+router = APIRouter()
 Ctx = Annotated[ServiceContext, Depends(service_context)]
+T = TypeVar("T")
+
+
+def settings_of(ctx: ServiceContext) -> ApplicationsSettings:
+    """This service's own settings, read once per running service."""
+    found: ApplicationsSettings | None = ctx.__dict__.get("applications_settings")
+    if found is None:
+        found = ApplicationsSettings()
+        ctx.__dict__["applications_settings"] = found
+    return found
+
+
+# -- callers ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sent the request: a member of staff, an applicant, or nobody known."""
+
+    staff_id: str | None = None
+    applicant_id: uuid.UUID | None = None
+
+    @property
+    def key_scope(self) -> str:
+        if self.staff_id is not None:
+            return f"staff:{self.staff_id}"
+        if self.applicant_id is not None:
+            return f"applicant:{self.applicant_id}"
+        return "anonymous"
+
+    def may_see(self, app: Application) -> bool:
+        return self.staff_id is not None or (
+            self.applicant_id is not None and app.applicant_id == self.applicant_id
+        )
+
+
+def caller(
+    ctx: Ctx,
+    authorization: Annotated[str | None, Header()] = None,
+    x_applicant_id: Annotated[uuid.UUID | None, Header()] = None,
+) -> Caller:
+    if authorization is not None:
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "expected 'Bearer <token>'")
+        for staff_id, secret in settings_of(ctx).staff_tokens.items():
+            if hmac.compare_digest(secret.get_secret_value().encode(), token.encode()):
+                return Caller(staff_id=staff_id)
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown staff credential")
+    return Caller(applicant_id=x_applicant_id)
+
+
+Who = Annotated[Caller, Depends(caller)]
+
+
+def staff_only(who: Who) -> Caller:
+    if who.staff_id is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "staff credential required (Authorization: Bearer <token>)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return who
+
+
+Staff = Annotated[Caller, Depends(staff_only)]
+IdemHeader = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", min_length=1, max_length=200, description="Retry-safe key."),
+]
+
+
+# -- views ------------------------------------------------------------------------------------
 
 
 class ApplicationView(BaseModel):
@@ -24,6 +114,12 @@ class ApplicationView(BaseModel):
     channel: Channel
     status: str
     submitted_at: datetime
+    fee_yen: int
+    paid_at: datetime | None
+    decided_at: datetime | None
+    rejection_reason: str | None
+    certificate_number: str | None
+    form: dict[str, Any]
 
     @classmethod
     def of(cls, app: Application) -> ApplicationView:
@@ -33,22 +129,323 @@ class ApplicationView(BaseModel):
             channel=app.channel,
             status=app.status.value,
             submitted_at=app.submitted_at,
+            fee_yen=app.fee_yen,
+            paid_at=app.paid_at,
+            decided_at=app.decided_at,
+            rejection_reason=app.rejection_reason,
+            certificate_number=app.certificate_number,
+            form=app.form,
         )
+
+
+def _render(app: Application) -> dict[str, Any]:
+    return ApplicationView.of(app).model_dump(mode="json")
+
+
+class ApplicationPage(BaseModel):
+    items: list[ApplicationView]
+    total: int
+    limit: int
+    offset: int
+
+
+class ProcedureView(BaseModel):
+    code: str
+    name_ja: str
+    department: str
+    group: ProcedureGroup
+    fee_yen: int
+    yields_certificate: bool
+    form_schema: dict[str, Any]
+    online: bool
+    online_since: date | None
+    planned_online_quarter: str | None
+    sample: bool
+
+    @classmethod
+    def of(cls, p: Procedure) -> ProcedureView:
+        return cls(
+            code=p.code,
+            name_ja=p.name_ja,
+            department=p.department,
+            group=p.group,
+            fee_yen=p.fee_yen,
+            yields_certificate=p.yields_certificate,
+            form_schema=p.form_schema,
+            online=p.online,
+            online_since=p.online_since,
+            planned_online_quarter=p.planned_online_quarter,
+            sample=p.sample,
+        )
+
+
+class ProcedurePage(BaseModel):
+    items: list[ProcedureView]
+    total: int
+    limit: int
+    offset: int
+
+
+class Rejection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=500, description="Told to the applicant.")
+
+
+# -- errors, mapped in one place --------------------------------------------------------------
+
+
+def _problem(loc: list[str | int], msg: str, kind: str) -> list[dict[str, Any]]:
+    return [{"loc": loc, "msg": msg, "type": kind}]
+
+
+def http_error(exc: Exception) -> HTTPException:
+    if isinstance(exc, FormInvalid):
+        return HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            [
+                {"loc": ["body", *p.field.split(".")], "msg": p.message, "type": "form"}
+                for p in exc.problems
+            ],
+        )
+    if isinstance(exc, handlers.UnknownProcedure):
+        return HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            _problem(["body", "procedure_code"], str(exc), "unknown_procedure"),
+        )
+    if isinstance(exc, handlers.IdempotencyKeyReused):
+        return HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            _problem(["header", "Idempotency-Key"], str(exc), "idempotency_key_reused"),
+        )
+    if isinstance(exc, handlers.ApplicationNotFound):
+        return HTTPException(status.HTTP_404_NOT_FOUND, str(exc))
+    if isinstance(exc, domain.IllegalTransition | domain.FeeUnpaid):
+        return HTTPException(status.HTTP_409_CONFLICT, str(exc))
+    if isinstance(exc, domain.NotACertificateProcedure | domain.NoFeeDue):
+        return HTTPException(status.HTTP_409_CONFLICT, str(exc))
+    raise exc
+
+
+async def _respond(
+    ctx: ServiceContext,
+    idempotency: IdempotencyKey | None,
+    effect: Callable[[asyncpg.Connection], Awaitable[T]],
+    render: Callable[[T], Any],
+    status_code: int = status.HTTP_200_OK,
+) -> JSONResponse:
+    try:
+        code, body = await handlers.in_transaction(ctx, idempotency, effect, render, status_code)
+    except (domain.ApplicationError, FormInvalid) as exc:
+        raise http_error(exc) from exc
+    return JSONResponse(body, status_code=code)
+
+
+def _key(key: str | None, who: Caller, request: Request, body: Any) -> IdempotencyKey | None:
+    if key is None:
+        return None
+    return IdempotencyKey.of(key, who.key_scope, request.method, request.url.path, body)
+
+
+# -- applications -----------------------------------------------------------------------------
 
 
 @router.post(
     "/applications",
     status_code=status.HTTP_201_CREATED,
     response_model=ApplicationView,
+    tags=["applications"],
     summary="Submit an application (online, or entered by counter or mail staff)",
 )
-async def submit_application(cmd: SubmitApplication, ctx: Ctx) -> ApplicationView:
-    return ApplicationView.of(await handlers.submit_application(ctx, cmd))
+async def submit_application(
+    cmd: SubmitApplication,
+    ctx: Ctx,
+    who: Who,
+    request: Request,
+    idempotency_key: IdemHeader = None,
+) -> JSONResponse:
+    idem = _key(idempotency_key, who, request, cmd.model_dump(mode="json"))
+    effect = handlers.submit_application(ctx, cmd, who.applicant_id)
+    return await _respond(ctx, idem, effect, _render, status.HTTP_201_CREATED)
 
 
-@router.get("/applications/{application_id}", response_model=ApplicationView)
-async def get_application(application_id: uuid.UUID, ctx: Ctx) -> ApplicationView:
+@router.get("/applications", response_model=ApplicationPage, tags=["applications"])
+async def list_applications(
+    ctx: Ctx,
+    who: Who,
+    status_: Annotated[ApplicationStatus | None, Query(alias="status")] = None,
+    procedure_code: str | None = None,
+    department: str | None = None,
+    submitted_from: AwareDatetime | None = None,
+    submitted_to: AwareDatetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> ApplicationPage:
+    """Staff see every application (filtered); an applicant sees only their own."""
+    if who.staff_id is None and who.applicant_id is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "staff credential or applicant id")
+    f = store.ApplicationFilter(
+        status=status_,
+        procedure_code=procedure_code,
+        department=department,
+        submitted_from=submitted_from,
+        submitted_to=submitted_to,
+        applicant_id=who.applicant_id if who.staff_id is None else None,
+    )
+    apps, total = await store.list_applications(ctx.pool, f, limit=limit, offset=offset)
+    return ApplicationPage(
+        items=[ApplicationView.of(a) for a in apps], total=total, limit=limit, offset=offset
+    )
+
+
+@router.get("/applications/{application_id}", response_model=ApplicationView, tags=["applications"])
+async def get_application(application_id: uuid.UUID, ctx: Ctx, who: Who) -> ApplicationView:
     app = await store.get_application(ctx.pool, application_id)
-    if app is None:
+    if app is None or not who.may_see(app):
+        # The same answer whether it does not exist or is someone else's.
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no application {application_id}")
     return ApplicationView.of(app)
+
+
+@router.post(
+    "/applications/{application_id}/withdraw",
+    response_model=ApplicationView,
+    tags=["applications"],
+    summary="The applicant withdraws the application (取下げ), before review",
+)
+async def withdraw(
+    application_id: uuid.UUID,
+    ctx: Ctx,
+    who: Who,
+    request: Request,
+    idempotency_key: IdemHeader = None,
+) -> JSONResponse:
+    def check(app: Application) -> None:
+        if not who.may_see(app):
+            raise handlers.ApplicationNotFound(f"no application {application_id}")
+
+    idem = _key(idempotency_key, who, request, {})
+    return await _respond(ctx, idem, handlers.withdraw(ctx, application_id, check), _render)
+
+
+@router.post(
+    "/applications/{application_id}/fee-request",
+    response_model=ApplicationView,
+    tags=["applications"],
+    summary="Ask payments to collect the fee (手数料): submitted -> awaiting_payment",
+)
+async def request_fee(
+    application_id: uuid.UUID,
+    ctx: Ctx,
+    who: Who,
+    request: Request,
+    idempotency_key: IdemHeader = None,
+) -> JSONResponse:
+    """By the applicant (online) or by staff (counter, mail), when the applicant will pay."""
+
+    def check(app: Application) -> None:
+        if not who.may_see(app):
+            raise handlers.ApplicationNotFound(f"no application {application_id}")
+
+    idem = _key(idempotency_key, who, request, {})
+    return await _respond(ctx, idem, handlers.request_fee(ctx, application_id, check), _render)
+
+
+@router.post(
+    "/applications/{application_id}/review",
+    response_model=ApplicationView,
+    tags=["staff"],
+    summary="Staff take the application up for review (審査)",
+)
+async def start_review(
+    application_id: uuid.UUID,
+    ctx: Ctx,
+    who: Staff,
+    request: Request,
+    idempotency_key: IdemHeader = None,
+) -> JSONResponse:
+    idem = _key(idempotency_key, who, request, {})
+    return await _respond(ctx, idem, handlers.start_review(ctx, application_id), _render)
+
+
+@router.post(
+    "/applications/{application_id}/approve",
+    response_model=ApplicationView,
+    tags=["staff"],
+    summary="Staff approve the application (承認)",
+)
+async def approve(
+    application_id: uuid.UUID,
+    ctx: Ctx,
+    who: Staff,
+    request: Request,
+    idempotency_key: IdemHeader = None,
+) -> JSONResponse:
+    idem = _key(idempotency_key, who, request, {})
+    return await _respond(ctx, idem, handlers.approve(ctx, application_id), _render)
+
+
+@router.post(
+    "/applications/{application_id}/reject",
+    response_model=ApplicationView,
+    tags=["staff"],
+    summary="Staff reject the application (却下) with a reason",
+)
+async def reject(
+    application_id: uuid.UUID,
+    body: Rejection,
+    ctx: Ctx,
+    who: Staff,
+    request: Request,
+    idempotency_key: IdemHeader = None,
+) -> JSONResponse:
+    idem = _key(idempotency_key, who, request, body.model_dump())
+    return await _respond(ctx, idem, handlers.reject(ctx, application_id, body.reason), _render)
+
+
+@router.post(
+    "/applications/{application_id}/certificate",
+    response_model=ApplicationView,
+    tags=["staff"],
+    summary="Issue the certificate (証明書) of an approved certificate application",
+)
+async def issue_certificate(
+    application_id: uuid.UUID,
+    ctx: Ctx,
+    who: Staff,
+    request: Request,
+    idempotency_key: IdemHeader = None,
+) -> JSONResponse:
+    idem = _key(idempotency_key, who, request, {})
+    return await _respond(ctx, idem, handlers.issue_certificate(ctx, application_id), _render)
+
+
+# -- catalog ----------------------------------------------------------------------------------
+
+
+@router.get("/procedures", response_model=ProcedurePage, tags=["catalog"])
+async def search_procedures(
+    ctx: Ctx,
+    q: Annotated[str | None, Query(max_length=200, description="Words in name/department")] = None,
+    department: str | None = None,
+    group: ProcedureGroup | None = None,
+    online: bool | None = None,
+    sample: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> ProcedurePage:
+    """Search the procedure catalog (手続き一覧), ordered by code."""
+    query = store.ProcedureQuery(
+        text=q, department=department, group=group, online=online, sample=sample
+    )
+    found, total = await store.search_procedures(ctx.pool, query, limit=limit, offset=offset)
+    return ProcedurePage(
+        items=[ProcedureView.of(p) for p in found], total=total, limit=limit, offset=offset
+    )
+
+
+@router.get("/procedures/{code}", response_model=ProcedureView, tags=["catalog"])
+async def get_procedure(code: str, ctx: Ctx) -> ProcedureView:
+    p = await store.get_procedure(ctx.pool, code)
+    if p is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no procedure {code}")
+    return ProcedureView.of(p)

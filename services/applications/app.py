@@ -2,12 +2,37 @@
 
 from __future__ import annotations
 
-from services.applications.api import router
-from services.runtime.service import ServiceDefinition
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+
+from services.applications import store
+from services.applications.api import router, settings_of
+from services.applications.subscribers import consumers
+from services.runtime.service import ServiceContext, ServiceDefinition
+
+log = logging.getLogger(__name__)
+
+
+def background(ctx: ServiceContext) -> Sequence[Callable[[], Awaitable[None]]]:
+    async def forget_old_idempotency_keys() -> None:
+        """Idempotency-Keys are kept APPLICATIONS_IDEMPOTENCY_RETENTION_HOURS (>= 24 h)."""
+        keep = timedelta(hours=settings_of(ctx).idempotency_retention_hours)
+        while True:
+            removed = await store.forget_idempotency_keys(ctx.pool, datetime.now(UTC) - keep)
+            if removed:
+                log.info("old idempotency keys removed", extra={"count": removed})
+            await asyncio.sleep(600)
+
+    return [forget_old_idempotency_keys]
+
 
 DEFINITION = ServiceDefinition(
     name="applications",
     package="services.applications",
     router=router,
+    consumers=consumers,
+    background=background,
     description="Procedure catalog, applications by channel, certificates.",
 )

@@ -1,19 +1,235 @@
-"""One function per command: load, decide (domain), save state and events in one transaction."""
+"""One function per command or event: load, decide (domain), save state and events in one
+transaction. HTTP commands run inside ``in_transaction``, which also keeps the Idempotency-Key
+and the response it produced in that same transaction."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+import asyncpg
 
 from contracts.applications import SubmitApplication
+from contracts.envelope import Envelope, Event
+from contracts.payments import PaymentCapturedV1
 from services.applications import domain, store
-from services.applications.domain import Application
+from services.applications.domain import Application, ApplicationError, ApplicationStatus
+from services.applications.forms import check_form
 from services.runtime.outbox import add_events
 from services.runtime.service import ServiceContext
 
+log = logging.getLogger(__name__)
 
-async def submit_application(ctx: ServiceContext, cmd: SubmitApplication) -> Application:
-    app, event = domain.submit(cmd.procedure_code, cmd.channel, datetime.now(UTC))
+T = TypeVar("T")
+TOKYO = ZoneInfo("Asia/Tokyo")
+KORIYAMA_CODE = "072036"
+"""全国地方公共団体コード of Koriyama: the prefix of its certificate numbers."""
+
+
+class UnknownProcedure(ApplicationError):
+    """No procedure with that code in the catalog (HTTP 422 on procedure_code)."""
+
+
+class ApplicationNotFound(ApplicationError):
+    """No such application, or not one the caller may see (HTTP 404)."""
+
+
+class IdempotencyKeyReused(ApplicationError):
+    """The Idempotency-Key was already used with a different request (HTTP 422)."""
+
+
+@dataclass(frozen=True)
+class IdempotencyKey:
+    """A client's Idempotency-Key, scoped to the caller, and the hash of its request."""
+
+    key: str
+    request_hash: str
+
+    @classmethod
+    def of(cls, key: str, caller: str, method: str, path: str, body: Any) -> IdempotencyKey:
+        canonical = json.dumps(
+            {"method": method, "path": path, "body": body},
+            sort_keys=True,
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        return cls(f"{caller}:{key}", hashlib.sha256(canonical.encode()).hexdigest())
+
+
+async def in_transaction(
+    ctx: ServiceContext,
+    idempotency: IdempotencyKey | None,
+    effect: Callable[[asyncpg.Connection], Awaitable[T]],
+    render: Callable[[T], Any],
+    status_code: int,
+) -> tuple[int, Any]:
+    """Run ``effect`` in one transaction and return (status, JSON body).
+
+    With an Idempotency-Key, the first response is stored with the effect and replayed for the
+    same key and request; the same key with another request raises ``IdempotencyKeyReused``.
+    A refused request (an error) stores nothing, so the client may retry it.
+    """
     async with ctx.pool.acquire() as conn, conn.transaction():
+        if idempotency is not None:
+            stored = await store.claim_idempotency_key(
+                conn, idempotency.key, idempotency.request_hash
+            )
+            if stored is not None:
+                if stored.request_hash != idempotency.request_hash:
+                    raise IdempotencyKeyReused(
+                        "this Idempotency-Key was already used with a different request; "
+                        "use a new key for a new request"
+                    )
+                return stored.status_code, stored.body
+        body = render(await effect(conn))
+        if idempotency is not None:
+            await store.store_idempotent_response(conn, idempotency.key, status_code, body)
+    return status_code, body
+
+
+async def _save(
+    ctx: ServiceContext, conn: asyncpg.Connection, app: Application, events: list[Event]
+) -> Application:
+    await store.update_application(conn, app)
+    await add_events(conn, [ctx.new_event(e) for e in events])
+    return app
+
+
+async def _load(conn: asyncpg.Connection, application_id: uuid.UUID) -> Application:
+    app = await store.get_application(conn, application_id, for_update=True)
+    if app is None:
+        raise ApplicationNotFound(f"no application {application_id}")
+    return app
+
+
+def submit_application(
+    ctx: ServiceContext, cmd: SubmitApplication, applicant_id: uuid.UUID | None
+) -> Callable[[asyncpg.Connection], Awaitable[Application]]:
+    async def effect(conn: asyncpg.Connection) -> Application:
+        procedure = await store.get_procedure(conn, cmd.procedure_code)
+        if procedure is None:
+            raise UnknownProcedure(f"no procedure {cmd.procedure_code!r} in the catalog")
+        check_form(procedure.form_schema, cmd.form)
+        app, event = domain.submit(
+            procedure, cmd.channel, datetime.now(UTC), applicant_id=applicant_id, form=cmd.form
+        )
         await store.insert_application(conn, app)
         await add_events(conn, [ctx.new_event(event, time=app.submitted_at)])
-    return app
+        return app
+
+    return effect
+
+
+Step = Callable[[asyncpg.Connection], Awaitable[Application]]
+
+
+def withdraw(
+    ctx: ServiceContext, application_id: uuid.UUID, check: Callable[[Application], None]
+) -> Step:
+    async def effect(conn: asyncpg.Connection) -> Application:
+        app = await _load(conn, application_id)
+        check(app)
+        return await _save(ctx, conn, *domain.withdraw(app, datetime.now(UTC)))
+
+    return effect
+
+
+def request_fee(
+    ctx: ServiceContext, application_id: uuid.UUID, check: Callable[[Application], None]
+) -> Step:
+    async def effect(conn: asyncpg.Connection) -> Application:
+        app = await _load(conn, application_id)
+        check(app)
+        procedure = await store.get_procedure(conn, app.procedure_code)
+        if procedure is None:
+            raise UnknownProcedure(f"procedure {app.procedure_code!r} left the catalog")
+        return await _save(ctx, conn, *domain.request_fee(app, procedure, datetime.now(UTC)))
+
+    return effect
+
+
+def start_review(ctx: ServiceContext, application_id: uuid.UUID) -> Step:
+    async def effect(conn: asyncpg.Connection) -> Application:
+        app = await _load(conn, application_id)
+        return await _save(ctx, conn, *domain.start_review(app, datetime.now(UTC)))
+
+    return effect
+
+
+def approve(ctx: ServiceContext, application_id: uuid.UUID) -> Step:
+    async def effect(conn: asyncpg.Connection) -> Application:
+        app = await _load(conn, application_id)
+        return await _save(ctx, conn, *domain.approve(app, datetime.now(UTC)))
+
+    return effect
+
+
+def reject(ctx: ServiceContext, application_id: uuid.UUID, reason: str) -> Step:
+    async def effect(conn: asyncpg.Connection) -> Application:
+        app = await _load(conn, application_id)
+        return await _save(ctx, conn, *domain.reject(app, reason, datetime.now(UTC)))
+
+    return effect
+
+
+def issue_certificate(ctx: ServiceContext, application_id: uuid.UUID) -> Step:
+    async def effect(conn: asyncpg.Connection) -> Application:
+        app = await _load(conn, application_id)
+        procedure = await store.get_procedure(conn, app.procedure_code)
+        if procedure is None:
+            raise UnknownProcedure(f"procedure {app.procedure_code!r} left the catalog")
+        now = datetime.now(UTC)
+        if app.status is ApplicationStatus.APPROVED and procedure.yields_certificate:
+            seq = await conn.fetchval("SELECT nextval('certificate_numbers')")
+            number = f"{KORIYAMA_CODE}-{now.astimezone(TOKYO).year}-{seq:07d}"
+        else:
+            number = ""  # the domain refuses this step below
+        return await _save(ctx, conn, *domain.issue_certificate(app, procedure, number, now))
+
+    return effect
+
+
+async def on_payment_captured(
+    ctx: ServiceContext, conn: asyncpg.Connection, event: Envelope[PaymentCapturedV1]
+) -> None:
+    """PaymentCaptured for an application's fee: awaiting_payment -> paid (once).
+
+    A capture for no application of ours, or for one not awaiting payment (already paid,
+    withdrawn), changes nothing and is logged; the inbox has already dropped redeliveries.
+    """
+    captured = event.data
+    if captured.application_id is None:
+        return
+    app = await store.get_application(conn, captured.application_id, for_update=True)
+    if app is None or app.status is not ApplicationStatus.AWAITING_PAYMENT:
+        log.warning(
+            "payment captured for an application not awaiting payment; ignored",
+            extra={
+                "application_id": str(captured.application_id),
+                "payment_id": str(captured.payment_id),
+                "status": app.status.value if app else None,
+            },
+        )
+        return
+    if captured.amount_yen < app.fee_yen:
+        log.warning(
+            "payment captured for less than the fee; application stays awaiting payment",
+            extra={
+                "application_id": str(app.id),
+                "payment_id": str(captured.payment_id),
+                "amount_yen": captured.amount_yen,
+                "fee_yen": app.fee_yen,
+            },
+        )
+        return
+    paid, events = domain.record_payment(
+        app, captured.payment_id, captured.amount_yen, datetime.now(UTC)
+    )
+    await _save(ctx, conn, paid, events)

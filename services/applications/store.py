@@ -2,39 +2,295 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeAlias
 
 import asyncpg
 
-from contracts.applications import Channel
-from services.applications.domain import Application, ApplicationStatus
+from contracts.applications import Channel, ProcedureGroup
+from services.applications.domain import Application, ApplicationStatus, Procedure
+
+Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
+
+_APP_COLUMNS = """id, procedure_code, channel, status, submitted_at, applicant_id, form, fee_yen,
+    payment_id, paid_at, decided_at, rejection_reason, certificate_number"""
 
 
-async def insert_application(conn: asyncpg.Connection, app: Application) -> None:
-    await conn.execute(
-        """INSERT INTO applications (id, procedure_code, channel, status, submitted_at)
-           VALUES ($1, $2, $3, $4, $5)""",
-        app.id,
-        app.procedure_code,
-        app.channel.value,
-        app.status.value,
-        app.submitted_at,
-    )
-
-
-async def get_application(
-    conn: asyncpg.Connection | asyncpg.Pool, app_id: uuid.UUID
-) -> Application | None:
-    row = await conn.fetchrow(
-        "SELECT id, procedure_code, channel, status, submitted_at FROM applications WHERE id = $1",
-        app_id,
-    )
-    if row is None:
-        return None
+def _application(row: asyncpg.Record) -> Application:
     return Application(
         id=row["id"],
         procedure_code=row["procedure_code"],
         channel=Channel(row["channel"]),
         status=ApplicationStatus(row["status"]),
         submitted_at=row["submitted_at"],
+        applicant_id=row["applicant_id"],
+        form=json.loads(row["form"]),
+        fee_yen=row["fee_yen"],
+        payment_id=row["payment_id"],
+        paid_at=row["paid_at"],
+        decided_at=row["decided_at"],
+        rejection_reason=row["rejection_reason"],
+        certificate_number=row["certificate_number"],
     )
+
+
+async def insert_application(conn: asyncpg.Connection, app: Application) -> None:
+    await conn.execute(
+        """INSERT INTO applications (id, procedure_code, channel, status, submitted_at,
+                                     applicant_id, form, fee_yen)
+           VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8)""",
+        app.id,
+        app.procedure_code,
+        app.channel.value,
+        app.status.value,
+        app.submitted_at,
+        app.applicant_id,
+        json.dumps(app.form, ensure_ascii=False),
+        app.fee_yen,
+    )
+
+
+async def update_application(conn: asyncpg.Connection, app: Application) -> None:
+    await conn.execute(
+        """UPDATE applications SET status = $2, payment_id = $3, paid_at = $4, decided_at = $5,
+                  rejection_reason = $6, certificate_number = $7, updated_at = now()
+           WHERE id = $1""",
+        app.id,
+        app.status.value,
+        app.payment_id,
+        app.paid_at,
+        app.decided_at,
+        app.rejection_reason,
+        app.certificate_number,
+    )
+
+
+async def get_application(
+    conn: Conn, app_id: uuid.UUID, *, for_update: bool = False
+) -> Application | None:
+    lock = " FOR UPDATE" if for_update else ""
+    row = await conn.fetchrow(
+        f"SELECT {_APP_COLUMNS} FROM applications WHERE id = $1{lock}",
+        app_id,
+    )
+    return None if row is None else _application(row)
+
+
+@dataclass(frozen=True)
+class ApplicationFilter:
+    """What staff filter the application list by."""
+
+    status: ApplicationStatus | None = None
+    procedure_code: str | None = None
+    department: str | None = None
+    submitted_from: datetime | None = None
+    submitted_to: datetime | None = None
+    applicant_id: uuid.UUID | None = None
+
+
+async def list_applications(
+    conn: Conn, f: ApplicationFilter, *, limit: int, offset: int
+) -> tuple[list[Application], int]:
+    """One page of applications, newest first, and how many match in all."""
+    where = ["true"]
+    args: list[Any] = []
+
+    def cond(sql: str, value: Any) -> None:
+        args.append(value)
+        where.append(sql.replace("?", f"${len(args)}"))
+
+    if f.status is not None:
+        cond("a.status = ?", f.status.value)
+    if f.procedure_code is not None:
+        cond("a.procedure_code = ?", f.procedure_code)
+    if f.department is not None:
+        cond("p.department = ?", f.department)
+    if f.submitted_from is not None:
+        cond("a.submitted_at >= ?", f.submitted_from)
+    if f.submitted_to is not None:
+        cond("a.submitted_at < ?", f.submitted_to)
+    if f.applicant_id is not None:
+        cond("a.applicant_id = ?", f.applicant_id)
+    clause = " AND ".join(where)
+    columns = ", ".join(f"a.{c.strip()}" for c in _APP_COLUMNS.split(","))
+    rows = await conn.fetch(
+        f"""SELECT {columns}, count(*) OVER () AS total
+            FROM applications a LEFT JOIN procedures p ON p.code = a.procedure_code
+            WHERE {clause}
+            ORDER BY a.submitted_at DESC, a.id
+            LIMIT {int(limit)} OFFSET {int(offset)}""",
+        *args,
+    )
+    total = int(rows[0]["total"]) if rows else 0
+    return [_application(r) for r in rows], total
+
+
+# -- procedures (手続き) ----------------------------------------------------------------------
+
+_PROC_COLUMNS = """code, name_ja, department, proc_group, fee_yen, yields_certificate, form_schema,
+    online_since, planned_online_quarter, sample"""
+
+
+def _procedure(row: asyncpg.Record) -> Procedure:
+    return Procedure(
+        code=row["code"],
+        name_ja=row["name_ja"],
+        department=row["department"],
+        group=ProcedureGroup(row["proc_group"]),
+        fee_yen=row["fee_yen"],
+        yields_certificate=row["yields_certificate"],
+        form_schema=json.loads(row["form_schema"]),
+        online_since=row["online_since"],
+        planned_online_quarter=row["planned_online_quarter"],
+        sample=row["sample"],
+    )
+
+
+async def get_procedure(conn: Conn, code: str) -> Procedure | None:
+    row = await conn.fetchrow(
+        f"SELECT {_PROC_COLUMNS} FROM procedures WHERE code = $1",
+        code,
+    )
+    return None if row is None else _procedure(row)
+
+
+async def get_procedures(conn: Conn, codes: list[str]) -> dict[str, Procedure]:
+    rows = await conn.fetch(
+        f"SELECT {_PROC_COLUMNS} FROM procedures WHERE code = ANY($1::text[])",
+        codes,
+    )
+    return {r["code"]: _procedure(r) for r in rows}
+
+
+def search_text(p: Procedure) -> str:
+    return f"{p.code} {p.name_ja} {p.department}".lower()
+
+
+async def upsert_procedures(conn: asyncpg.Connection, procedures: list[Procedure]) -> None:
+    await conn.executemany(
+        """INSERT INTO procedures (code, name_ja, department, proc_group, fee_yen,
+                                   yields_certificate, form_schema, online_since,
+                                   planned_online_quarter, sample, search_text)
+           VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11)
+           ON CONFLICT (code) DO UPDATE SET
+               name_ja = EXCLUDED.name_ja, department = EXCLUDED.department,
+               proc_group = EXCLUDED.proc_group, fee_yen = EXCLUDED.fee_yen,
+               yields_certificate = EXCLUDED.yields_certificate,
+               form_schema = EXCLUDED.form_schema, online_since = EXCLUDED.online_since,
+               planned_online_quarter = EXCLUDED.planned_online_quarter,
+               sample = EXCLUDED.sample, search_text = EXCLUDED.search_text,
+               updated_at = now()""",
+        [
+            (
+                p.code,
+                p.name_ja,
+                p.department,
+                int(p.group),
+                p.fee_yen,
+                p.yields_certificate,
+                json.dumps(p.form_schema, ensure_ascii=False, sort_keys=True),
+                p.online_since,
+                p.planned_online_quarter,
+                p.sample,
+                search_text(p),
+            )
+            for p in procedures
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class ProcedureQuery:
+    """Catalog search: free text over code, name and department, plus exact filters."""
+
+    text: str | None = None
+    department: str | None = None
+    group: ProcedureGroup | None = None
+    online: bool | None = None
+    sample: bool | None = None
+
+
+async def search_procedures(
+    conn: Conn, q: ProcedureQuery, *, limit: int, offset: int
+) -> tuple[list[Procedure], int]:
+    where = ["true"]
+    args: list[Any] = []
+
+    def cond(sql: str, value: Any) -> None:
+        args.append(value)
+        where.append(sql.replace("?", f"${len(args)}"))
+
+    if q.text:
+        for word in q.text.lower().split():
+            escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            cond("search_text LIKE ?", f"%{escaped}%")
+    if q.department is not None:
+        cond("department = ?", q.department)
+    if q.group is not None:
+        cond("proc_group = ?", int(q.group))
+    if q.online is not None:
+        where.append("online_since IS NOT NULL" if q.online else "online_since IS NULL")
+    if q.sample is not None:
+        cond("sample = ?", q.sample)
+    rows = await conn.fetch(
+        f"""SELECT {_PROC_COLUMNS}, count(*) OVER () AS total FROM procedures
+            WHERE {" AND ".join(where)}
+            ORDER BY code LIMIT {int(limit)} OFFSET {int(offset)}""",
+        *args,
+    )
+    total = int(rows[0]["total"]) if rows else 0
+    return [_procedure(r) for r in rows], total
+
+
+# -- idempotency keys -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    request_hash: str
+    status_code: int
+    body: Any
+
+
+async def claim_idempotency_key(
+    conn: asyncpg.Connection, key: str, request_hash: str
+) -> StoredResponse | None:
+    """Claim ``key`` in the open transaction, or return what it already holds.
+
+    A concurrent request with the same key waits on the first one's row lock until that
+    transaction ends, then sees its stored response (or claims the key if it rolled back).
+    """
+    claimed = await conn.fetchval(
+        """INSERT INTO idempotency_keys (key, request_hash) VALUES ($1, $2)
+           ON CONFLICT (key) DO NOTHING RETURNING key""",
+        key,
+        request_hash,
+    )
+    if claimed is not None:
+        return None
+    row = await conn.fetchrow(
+        "SELECT request_hash, status_code, response FROM idempotency_keys WHERE key = $1", key
+    )
+    assert row is not None
+    return StoredResponse(row["request_hash"], row["status_code"], json.loads(row["response"]))
+
+
+async def store_idempotent_response(
+    conn: asyncpg.Connection, key: str, status_code: int, body: Any
+) -> None:
+    await conn.execute(
+        "UPDATE idempotency_keys SET status_code = $2, response = $3::jsonb WHERE key = $1",
+        key,
+        status_code,
+        json.dumps(body, ensure_ascii=False),
+    )
+
+
+async def forget_idempotency_keys(conn: Conn, older_than: datetime) -> int:
+    result: str = await conn.execute(
+        "DELETE FROM idempotency_keys WHERE created_at < $1", older_than
+    )
+    return int(result.split()[-1])

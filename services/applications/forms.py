@@ -1,0 +1,70 @@
+"""Forms (申請書の様式): each procedure's form is a JSON Schema; an application's answers are
+checked against its own procedure's schema, and every bad field is named."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema.exceptions import SchemaError, ValidationError
+
+_FORMATS = FormatChecker()
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    """One bad field of a form: where (``form.copies``) and why."""
+
+    field: str
+    message: str
+
+
+class FormInvalid(ValueError):
+    """The answers do not fit the procedure's form (HTTP 422, one problem per field)."""
+
+    def __init__(self, problems: list[FieldProblem]) -> None:
+        super().__init__("; ".join(f"{p.field}: {p.message}" for p in problems))
+        self.problems = problems
+
+
+class FormSchemaInvalid(ValueError):
+    """A procedure's form is not a valid JSON Schema (a catalog row is refused for it)."""
+
+
+def check_form_schema(schema: Any) -> None:
+    if not isinstance(schema, dict) or schema.get("type") != "object":
+        raise FormSchemaInvalid('a form is a JSON Schema of "type": "object"')
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        raise FormSchemaInvalid(f"not a valid JSON Schema: {exc.message}") from exc
+
+
+def _fields(error: ValidationError) -> list[str]:
+    base = ["form", *(str(p) for p in error.absolute_path)]
+    instance = error.instance if isinstance(error.instance, dict) else {}
+    if error.validator == "required":
+        missing = [name for name in error.validator_value if name not in instance]
+        return [".".join([*base, name]) for name in missing] or [".".join(base)]
+    if error.validator == "additionalProperties":
+        allowed = set((error.schema or {}).get("properties", {}))
+        extra = [name for name in instance if name not in allowed]
+        return [".".join([*base, name]) for name in extra] or [".".join(base)]
+    return [".".join(base)]
+
+
+def check_form(schema: dict[str, Any], answers: dict[str, Any]) -> None:
+    """Raise ``FormInvalid`` naming each bad field of ``answers``."""
+    validator = Draft202012Validator(schema, format_checker=_FORMATS)
+    problems: list[FieldProblem] = []
+    for error in sorted(validator.iter_errors(answers), key=lambda e: list(e.absolute_path)):
+        if error.validator == "required":
+            message = "this field is required"
+        elif error.validator == "additionalProperties":
+            message = "this field is not part of the form"
+        else:
+            message = error.message
+        problems.extend(FieldProblem(name, message) for name in _fields(error))
+    if problems:
+        raise FormInvalid(problems)

@@ -1,0 +1,27 @@
+"""Which events applications consumes: PaymentCaptured, for applications' fees."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+from contracts.payments import PaymentCapturedV1
+from contracts.subjects import PAYMENTS
+from services.applications import handlers
+from services.runtime.service import ConsumerBinding, ServiceContext
+from services.runtime.streams import ConsumerDecl
+
+PAYMENT_EVENTS = ConsumerDecl(
+    durable="applications_payments",
+    stream=PAYMENTS,
+    subjects=(PaymentCapturedV1.subject,),
+)
+
+
+def consumers(ctx: ServiceContext) -> Sequence[ConsumerBinding]:
+    return [
+        ConsumerBinding(
+            PAYMENT_EVENTS,
+            {PaymentCapturedV1: functools.partial(handlers.on_payment_captured, ctx)},
+        )
+    ]
