@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 UV     := $(BIN)/uv
 UV_VERSION := 0.13.8
 
-.PHONY: install run test lint format typecheck lock export clean help
+.PHONY: install run test lint format typecheck lock export clean help browser
 
 help:
 	@echo "make run | make test | make lint | make format | make typecheck | make lock | make export"
@@ -27,8 +27,13 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/cityhall up
 
-test: install lint typecheck
+test: install lint typecheck browser
 	$(BIN)/pytest
+
+# Reporting's dashboard test drives Debian's headless Chromium; CI machines may lack it.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver)
 
 lint: install
 	$(BIN)/ruff check .

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from contracts.payments import FACILITY_CODE_PATTERN, PaymentMethod
 from services.reporting import domain, metrics, store
+from services.reporting.dashboard import dashboard
 from services.reporting.lag import ConsumerLag, projection_lag
 from services.reporting.store import ApplicationFilter, PaymentFilter, Period
 from services.reporting.subscribers import BINDINGS
@@ -533,3 +534,4 @@ router = APIRouter()
 router.include_router(kpi)
 router.include_router(open_data)
 router.include_router(operations)
+router.include_router(dashboard)
