@@ -1,11 +1,45 @@
-"""Composition root of the notifications service (its business arrives with its issue)."""
+"""Composition root of the notifications service."""
 
 from __future__ import annotations
 
-from services.runtime.service import ServiceDefinition
+from collections.abc import Awaitable, Callable, Sequence
+
+from services.notifications import subscribers, watch
+from services.notifications.api import router
+from services.notifications.components import components, release
+from services.notifications.sender import Sender
+from services.runtime.service import ConsumerBinding, ServiceContext, ServiceDefinition
+
+
+def consumers(ctx: ServiceContext) -> Sequence[ConsumerBinding]:
+    return subscribers.bindings(lambda: components(ctx).notifier)
+
+
+def background(ctx: ServiceContext) -> Sequence[Callable[[], Awaitable[None]]]:
+    parts = components(ctx)
+    sender = Sender(ctx.pool, parts.notifier, parts.channels)
+    ctx.__dict__["notifications_sender"] = sender  # reachable by tests and benchmarks
+
+    async def send_notifications() -> None:
+        try:
+            await sender.run()
+        finally:
+            await release(ctx)
+
+    async def watch_dead_letters() -> None:
+        await watch.watch_dead_letters(ctx.pool, ctx.js, ctx.settings.namespace, parts.notifier)
+
+    async def keep_delivery_log_retention() -> None:
+        await watch.keep_retention(ctx.pool, parts.notifier)
+
+    return [send_notifications, watch_dead_letters, keep_delivery_log_retention]
+
 
 DEFINITION = ServiceDefinition(
     name="notifications",
     package="services.notifications",
+    router=router,
+    consumers=consumers,
+    background=background,
     description="E-mail and webhook notifications from templates, exactly once.",
 )

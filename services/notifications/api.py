@@ -1,0 +1,209 @@
+"""HTTP routes of the notifications service: parse, call a handler, map errors to HTTP.
+
+Contacts (連絡先) by pseudonymous applicant id; the operators' list of failed and dead
+notifications; rules; templates with versions, validation on save and a preview.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Response, status
+from pydantic import BaseModel, ConfigDict
+
+from services.notifications import handlers, store, templates
+from services.notifications.components import Components, components
+from services.notifications.domain import (
+    Contact,
+    Language,
+    NotificationStatus,
+    Rule,
+    mask_address,
+)
+from services.notifications.templates import TemplateError, TemplateParts, UnknownTemplate
+from services.runtime.service import ServiceContext, service_context
+
+router = APIRouter()
+Ctx = Annotated[ServiceContext, Depends(service_context)]
+
+
+def _components(ctx: Ctx) -> Components:
+    return components(ctx)
+
+
+Parts = Annotated[Components, Depends(_components)]
+
+
+@contextlib.contextmanager
+def http_errors(where: tuple[str, ...] = ("body",)) -> Iterator[None]:
+    """The one place where the service's errors become HTTP answers."""
+    try:
+        yield
+    except TemplateError as exc:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            [{"loc": [*where, *exc.field.split(".")], "msg": exc.message, "type": "template"}],
+        ) from exc
+    except UnknownTemplate as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no template {exc.args[0]!r}") from exc
+
+
+# -- contacts ---------------------------------------------------------------------------------
+
+
+@router.put("/contacts/{applicant_id}", response_model=Contact, tags=["contacts"])
+async def put_contact(applicant_id: uuid.UUID, contact: Contact, ctx: Ctx) -> Contact:
+    """Record how to reach an applicant: e-mail, optional phone, language, opt-outs by kind."""
+    await handlers.put_contact(ctx.pool, applicant_id, contact)
+    return contact
+
+
+@router.get("/contacts/{applicant_id}", response_model=Contact, tags=["contacts"])
+async def get_contact(applicant_id: uuid.UUID, ctx: Ctx) -> Contact:
+    contact = await store.get_contact(ctx.pool, applicant_id)
+    if contact is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no contact for {applicant_id}")
+    return contact
+
+
+@router.delete(
+    "/contacts/{applicant_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["contacts"]
+)
+async def delete_contact(applicant_id: uuid.UUID, ctx: Ctx) -> Response:
+    if not await store.delete_contact(ctx.pool, applicant_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no contact for {applicant_id}")
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# -- notifications (operators) ----------------------------------------------------------------
+
+
+class NotificationView(BaseModel):
+    """A notification as operators see it: the address masked."""
+
+    id: uuid.UUID
+    cause_event_id: str
+    rule: str
+    recipient_kind: str
+    channel: str
+    address: str
+    status: NotificationStatus
+    attempts: int
+    last_error: str | None
+    provider_message_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    next_attempt_at: datetime
+
+    @classmethod
+    def of(cls, row: store.NotificationRow) -> NotificationView:
+        values: dict[str, Any] = dict(row.__dict__)
+        values["address"] = mask_address(row.address)
+        return cls(**values)
+
+
+@router.get("/notifications", response_model=list[NotificationView], tags=["operators"])
+async def list_notifications(
+    ctx: Ctx,
+    status_: Annotated[list[NotificationStatus] | None, Query(alias="status")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[NotificationView]:
+    """Failed (to be retried) and dead notifications, newest first, unless ``status`` says."""
+    statuses = status_ or [NotificationStatus.FAILED, NotificationStatus.DEAD]
+    rows = await store.list_notifications(ctx.pool, statuses, limit)
+    return [NotificationView.of(r) for r in rows]
+
+
+@router.get("/notifications/{notification_id}", response_model=NotificationView, tags=["operators"])
+async def get_notification(notification_id: uuid.UUID, ctx: Ctx) -> NotificationView:
+    row = await store.get_notification(ctx.pool, notification_id)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no notification {notification_id}")
+    return NotificationView.of(row)
+
+
+@router.get("/rules", response_model=list[Rule], tags=["rules"])
+async def list_rules(parts: Parts) -> list[Rule]:
+    """The rules in force (from NOTIFY_RULES_FILE)."""
+    return list(parts.notifier.rules.rules)
+
+
+# -- templates --------------------------------------------------------------------------------
+
+
+class TemplateView(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    language: Language
+    event: str
+    version: int
+    """0 is the shipped file; saved versions count from 1; the highest is active."""
+    parts: TemplateParts
+
+
+class Preview(BaseModel):
+    subject: str
+    text: str
+    html: str
+    example: dict[str, Any]
+
+
+@router.get("/templates/{name}/{language}", response_model=TemplateView, tags=["templates"])
+async def get_template(name: str, language: Language, ctx: Ctx, parts: Parts) -> TemplateView:
+    with http_errors():
+        event = handlers.template_event(parts.notifier, name)
+        version, content = await handlers.template_for(ctx.pool, name, language)
+    return TemplateView(name=name, language=language, event=event, version=version, parts=content)
+
+
+@router.put("/templates/{name}/{language}", response_model=TemplateView, tags=["templates"])
+async def save_template(
+    name: str, language: Language, content: TemplateParts, ctx: Ctx, parts: Parts
+) -> TemplateView:
+    """Save a new version (it becomes the active one). A variable the event does not provide
+    is refused with 422 naming it."""
+    with http_errors():
+        event = handlers.template_event(parts.notifier, name)
+        async with ctx.pool.acquire() as conn:
+            version = await handlers.save_template(conn, parts.notifier, name, language, content)
+    return TemplateView(name=name, language=language, event=event, version=version, parts=content)
+
+
+@router.post("/templates/{name}/{language}/preview", response_model=Preview, tags=["templates"])
+async def preview_template(
+    name: str,
+    language: Language,
+    ctx: Ctx,
+    parts: Parts,
+    draft: Annotated[TemplateParts | None, Body()] = None,
+) -> Preview:
+    """Render the active version (or a draft sent as the body) with the event's example."""
+    with http_errors():
+        event = handlers.template_event(parts.notifier, name)
+        if draft is None:
+            _, content = await handlers.template_for(ctx.pool, name, language)
+        else:
+            templates.check(event, draft, language.value)
+            content = draft
+        example = templates.example_fields(event)
+        rendered = templates.render(
+            content,
+            templates.context_for(
+                example,
+                event_id="00000000-0000-4000-8000-000000000000",
+                event_time=datetime.fromisoformat("2026-11-24T09:00:00+09:00"),
+                language=language,
+                portal_url=parts.notifier.settings.portal_url,
+            ),
+        )
+    return Preview(
+        subject=rendered.subject,
+        text=rendered.text,
+        html=rendered.html,
+        example={k: str(v) if v is not None else None for k, v in example.items()},
+    )

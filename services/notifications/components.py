@@ -1,0 +1,53 @@
+"""The notifications service's parts for one running service, built once from its settings.
+
+The runtime's ``ServiceContext`` knows no business words; this keeps, per context, the
+notifier (settings, rules, retry policy) and the channels, so that routes, consumers and
+background jobs share them. It is built on first use (the consumers are declared before the
+service runs, e.g. for the AsyncAPI document, and must not need it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+
+from contracts.notifications import NotificationChannel
+from services.notifications.channels import Channel, EmailChannel, WebhookChannel
+from services.notifications.handlers import Notifier
+from services.notifications.settings import NotificationSettings
+from services.runtime.service import ServiceContext
+
+
+@dataclass
+class Components:
+    notifier: Notifier
+    channels: dict[NotificationChannel, Channel]
+    http: httpx.AsyncClient
+
+
+_by_context: dict[int, tuple[ServiceContext, Components]] = {}
+
+
+def components(ctx: ServiceContext) -> Components:
+    found = _by_context.get(id(ctx))
+    if found is not None and found[0] is ctx:
+        return found[1]
+    settings = NotificationSettings()
+    http = httpx.AsyncClient(follow_redirects=False)
+    built = Components(
+        notifier=Notifier.from_settings(settings),
+        channels={
+            NotificationChannel.EMAIL: EmailChannel(settings),
+            NotificationChannel.WEBHOOK: WebhookChannel(settings, http),
+        },
+        http=http,
+    )
+    _by_context[id(ctx)] = (ctx, built)
+    return built
+
+
+async def release(ctx: ServiceContext) -> None:
+    found = _by_context.pop(id(ctx), None)
+    if found is not None:
+        await found[1].http.aclose()

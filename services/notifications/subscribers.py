@@ -1,0 +1,51 @@
+"""Which events notifications consumes. Rules (``rules.yaml``) decide what each one sends.
+
+Every event goes to the same handler, which looks its rules up: a rule for a new event type is
+data in ``rules.yaml`` plus, at most, the event's line in one of the tuples below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import asyncpg
+
+from contracts.applications import ApplicationPaymentRequestedV1, ApplicationSubmittedV1
+from contracts.envelope import Envelope, Event
+from contracts.payments import PaymentCapturedV1
+from contracts.subjects import APPLICATIONS, PAYMENTS, StreamDecl
+from services.notifications import handlers
+from services.notifications.handlers import Notifier
+from services.runtime.service import ConsumerBinding
+from services.runtime.streams import ConsumerDecl
+
+APPLICATION_EVENTS: tuple[type[Event], ...] = (
+    ApplicationSubmittedV1,
+    ApplicationPaymentRequestedV1,
+)
+PAYMENT_EVENTS: tuple[type[Event], ...] = (PaymentCapturedV1,)
+
+CONSUMED: tuple[tuple[str, StreamDecl, tuple[type[Event], ...]], ...] = (
+    ("notifications_applications", APPLICATIONS, APPLICATION_EVENTS),
+    ("notifications_payments", PAYMENTS, PAYMENT_EVENTS),
+)
+
+
+def bindings(notifier: Callable[[], Notifier]) -> Sequence[ConsumerBinding]:
+    """One durable consumer per stream; ``notifier`` is resolved when an event arrives."""
+
+    async def on_event(conn: asyncpg.Connection, env: Envelope[Any]) -> None:
+        await handlers.on_event(notifier(), conn, env)
+
+    return [
+        ConsumerBinding(
+            ConsumerDecl(
+                durable=durable,
+                stream=stream,
+                subjects=tuple(e.subject for e in events),
+            ),
+            dict.fromkeys(events, on_event),
+        )
+        for durable, stream, events in CONSUMED
+    ]
