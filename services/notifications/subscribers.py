@@ -11,7 +11,12 @@ from typing import Any
 
 import asyncpg
 
-from contracts.applications import ApplicationPaymentRequestedV1, ApplicationSubmittedV1
+from contracts.applications import (
+    ApplicationPaymentRequestedV1,
+    ApplicationRejectedV1,
+    ApplicationSubmittedV1,
+    CertificateIssuedV1,
+)
 from contracts.envelope import Envelope, Event
 from contracts.payments import PaymentCapturedV1
 from contracts.subjects import APPLICATIONS, PAYMENTS, StreamDecl
@@ -23,6 +28,8 @@ from services.runtime.streams import ConsumerDecl
 APPLICATION_EVENTS: tuple[type[Event], ...] = (
     ApplicationSubmittedV1,
     ApplicationPaymentRequestedV1,
+    ApplicationRejectedV1,
+    CertificateIssuedV1,
 )
 PAYMENT_EVENTS: tuple[type[Event], ...] = (PaymentCapturedV1,)
 
