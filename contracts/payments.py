@@ -175,6 +175,43 @@ class PaymentVoidedV1(Event):
         return str(self.payment_id)
 
 
+class PaymentRequestExpiredV1(Event):
+    """An application fee's payment request ran out before it was paid (期限切れ).
+
+    The request is cancelled: a later confirmation from the provider is refused. Applications
+    may ask for a new payment request.
+    """
+
+    event_type: ClassVar[str] = f"{TYPE_PREFIX}.payments.PaymentRequestExpired.v1"
+    subject: ClassVar[str] = "payments.payment_request.expired.v1"
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        title="PaymentRequestExpired.v1",
+        json_schema_extra={
+            "examples": [
+                {
+                    "request_id": "a3bb189e-8bf9-3888-9912-ace4e6543002",
+                    "application_id": "0b4f8a52-2f0e-4f7e-9d0a-1c7f3f5d9a10",
+                    "reference": "PR-7KQ2M9XW4T",
+                    "amount_yen": 300,
+                    "expired_at": "2026-11-24T09:30:05+09:00",
+                }
+            ]
+        },
+    )
+
+    request_id: uuid.UUID
+    application_id: uuid.UUID
+    reference: str = Field(max_length=40)
+    amount_yen: int = Field(gt=0)
+    expired_at: AwareDatetime
+
+    def aggregate_id(self) -> str:
+        return str(self.application_id)
+
+
 # --- what terminals publish ------------------------------------------------------------------
 
 TERMINAL_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{1,63}$"
@@ -346,6 +383,52 @@ class TerminalTransactionV1(Event):
         return self.message_id
 
 
+class ProviderPaymentConfirmation(BaseModel):
+    """Command: the payment provider confirms that an application fee was paid online.
+
+    POSTed by the provider to ``/webhooks/provider`` with ``X-Provider-Timestamp`` (Unix
+    seconds) and ``X-Provider-Signature: v1=<hex HMAC-SHA256 of "<timestamp>.<body>">``.
+    ``event_id`` is the provider's id of this notice: a notice seen before is refused.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        title="ProviderPaymentConfirmation",
+        json_schema_extra={
+            "examples": [
+                {
+                    "event_id": "evt_01JD8ZP2Q4",
+                    "reference": "PR-7KQ2M9XW4T",
+                    "amount_yen": 300,
+                    "method": "credit",
+                    "brand": "Visa",
+                    "paid_at": "2026-11-24T09:05:00+09:00",
+                }
+            ]
+        },
+    )
+
+    event_id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
+    reference: str = Field(min_length=1, max_length=40)
+    amount_yen: int = Field(gt=0)
+    method: PaymentMethod
+    brand: str = Field(min_length=1, max_length=40)
+    paid_at: AwareDatetime
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_card_number(cls, data: Any) -> Any:
+        if any(contains_card_number(s) for s in _strings(data)):
+            raise ValueError("a full card number (PAN) is refused")
+        return data
+
+    @model_validator(mode="after")
+    def _cashless(self) -> Self:
+        if self.method is PaymentMethod.CASH:
+            raise ValueError("method: an online payment is never cash")
+        return self
+
+
 def terminal_subject(facility_code: str, terminal_id: str) -> str:
     """The relative subject a terminal publishes its transactions on."""
     return f"terminals.{facility_code}.{terminal_id}.tx.v1"
@@ -355,6 +438,7 @@ EVENTS: tuple[type[Event], ...] = (
     PaymentCapturedV1,
     PaymentRefundedV1,
     PaymentVoidedV1,
+    PaymentRequestExpiredV1,
     TerminalTransactionV1,
 )
-COMMANDS: tuple[type[BaseModel], ...] = ()
+COMMANDS: tuple[type[BaseModel], ...] = (ProviderPaymentConfirmation,)

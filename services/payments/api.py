@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import time
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
+from contracts.envelope import describe_validation_error
 from contracts.facilities import FACILITIES
-from services.payments import domain, handlers, store
+from contracts.payments import ProviderPaymentConfirmation
+from services.payments import domain, handlers, store, webhook
+from services.payments.settings import payments_settings
 from services.runtime.service import ServiceContext, service_context
 
 router = APIRouter(tags=["payments"])
@@ -27,6 +31,10 @@ HTTP_STATUS: dict[type[domain.PaymentError], int] = {
     domain.VoidNotAllowed: 409,
     domain.MismatchedPayment: 409,
     domain.TerminalNotAtFacility: 409,
+    domain.UnknownPaymentRequest: 404,
+    domain.PaymentRequestClosed: 409,
+    domain.AmountMismatch: 409,
+    domain.ConfirmationReplayed: 409,
 }
 
 
@@ -113,3 +121,67 @@ async def receipt(receipt_number: str, ctx: Ctx) -> HTMLResponse:
     except domain.PaymentError as exc:
         raise http_error(exc) from exc
     return HTMLResponse(html)
+
+
+class PaymentRequestOut(BaseModel):
+    """An application fee's payment request: what to pay, where, and until when."""
+
+    request_id: uuid.UUID
+    application_id: uuid.UUID
+    reference: str
+    facility_code: str
+    fee_item: str
+    amount_yen: int
+    status: str
+    expires_at: datetime
+    payment_id: uuid.UUID | None
+    pay_url: str
+
+
+@router.get("/payment-requests/{application_id}", response_model=PaymentRequestOut)
+async def payment_request(application_id: uuid.UUID, ctx: Ctx) -> PaymentRequestOut:
+    row = await store.payment_request_of(ctx.pool, application_id)
+    if row is None:
+        raise http_error(domain.UnknownPaymentRequest(f"no request for {application_id}"))
+    base = payments_settings().provider_url.rstrip("/")
+    return PaymentRequestOut(
+        **{k: row[k] for k in PaymentRequestOut.model_fields if k != "pay_url"},
+        pay_url=f"{base}/checkout?reference={row['reference']}&amount_yen={row['amount_yen']}",
+    )
+
+
+class WebhookAccepted(BaseModel):
+    payment_id: uuid.UUID
+
+
+@router.post(
+    "/webhooks/provider",
+    response_model=WebhookAccepted,
+    summary="The payment provider confirms an online payment (HMAC-signed, replays refused)",
+    responses={401: {"description": "bad signature or stale timestamp"}, 409: {}},
+)
+async def provider_webhook(request: Request, ctx: Ctx) -> WebhookAccepted:
+    settings = payments_settings()
+    if settings.provider_secret is None:
+        raise HTTPException(503, detail="PAYMENT_PROVIDER_SECRET is not configured")
+    body = await request.body()
+    try:
+        webhook.verify(
+            settings.provider_secret.get_secret_value(),
+            request.headers.get(webhook.TIMESTAMP_HEADER),
+            request.headers.get(webhook.SIGNATURE_HEADER),
+            body,
+            now=time.time(),
+            tolerance_s=settings.webhook_tolerance_s,
+        )
+    except webhook.WebhookRefused as exc:
+        raise HTTPException(401, detail={"error": "WebhookRefused", "message": str(exc)}) from exc
+    try:
+        notice = ProviderPaymentConfirmation.model_validate_json(body)
+    except ValidationError as exc:
+        raise HTTPException(422, detail=describe_validation_error(exc)) from exc
+    try:
+        payment_id = await handlers.confirm_online_payment(ctx.pool, notice, datetime.now(UTC))
+    except domain.PaymentError as exc:
+        raise http_error(exc) from exc
+    return WebhookAccepted(payment_id=payment_id)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 
-from services.payments import store
+from services.payments import handlers, store
 from services.payments.api import router
+from services.payments.settings import payments_settings
 from services.payments.subscribers import consumers
 from services.runtime.service import ServiceContext, ServiceDefinition
+
+log = logging.getLogger(__name__)
 
 
 def background(ctx: ServiceContext) -> Sequence[Callable[[], Awaitable[None]]]:
@@ -15,7 +21,17 @@ def background(ctx: ServiceContext) -> Sequence[Callable[[], Awaitable[None]]]:
         """Load the 34 facilities (contracts.facilities) into the schema, once at start-up."""
         await store.sync_facilities(ctx.pool)
 
-    return [load_facilities]
+    sweep_s = payments_settings().expiry_sweep_s
+
+    async def expire_payment_requests() -> None:
+        """Cancel application fee requests whose time ran out (loops until cancelled)."""
+        while True:
+            expired = await handlers.expire_payment_requests(ctx.pool, datetime.now(UTC))
+            if expired:
+                log.info("payment requests expired", extra={"count": expired})
+            await asyncio.sleep(sweep_s)
+
+    return [load_facilities, expire_payment_requests]
 
 
 DEFINITION = ServiceDefinition(

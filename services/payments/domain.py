@@ -44,6 +44,22 @@ class UnknownReceipt(PaymentError):
     """No receipt (領収書) has this number."""
 
 
+class UnknownPaymentRequest(PaymentError):
+    """No payment request has this reference or application."""
+
+
+class PaymentRequestClosed(PaymentError):
+    """The payment request was already paid or has expired (期限切れ)."""
+
+
+class AmountMismatch(PaymentError):
+    """The amount paid is not the amount requested."""
+
+
+class ConfirmationReplayed(PaymentError):
+    """The provider's notice was seen before (a replay)."""
+
+
 class RefundExceedsCapture(PaymentError):
     """返金超過: a refund would take back more than was captured."""
 
@@ -234,3 +250,40 @@ def reversal_of(original: Posting, kind: PostingKind, occurred_at: datetime) -> 
         payment_id=original.payment_id,
         reverses=original.posting_id,
     )
+
+
+# --- online payment requests ---------------------------------------------------------------
+
+_BASE32 = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+
+
+def payment_reference(request_id: uuid.UUID) -> str:
+    """The reference a citizen and the provider quote: ``PR-`` and 10 unambiguous characters."""
+    n = request_id.int
+    chars = []
+    for _ in range(10):
+        n, r = divmod(n, len(_BASE32))
+        chars.append(_BASE32[r])
+    return "PR-" + "".join(chars)
+
+
+@dataclass(frozen=True)
+class PaymentRequestState:
+    request_id: uuid.UUID
+    application_id: uuid.UUID
+    reference: str
+    facility_code: str
+    fee_item: str
+    amount_yen: int
+    status: str
+    expires_at: datetime
+
+
+def decide_confirmation(request: PaymentRequestState, amount_yen: int, now: datetime) -> None:
+    """Raise unless a provider's confirmation can settle this request now."""
+    if request.status != "pending":
+        raise PaymentRequestClosed(f"payment request {request.reference} is {request.status}")
+    if now >= request.expires_at:
+        raise PaymentRequestClosed(f"payment request {request.reference} has expired")
+    if amount_yen != request.amount_yen:
+        raise AmountMismatch(f"paid {amount_yen} yen but {request.amount_yen} yen were requested")

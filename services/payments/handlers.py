@@ -5,16 +5,20 @@ from __future__ import annotations
 import secrets
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import asyncpg
 
+from contracts.applications import ApplicationPaymentRequestedV1
 from contracts.envelope import Envelope, Event
 from contracts.facilities import FACILITIES_BY_CODE
 from contracts.payments import (
     PaymentCapturedV1,
     PaymentChannel,
     PaymentRefundedV1,
+    PaymentRequestExpiredV1,
     PaymentVoidedV1,
+    ProviderPaymentConfirmation,
     TerminalTransactionKind,
     TerminalTransactionV1,
     terminal_subject,
@@ -277,3 +281,116 @@ async def print_receipt(pool: asyncpg.Pool, receipt_number: str) -> str:
         voided=bool(row["voided"]),
     )
     return render_receipt(view, copy=row["earlier_prints"] > 0)
+
+
+# --- online payment of application fees ----------------------------------------------------
+
+
+async def create_payment_request(
+    conn: asyncpg.Connection, event: Envelope[ApplicationPaymentRequestedV1], ttl_s: float
+) -> None:
+    """On an application's fee request, open a payment request (once per application)."""
+    req = event.data
+    request_id = uuid.uuid5(_IDS, f"application/{req.application_id}")
+    if req.facility_code not in FACILITIES_BY_CODE:
+        raise domain.UnknownFacility(f"no facility has the code {req.facility_code!r}")
+    await store.insert_payment_request(
+        conn,
+        request_id=request_id,
+        application_id=req.application_id,
+        reference=domain.payment_reference(request_id),
+        facility_code=req.facility_code,
+        fee_item=req.fee_item,
+        amount_yen=req.amount_yen,
+        requested_at=req.requested_at,
+        expires_at=req.requested_at + timedelta(seconds=ttl_s),
+    )
+
+
+async def confirm_online_payment(
+    pool: asyncpg.Pool, notice: ProviderPaymentConfirmation, now: datetime
+) -> uuid.UUID:
+    """The provider says a request was paid: capture it, with its receipt, ledger and event."""
+    async with pool.acquire() as conn, conn.transaction():
+        if not await store.remember_provider_event(conn, notice.event_id, notice.reference):
+            raise domain.ConfirmationReplayed(f"notice {notice.event_id!r} was received before")
+        request = await store.lock_payment_request(conn, notice.reference)
+        if request is None:
+            raise domain.UnknownPaymentRequest(f"no payment request {notice.reference!r}")
+        domain.decide_confirmation(request, notice.amount_yen, now)
+        payment_id = uuid.uuid5(_IDS, f"request/{request.request_id}")
+        year = domain.fiscal_year(notice.paid_at)
+        serial = await store.next_receipt_serial(conn, request.facility_code, year)
+        receipt = domain.receipt_number(request.facility_code, year, serial)
+        await store.insert_payment(
+            conn,
+            store.NewPayment(
+                payment_id=payment_id,
+                facility_code=request.facility_code,
+                terminal_id=None,
+                channel=PaymentChannel.ONLINE.value,
+                method=notice.method,
+                brand=notice.brand,
+                amount_yen=notice.amount_yen,
+                item=request.fee_item,
+                occurred_at=notice.paid_at,
+                receipt_number=receipt,
+                fiscal_year=year,
+                receipt_serial=serial,
+                application_id=request.application_id,
+            ),
+        )
+        await store.mark_request_paid(conn, request.request_id, payment_id)
+        await store.insert_posting(
+            conn,
+            domain.capture_posting(
+                payment_id,
+                request.facility_code,
+                notice.method,
+                notice.brand,
+                notice.amount_yen,
+                notice.paid_at,
+            ),
+        )
+        await add_events(
+            conn,
+            [
+                _event(
+                    PaymentCapturedV1(
+                        payment_id=payment_id,
+                        facility_code=request.facility_code,
+                        channel=PaymentChannel.ONLINE,
+                        method=notice.method,
+                        brand=notice.brand,
+                        amount_yen=notice.amount_yen,
+                        item=request.fee_item,
+                        occurred_at=notice.paid_at,
+                        receipt_number=receipt,
+                        application_id=request.application_id,
+                    )
+                )
+            ],
+        )
+    return payment_id
+
+
+async def expire_payment_requests(pool: asyncpg.Pool, now: datetime) -> int:
+    """Cancel the pending requests whose time ran out; announce each. Returns how many."""
+    async with pool.acquire() as conn, conn.transaction():
+        expired = await store.expire_due_requests(conn, now)
+        await add_events(
+            conn,
+            [
+                _event(
+                    PaymentRequestExpiredV1(
+                        request_id=r.request_id,
+                        application_id=r.application_id,
+                        reference=r.reference,
+                        amount_yen=r.amount_yen,
+                        expired_at=now,
+                    )
+                )
+                for r in expired
+            ],
+        )
+    return len(expired)

@@ -10,7 +10,13 @@ import asyncpg
 
 from contracts.facilities import FACILITIES
 from contracts.payments import PaymentMethod
-from services.payments.domain import Entry, PaymentState, Posting, PostingKind
+from services.payments.domain import (
+    Entry,
+    PaymentRequestState,
+    PaymentState,
+    Posting,
+    PostingKind,
+)
 
 
 async def sync_facilities(conn: asyncpg.Connection | asyncpg.Pool) -> None:
@@ -306,3 +312,103 @@ async def print_receipt(conn: asyncpg.Connection, receipt_number: str) -> asyncp
            JOIN facilities f ON f.code = p.facility_code""",
         receipt_number,
     )
+
+
+# --- online payment requests ---------------------------------------------------------------
+
+
+async def insert_payment_request(
+    conn: asyncpg.Connection,
+    request_id: uuid.UUID,
+    application_id: uuid.UUID,
+    reference: str,
+    facility_code: str,
+    fee_item: str,
+    amount_yen: int,
+    requested_at: datetime,
+    expires_at: datetime,
+) -> bool:
+    """A new payment request; False when the application already has one."""
+    inserted = await conn.fetchval(
+        """INSERT INTO payment_requests (request_id, application_id, reference, facility_code,
+                                         fee_item, amount_yen, requested_at, expires_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+           ON CONFLICT (application_id) DO NOTHING RETURNING true""",
+        request_id,
+        application_id,
+        reference,
+        facility_code,
+        fee_item,
+        amount_yen,
+        requested_at,
+        expires_at,
+    )
+    return bool(inserted)
+
+
+def _request(row: asyncpg.Record) -> PaymentRequestState:
+    return PaymentRequestState(
+        request_id=row["request_id"],
+        application_id=row["application_id"],
+        reference=row["reference"],
+        facility_code=row["facility_code"],
+        fee_item=row["fee_item"],
+        amount_yen=int(row["amount_yen"]),
+        status=row["status"],
+        expires_at=row["expires_at"],
+    )
+
+
+async def lock_payment_request(
+    conn: asyncpg.Connection, reference: str
+) -> PaymentRequestState | None:
+    row = await conn.fetchrow(
+        "SELECT * FROM payment_requests WHERE reference = $1 FOR UPDATE", reference
+    )
+    return _request(row) if row else None
+
+
+async def payment_request_of(
+    conn: asyncpg.Connection | asyncpg.Pool, application_id: uuid.UUID
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT * FROM payment_requests WHERE application_id = $1", application_id
+    )
+
+
+async def mark_request_paid(
+    conn: asyncpg.Connection, request_id: uuid.UUID, payment_id: uuid.UUID
+) -> None:
+    await conn.execute(
+        """UPDATE payment_requests SET status = 'paid', payment_id = $2, closed_at = now()
+           WHERE request_id = $1""",
+        request_id,
+        payment_id,
+    )
+
+
+async def remember_provider_event(conn: asyncpg.Connection, event_id: str, reference: str) -> bool:
+    """False when this provider notice was accepted before."""
+    inserted = await conn.fetchval(
+        """INSERT INTO provider_events (event_id, reference) VALUES ($1, $2)
+           ON CONFLICT (event_id) DO NOTHING RETURNING true""",
+        event_id,
+        reference,
+    )
+    return bool(inserted)
+
+
+async def expire_due_requests(
+    conn: asyncpg.Connection, now: datetime, limit: int = 500
+) -> list[PaymentRequestState]:
+    rows = await conn.fetch(
+        """UPDATE payment_requests SET status = 'expired', closed_at = $1
+           WHERE request_id IN (
+               SELECT request_id FROM payment_requests
+               WHERE status = 'pending' AND expires_at <= $1
+               ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+           RETURNING *""",
+        now,
+        limit,
+    )
+    return [_request(r) for r in rows]

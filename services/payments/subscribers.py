@@ -15,11 +15,13 @@ from typing import Any
 
 import asyncpg
 
+from contracts.applications import ApplicationPaymentRequestedV1
 from contracts.envelope import Envelope
 from contracts.payments import TerminalTransactionV1, terminal_subject
-from contracts.subjects import TERMINALS
+from contracts.subjects import APPLICATIONS, TERMINALS
 from services.payments import handlers
 from services.payments.domain import PaymentError
+from services.payments.settings import payments_settings
 from services.runtime.consumer import Refused
 from services.runtime.service import ConsumerBinding, ServiceContext
 from services.runtime.streams import ConsumerDecl
@@ -28,6 +30,12 @@ TERMINAL_TRANSACTIONS = ConsumerDecl(
     durable="payments_terminals",
     stream=TERMINALS,
     subjects=(TerminalTransactionV1.subject,),
+)
+
+APPLICATION_FEES = ConsumerDecl(
+    durable="payments_application_fees",
+    stream=APPLICATIONS,
+    subjects=(ApplicationPaymentRequestedV1.subject,),
 )
 
 _DIGIT_RUN = re.compile(r"\d(?:[ -]?\d){11,18}")
@@ -69,11 +77,22 @@ def refusing(
 
 
 def consumers(_ctx: ServiceContext) -> Sequence[ConsumerBinding]:
+    ttl_s = payments_settings().request_ttl_s
+
+    async def create_payment_request(
+        conn: asyncpg.Connection, event: Envelope[ApplicationPaymentRequestedV1]
+    ) -> None:
+        await handlers.create_payment_request(conn, event, ttl_s)
+
     return [
+        ConsumerBinding(
+            APPLICATION_FEES,
+            {ApplicationPaymentRequestedV1: refusing(create_payment_request)},
+        ),
         ConsumerBinding(
             TERMINAL_TRANSACTIONS,
             {TerminalTransactionV1: refusing(handlers.record_terminal_transaction)},
             admit=admit_terminal_message,
             scrub=mask_card_numbers,
-        )
+        ),
     ]

@@ -70,7 +70,7 @@ async def test_the_same_transaction_published_three_times_is_posted_once(
     await payments.pool.execute("DELETE FROM inbox")
     await asyncio.sleep(1.5)  # past the duplicate window
     await terminal_publishes(js, namespace, tx)
-    consumer = payments.ctx.consumers[0]
+    [consumer] = [c for c in payments.ctx.consumers if c.name == "payments_terminals"]
     await wait_for(lambda: asyncio.sleep(0, consumer.stats.processed >= 2))
 
     assert (await js.stream_info(stream)).state.messages == 2  # two stored, one dropped

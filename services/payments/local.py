@@ -1,0 +1,64 @@
+"""`cityhall up`: the payment-provider simulator as a sidecar, and the shared webhook secret."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cityhall.stack import LocalExtras, Sidecar
+from services.runtime.settings import DEFAULT_PORTS
+
+
+class LocalPaymentsSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    provider_port: int = Field(
+        default=8090, validation_alias=AliasChoices("CITYHALL_PROVIDER_PORT")
+    )
+    port_base: int | None = Field(default=None, validation_alias=AliasChoices("CITYHALL_PORT_BASE"))
+
+
+def _secret(home: Path) -> str:
+    """The simulator's webhook secret, made once and kept under the stack home."""
+    path = home / "payments" / "provider.secret"
+    if path.is_file():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    path.write_text(value)
+    path.chmod(0o600)
+    return value
+
+
+def prepare(home: Path) -> LocalExtras:
+    settings = LocalPaymentsSettings()
+    payments_port = (
+        DEFAULT_PORTS["payments"] if settings.port_base is None else settings.port_base + 1
+    )
+    secret = _secret(home)
+    provider_url = f"http://127.0.0.1:{settings.provider_port}"
+    return LocalExtras(
+        env={"PAYMENT_PROVIDER_SECRET": secret, "PAYMENT_PROVIDER_URL": provider_url},
+        sidecars=[
+            Sidecar(
+                name="payment-provider",
+                argv=[
+                    sys.executable,
+                    "-m",
+                    "services.payments.provider_sim",
+                    "--port",
+                    str(settings.provider_port),
+                ],
+                env={
+                    "PAYMENT_PROVIDER_SECRET": secret,
+                    "PAYMENTS_WEBHOOK_URL": f"http://127.0.0.1:{payments_port}/webhooks/provider",
+                },
+                ready_port=settings.provider_port,
+            )
+        ],
+        urls={"payment provider (simulator)": provider_url},
+    )

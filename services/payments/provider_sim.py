@@ -1,0 +1,139 @@
+"""A small payment-provider simulator (決済代行 simulator) for `cityhall up` and the tests.
+
+It stands in for the online payment provider: a citizen opens ``/checkout?reference=…&
+amount_yen=…`` (the ``pay_url`` payments gives out), presses pay, and the simulator sends the
+signed webhook (``X-Provider-Timestamp``, ``X-Provider-Signature``) to payments, exactly as the
+real provider would. ``POST /pay`` does the same for scripts and tests.
+
+Run alone: ``python -m services.payments.provider_sim --port 8090`` with
+``PAYMENT_PROVIDER_SECRET`` and ``PAYMENTS_WEBHOOK_URL`` in the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import secrets
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import HTMLResponse
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from contracts.payments import PaymentMethod
+from services.payments import webhook
+
+
+class SimulatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore")
+
+    secret: SecretStr = Field(validation_alias=AliasChoices("PAYMENT_PROVIDER_SECRET"))
+    webhook_url: str = Field(
+        default="http://127.0.0.1:8002/webhooks/provider",
+        validation_alias=AliasChoices("PAYMENTS_WEBHOOK_URL"),
+    )
+
+
+class Pay(BaseModel):
+    """Pay a payment request at the simulated provider."""
+
+    reference: str = Field(min_length=1, max_length=40)
+    amount_yen: int = Field(gt=0)
+    method: PaymentMethod = PaymentMethod.CREDIT
+    brand: str = Field(default="Visa", min_length=1, max_length=40)
+
+
+class SentNotice(BaseModel):
+    """A webhook the simulator sent, as sent (tests replay it)."""
+
+    body: str
+    headers: dict[str, str]
+    status_code: int
+    response: Any = None
+
+
+def build_app(secret: str, webhook_url: str, client: httpx.AsyncClient | None = None) -> FastAPI:
+    """The simulator; ``client`` (tests) posts the webhooks instead of a new HTTP client."""
+    app = FastAPI(title="payment provider simulator", version="0.1.0")
+    sent: list[SentNotice] = []
+    app.state.sent = sent
+
+    async def notify(pay: Pay) -> SentNotice:
+        body = json.dumps(
+            {
+                "event_id": f"evt_{secrets.token_hex(8)}",
+                "reference": pay.reference,
+                "amount_yen": pay.amount_yen,
+                "method": pay.method.value,
+                "brand": pay.brand,
+                "paid_at": datetime.now(UTC).isoformat(),
+            }
+        )
+        ts = int(time.time())
+        headers = {
+            "content-type": "application/json",
+            webhook.TIMESTAMP_HEADER: str(ts),
+            webhook.SIGNATURE_HEADER: webhook.sign(secret, ts, body.encode()),
+        }
+        try:
+            if client is not None:
+                response = await client.post(webhook_url, content=body, headers=headers)
+            else:
+                async with httpx.AsyncClient(timeout=10.0) as own:
+                    response = await own.post(webhook_url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            raise HTTPException(502, detail=f"webhook to payments failed: {exc!r}") from exc
+        try:
+            answer: Any = response.json()
+        except ValueError:
+            answer = response.text
+        notice = SentNotice(
+            body=body, headers=headers, status_code=response.status_code, response=answer
+        )
+        sent.append(notice)
+        return notice
+
+    @app.post("/pay", response_model=SentNotice)
+    async def pay(request: Pay) -> SentNotice:
+        return await notify(request)
+
+    @app.get("/checkout", response_class=HTMLResponse)
+    async def checkout(reference: str, amount_yen: int) -> HTMLResponse:
+        ref = html.escape(reference)
+        return HTMLResponse(
+            f"""<!DOCTYPE html><html lang="ja"><meta charset="utf-8">
+<title>お支払い {ref}</title><h1>お支払い (simulator)</h1>
+<p>お支払い番号 {ref}: ¥{amount_yen:,}</p>
+<button onclick="fetch('/pay', {{method: 'POST', headers: {{'content-type':
+'application/json'}}, body: JSON.stringify({{reference: {json.dumps(reference)},
+amount_yen: {amount_yen}}})}}).then(r => r.json()).then(j =>
+document.getElementById('out').textContent = JSON.stringify(j.response))">支払う (pay)</button>
+<pre id="out"></pre></html>"""
+        )
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def main() -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8090)
+    args = parser.parse_args()
+    settings = SimulatorSettings()  # type: ignore[call-arg]
+    app = build_app(settings.secret.get_secret_value(), settings.webhook_url)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Settings of the payments service only (the shared ones are in services.runtime.settings)."""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class PaymentsSettings(BaseSettings):
+    """Online payment, the provider's webhook and staff access. Environment names per field."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    provider_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PAYMENT_PROVIDER_SECRET"),
+        description="Shared HMAC secret of the payment provider's webhooks; unset = refuse all.",
+    )
+    provider_url: str = Field(
+        default="http://127.0.0.1:8090",
+        validation_alias=AliasChoices("PAYMENT_PROVIDER_URL"),
+        description="Where citizens are sent to pay (the provider's checkout).",
+    )
+    webhook_tolerance_s: float = Field(
+        default=300.0,
+        gt=0,
+        validation_alias=AliasChoices("PAYMENT_WEBHOOK_TOLERANCE_S"),
+        description="A webhook whose timestamp is further off than this is refused.",
+    )
+    request_ttl_s: float = Field(
+        default=1800.0,
+        gt=0,
+        validation_alias=AliasChoices("PAYMENT_REQUEST_TTL_S"),
+        description="How long an application fee's payment request stays payable.",
+    )
+    expiry_sweep_s: float = Field(
+        default=10.0,
+        gt=0,
+        validation_alias=AliasChoices("PAYMENT_EXPIRY_SWEEP_S"),
+        description="How often expired payment requests are cancelled.",
+    )
+    staff_tokens: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("PAYMENTS_STAFF_TOKENS"),
+        description="Staff credentials as staff_id:token pairs, comma-separated; unset = no "
+        "staff API.",
+    )
+
+
+def payments_settings() -> PaymentsSettings:
+    return PaymentsSettings()
