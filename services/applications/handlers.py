@@ -16,11 +16,16 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 
-from contracts.applications import SubmitApplication
+from contracts.applications import ProcedureRegisteredV1, ProcedureUpdatedV1, SubmitApplication
 from contracts.envelope import Envelope, Event
 from contracts.payments import PaymentCapturedV1
-from services.applications import domain, store
-from services.applications.domain import Application, ApplicationError, ApplicationStatus
+from services.applications import catalog, domain, store
+from services.applications.domain import (
+    Application,
+    ApplicationError,
+    ApplicationStatus,
+    Procedure,
+)
 from services.applications.forms import check_form
 from services.runtime.outbox import add_events
 from services.runtime.service import ServiceContext
@@ -29,6 +34,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 TOKYO = ZoneInfo("Asia/Tokyo")
+SOURCE = "/cityhall/applications"
+"""CloudEvents source of this service's events (as ServiceContext.source gives it)."""
 KORIYAMA_CODE = "072036"
 """全国地方公共団体コード of Koriyama: the prefix of its certificate numbers."""
 
@@ -233,3 +240,53 @@ async def on_payment_captured(
         app, captured.payment_id, captured.amount_yen, datetime.now(UTC)
     )
     await _save(ctx, conn, paid, events)
+
+
+# -- catalog import ---------------------------------------------------------------------------
+
+
+@dataclass
+class ImportReport:
+    """What an import did: counts by outcome (rejected rows are counted by the reader)."""
+
+    registered: int = 0
+    updated: int = 0
+    onlined: int = 0
+    unchanged: int = 0
+
+
+async def import_procedures(
+    pool: asyncpg.Pool,
+    procedures: list[Procedure],
+    *,
+    source: str = SOURCE,
+    chunk_size: int = 500,
+    progress: Callable[[int], None] = lambda _n: None,
+) -> ImportReport:
+    """Upsert procedures and announce each change, one transaction per chunk of rows."""
+    report = ImportReport()
+    for start in range(0, len(procedures), chunk_size):
+        chunk = procedures[start : start + chunk_size]
+        now = datetime.now(UTC)
+        async with pool.acquire() as conn, conn.transaction():
+            before = await store.get_procedures(conn, [p.code for p in chunk])
+            changed: list[Procedure] = []
+            events: list[Event] = []
+            for p in chunk:
+                found = catalog.changes(before.get(p.code), p, now)
+                if not found:
+                    report.unchanged += 1
+                    continue
+                changed.append(p)
+                events.extend(found)
+                for e in found:
+                    if isinstance(e, ProcedureRegisteredV1):
+                        report.registered += 1
+                    elif isinstance(e, ProcedureUpdatedV1):
+                        report.updated += 1
+                    else:
+                        report.onlined += 1
+            await store.upsert_procedures(conn, changed)
+            await add_events(conn, [Envelope.new(e, source=source, time=now) for e in events])
+        progress(len(chunk))
+    return report
