@@ -17,11 +17,12 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from contracts.applications import ProcedureGroup
 from contracts.payments import FACILITY_CODE_PATTERN, PaymentMethod
 from services.reporting import domain, metrics, store
 from services.reporting.dashboard import dashboard
 from services.reporting.lag import ConsumerLag, projection_lag
-from services.reporting.store import ApplicationFilter, PaymentFilter, Period
+from services.reporting.store import ApplicationFilter, CatalogFilter, PaymentFilter, Period
 from services.reporting.subscribers import BINDINGS
 from services.runtime.service import ServiceContext, service_context
 
@@ -57,6 +58,17 @@ ToMonth = Annotated[
 ProcedureFilter = Annotated[
     str | None,
     Query(alias="procedure", max_length=32, description="Only this procedure code."),
+]
+DepartmentFilter = Annotated[
+    str | None,
+    Query(alias="department", min_length=1, max_length=100, description="Only this 部局."),
+]
+GroupFilter = Annotated[
+    ProcedureGroup | None,
+    Query(
+        alias="group",
+        description="Only this group: 1 本人確認不要型 (no identity check), 2 本人確認必要型.",
+    ),
 ]
 FacilityFilter = Annotated[
     str | None,
@@ -126,13 +138,33 @@ class MonthUsage(ChannelCounts):
     month: str = Field(examples=["2026-11"])
 
 
+class DepartmentUsage(ChannelCounts):
+    department: str | None = Field(description="部局; null for procedures not in the catalog.")
+
+
 class OnlineUsage(BaseModel):
     """Online usage rate (件数ベース, digital take-up): applications that came online / all."""
 
     rounding: str = domain.SHARE_ROUNDING
     total: ChannelCounts
     by_procedure: list[ProcedureUsage]
+    by_department: list[DepartmentUsage]
     by_month: list[MonthUsage]
+
+
+def _application_filter(
+    procedure: str | None,
+    department: str | None,
+    group: ProcedureGroup | None,
+    from_month: str | None,
+    to_month: str | None,
+) -> ApplicationFilter:
+    return ApplicationFilter(
+        procedure_code=procedure,
+        period=_period(from_month, to_month),
+        department=department,
+        group=int(group) if group is not None else None,
+    )
 
 
 @kpi.get(
@@ -149,24 +181,31 @@ async def applications_by_channel(ctx: Ctx) -> ChannelCounts:
 @kpi.get(
     "/online-usage",
     response_model=OnlineUsage,
-    summary="Online usage rate by procedure and month",
+    summary="Online usage rate by procedure, department and month",
     description=SHARE_DOC,
 )
 async def online_usage(
     ctx: Ctx,
     procedure: ProcedureFilter = None,
+    department: DepartmentFilter = None,
+    group: GroupFilter = None,
     from_month: FromMonth = None,
     to_month: ToMonth = None,
 ) -> OnlineUsage:
-    f = ApplicationFilter(procedure, _period(from_month, to_month))
+    f = _application_filter(procedure, department, group, from_month, to_month)
     [total] = await store.applications_by(ctx.pool, [], f)
     by_procedure = await store.applications_by(ctx.pool, ["procedure_code"], f)
+    by_department = await store.applications_by(ctx.pool, ["department"], f)
     by_month = await store.applications_by(ctx.pool, ["month"], f)
     return OnlineUsage(
         total=ChannelCounts.of(total),
         by_procedure=[
             ProcedureUsage(procedure_code=r["procedure_code"], **ChannelCounts.of(r).model_dump())
             for r in by_procedure
+        ],
+        by_department=[
+            DepartmentUsage(department=r["department"], **ChannelCounts.of(r).model_dump())
+            for r in by_department
         ],
         by_month=[
             MonthUsage(month=_month(r["month"]), **ChannelCounts.of(r).model_dump())
@@ -184,10 +223,12 @@ async def online_usage(
 async def online_usage_csv(
     ctx: Ctx,
     procedure: ProcedureFilter = None,
+    department: DepartmentFilter = None,
+    group: GroupFilter = None,
     from_month: FromMonth = None,
     to_month: ToMonth = None,
 ) -> Response:
-    f = ApplicationFilter(procedure, _period(from_month, to_month))
+    f = _application_filter(procedure, department, group, from_month, to_month)
     rows = await store.applications_by(ctx.pool, ["month", "procedure_code"], f)
     return _csv(
         "online-usage",
@@ -205,6 +246,252 @@ async def online_usage_csv(
             for r in rows
         ),
     )
+
+
+# -- online procedure coverage (手続数ベースのオンライン化率)
+
+
+class CoverageFigures(BaseModel):
+    online: int = Field(description="Procedures that can be done online.")
+    procedures: int = Field(description="Procedures in the catalog.")
+    coverage_share: float | None = Field(description=SHARE_DOC)
+
+    @classmethod
+    def of(cls, row: Any) -> CoverageFigures:
+        return cls(
+            online=row["online"],
+            procedures=row["procedures"],
+            coverage_share=domain.share(row["online"], row["procedures"]),
+        )
+
+
+class GroupCoverage(CoverageFigures):
+    group: ProcedureGroup
+
+
+class DepartmentCoverage(CoverageFigures):
+    department: str
+
+
+class MonthCoverage(CoverageFigures):
+    """Online by the end of ``month`` (actual) beside the roadmap (planned)."""
+
+    month: str = Field(examples=["2027-06"])
+    planned: int = Field(description="Procedures planned to be online by the end of the month.")
+    planned_share: float | None = Field(description=SHARE_DOC)
+
+
+class OnlineCoverage(BaseModel):
+    """Online procedure coverage (手続数ベース): procedures online / all procedures."""
+
+    rounding: str = domain.SHARE_ROUNDING
+    total: CoverageFigures
+    by_group: list[GroupCoverage]
+    by_department: list[DepartmentCoverage]
+    by_month: list[MonthCoverage]
+
+
+@kpi.get(
+    "/online-coverage",
+    response_model=OnlineCoverage,
+    summary="Online procedure coverage by group and department; monthly, planned vs actual",
+    description=SHARE_DOC + " The monthly series runs from `from` (default: the first month "
+    "a procedure went or was planned to go online) to `to` (default: this month in Tokyo); "
+    "the denominator is the catalog as it is now.",
+)
+async def online_coverage(
+    ctx: Ctx,
+    department: DepartmentFilter = None,
+    group: GroupFilter = None,
+    from_month: FromMonth = None,
+    to_month: ToMonth = None,
+) -> OnlineCoverage:
+    f = CatalogFilter(department, int(group) if group is not None else None)
+    period = _period(from_month, to_month)
+    last = domain.parse_month(to_month) if to_month else domain.tokyo_month(datetime.now(UTC))
+    [total] = await store.coverage_by(ctx.pool, [], f)
+    return OnlineCoverage(
+        total=CoverageFigures.of(total),
+        by_group=[
+            GroupCoverage(
+                group=ProcedureGroup(r["procedure_group"]), **CoverageFigures.of(r).model_dump()
+            )
+            for r in await store.coverage_by(ctx.pool, ["procedure_group"], f)
+        ],
+        by_department=[
+            DepartmentCoverage(department=r["department"], **CoverageFigures.of(r).model_dump())
+            for r in await store.coverage_by(ctx.pool, ["department"], f)
+        ],
+        by_month=[
+            MonthCoverage(
+                month=_month(r["month"]),
+                planned=r["planned"],
+                planned_share=domain.share(r["planned"], r["procedures"]),
+                **CoverageFigures.of(r).model_dump(),
+            )
+            for r in await store.coverage_series(ctx.pool, f, period.since, last)
+        ],
+    )
+
+
+@kpi.get(
+    "/online-coverage.csv",
+    response_class=Response,
+    summary="Online procedure coverage as CSV: one row per month, planned beside actual",
+    responses={200: {"content": {"text/csv": {}}}},
+)
+async def online_coverage_csv(
+    ctx: Ctx,
+    department: DepartmentFilter = None,
+    group: GroupFilter = None,
+    from_month: FromMonth = None,
+    to_month: ToMonth = None,
+) -> Response:
+    body = await online_coverage(ctx, department, group, from_month, to_month)
+    return _csv(
+        "online-coverage",
+        ["month", "online", "planned", "procedures", "coverage_share", "planned_share"],
+        (
+            [
+                m.month,
+                m.online,
+                m.planned,
+                m.procedures,
+                _share_text(m.coverage_share),
+                _share_text(m.planned_share),
+            ]
+            for m in body.by_month
+        ),
+    )
+
+
+# -- certificate turnaround (交付までの時間) and completion rate
+
+
+class TurnaroundFigures(BaseModel):
+    """Applications submitted, completed (certificate issued or approved), closed otherwise
+    (rejected, withdrawn), and the time from submission to certificate."""
+
+    submitted: int
+    completed: int
+    closed_without_completion: int
+    completion_rate: float | None = Field(description="completed / submitted. " + SHARE_DOC)
+    certificates_issued: int
+    median_seconds: float | None = Field(
+        description="Median submitted -> certificate issued (interpolated), 1 decimal."
+    )
+    p90_seconds: float | None = Field(
+        description="90th percentile submitted -> certificate issued (interpolated), 1 decimal."
+    )
+
+    @classmethod
+    def of(cls, row: Any) -> TurnaroundFigures:
+        def seconds(value: float | None) -> float | None:
+            return None if value is None else round(float(value), 1)
+
+        return cls(
+            submitted=row["submitted"],
+            completed=row["completed"],
+            closed_without_completion=row["closed"],
+            completion_rate=domain.share(row["completed"], row["submitted"]),
+            certificates_issued=row["certificates_issued"],
+            median_seconds=seconds(row["median_seconds"]),
+            p90_seconds=seconds(row["p90_seconds"]),
+        )
+
+
+class ProcedureTurnaround(TurnaroundFigures):
+    procedure_code: str
+
+
+class MonthTurnaround(TurnaroundFigures):
+    month: str = Field(description="Month of submission (Asia/Tokyo).", examples=["2026-11"])
+
+
+class CertificateTurnaround(BaseModel):
+    """Certificate turnaround and completion rate, by procedure and month of submission."""
+
+    rounding: str = domain.SHARE_ROUNDING
+    total: TurnaroundFigures
+    by_procedure: list[ProcedureTurnaround]
+    by_month: list[MonthTurnaround]
+
+
+@kpi.get(
+    "/certificate-turnaround",
+    response_model=CertificateTurnaround,
+    summary="Certificate turnaround (median, p90) and completion rate by procedure and month",
+    description=SHARE_DOC,
+)
+async def certificate_turnaround(
+    ctx: Ctx,
+    procedure: ProcedureFilter = None,
+    department: DepartmentFilter = None,
+    group: GroupFilter = None,
+    from_month: FromMonth = None,
+    to_month: ToMonth = None,
+) -> CertificateTurnaround:
+    f = _application_filter(procedure, department, group, from_month, to_month)
+    [total] = await store.turnaround_by(ctx.pool, [], f)
+    return CertificateTurnaround(
+        total=TurnaroundFigures.of(total),
+        by_procedure=[
+            ProcedureTurnaround(
+                procedure_code=r["procedure_code"], **TurnaroundFigures.of(r).model_dump()
+            )
+            for r in await store.turnaround_by(ctx.pool, ["procedure_code"], f)
+        ],
+        by_month=[
+            MonthTurnaround(month=_month(r["month"]), **TurnaroundFigures.of(r).model_dump())
+            for r in await store.turnaround_by(ctx.pool, ["month"], f)
+        ],
+    )
+
+
+@kpi.get(
+    "/certificate-turnaround.csv",
+    response_class=Response,
+    summary="Turnaround and completion as CSV: one row per month and procedure",
+    responses={200: {"content": {"text/csv": {}}}},
+)
+async def certificate_turnaround_csv(
+    ctx: Ctx,
+    procedure: ProcedureFilter = None,
+    department: DepartmentFilter = None,
+    group: GroupFilter = None,
+    from_month: FromMonth = None,
+    to_month: ToMonth = None,
+) -> Response:
+    f = _application_filter(procedure, department, group, from_month, to_month)
+    rows = await store.turnaround_by(ctx.pool, ["month", "procedure_code"], f)
+    header = [
+        "month",
+        "procedure_code",
+        "submitted",
+        "completed",
+        "closed_without_completion",
+        "completion_rate",
+        "certificates_issued",
+        "median_seconds",
+        "p90_seconds",
+    ]
+    out = []
+    for r in rows:
+        t = TurnaroundFigures.of(r)
+        out.append(
+            [
+                _month(r["month"]),
+                r["procedure_code"],
+                t.submitted,
+                t.completed,
+                t.closed_without_completion,
+                _share_text(t.completion_rate),
+                t.certificates_issued,
+                "" if t.median_seconds is None else t.median_seconds,
+                "" if t.p90_seconds is None else t.p90_seconds,
+            ]
+        )
+    return _csv("certificate-turnaround", header, out)
 
 
 # -- cashless share (キャッシュレス比率)
@@ -449,6 +736,8 @@ class OpenData(BaseModel):
     rounding: str = domain.SHARE_ROUNDING
     online_usage: list[OpenUsageMonth]
     cashless_share: list[OpenCashlessMonth]
+    online_coverage_by_department: list[DepartmentCoverage]
+    completion_by_month: list[MonthTurnaround]
 
 
 @open_data.get(
@@ -484,6 +773,16 @@ async def open_kpi(ctx: Ctx, from_month: FromMonth = None, to_month: ToMonth = N
                 **PaymentFigures.of(r).model_dump(),
             )
             for r in pays
+        ],
+        online_coverage_by_department=[
+            DepartmentCoverage(department=r["department"], **CoverageFigures.of(r).model_dump())
+            for r in await store.coverage_by(ctx.pool, ["department"], CatalogFilter())
+        ],
+        completion_by_month=[
+            MonthTurnaround(month=_month(r["month"]), **TurnaroundFigures.of(r).model_dump())
+            for r in await store.turnaround_by(
+                ctx.pool, ["month"], ApplicationFilter(period=period)
+            )
         ],
     )
 

@@ -52,6 +52,19 @@ def month_end(first: date) -> date:
     return date(first.year + first.month // 12, first.month % 12 + 1, 1)
 
 
+QUARTER_PATTERN = r"^\d{4}-Q[1-4]$"
+
+
+def fiscal_quarter_last_month(quarter: str) -> date:
+    """The last month of a fiscal quarter (年度は4月始まり): ``2027-Q1`` is April-June 2027,
+    so June 2027; ``2027-Q4`` is January-March 2028, so March 2028."""
+    if not re.match(QUARTER_PATTERN, quarter):
+        raise ValueError(f"quarter must be YYYY-Qn, got {quarter!r}")
+    fiscal_year, q = int(quarter[:4]), int(quarter[-1])
+    month = 3 + 3 * q  # Q1 -> 6, Q2 -> 9, Q3 -> 12, Q4 -> 15 (March of the next year)
+    return date(fiscal_year + (month - 1) // 12, (month - 1) % 12 + 1, 1)
+
+
 def share(part: int, whole: int) -> float | None:
     """``part / whole`` rounded half-even to 4 decimals, or None when ``whole`` is 0."""
     if whole == 0:

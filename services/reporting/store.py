@@ -20,6 +20,9 @@ READ_MODEL_TABLES: tuple[str, ...] = (
     "applications_monthly",
     "payment_captures",
     "payments_daily",
+    "payment_reversals",
+    "application_steps",
+    "procedures",
 )
 """Every projection table, in the order a rebuild copies them (the inbox comes with them)."""
 
@@ -34,6 +37,8 @@ class Period:
 class ApplicationFilter:
     procedure_code: str | None = None
     period: Period = Period()
+    department: str | None = None
+    group: int | None = None
 
 
 @dataclass(frozen=True)
@@ -44,11 +49,22 @@ class PaymentFilter:
     period: Period = Period()
 
 
-ApplicationKey = Literal["procedure_code", "month"]
+ApplicationKey = Literal["procedure_code", "month", "department"]
 _APPLICATION_KEYS: dict[str, str] = {
-    "procedure_code": "procedure_code",
-    "month": "month",
+    "procedure_code": "m.procedure_code",
+    "month": "m.month",
+    "department": "p.department",
 }
+_APPLICATION_WHERE = """
+    ($1::text IS NULL OR {code} = $1)
+    AND ($2::date IS NULL OR {month} >= $2)
+    AND ($3::date IS NULL OR {month} < $3)
+    AND ($4::text IS NULL OR p.department = $4)
+    AND ($5::smallint IS NULL OR p.procedure_group = $5)"""
+
+
+def _application_args(f: ApplicationFilter) -> tuple[object, ...]:
+    return (f.procedure_code, f.period.since, f.period.until, f.department, f.group)
 
 
 async def applications_by(
@@ -58,6 +74,7 @@ async def applications_by(
     cols = [_APPLICATION_KEYS[k] for k in keys]
     select = "".join(f"{c}, " for c in cols)
     group = f"GROUP BY {', '.join(cols)} ORDER BY {', '.join(cols)}" if cols else ""
+    where = _APPLICATION_WHERE.format(code="m.procedure_code", month="m.month")
     return list(
         await conn.fetch(
             f"""SELECT {select}
@@ -65,14 +82,119 @@ async def applications_by(
                    coalesce(sum(count) FILTER (WHERE channel = 'counter'), 0)::bigint AS counter,
                    coalesce(sum(count) FILTER (WHERE channel = 'mail'), 0)::bigint AS mail,
                    coalesce(sum(count), 0)::bigint AS total
-                FROM applications_monthly
-                WHERE ($1::text IS NULL OR procedure_code = $1)
-                  AND ($2::date IS NULL OR month >= $2)
-                  AND ($3::date IS NULL OR month < $3)
+                FROM applications_monthly m
+                LEFT JOIN procedures p USING (procedure_code)
+                WHERE {where}
                 {group}""",
-            f.procedure_code,
-            f.period.since,
-            f.period.until,
+            *_application_args(f),
+        )
+    )
+
+
+TurnaroundKey = Literal["procedure_code", "month"]
+
+
+async def turnaround_by(
+    conn: Conn, keys: Sequence[TurnaroundKey], f: ApplicationFilter
+) -> list[asyncpg.Record]:
+    """Applications submitted (by month of submission), how many were completed (certificate
+    issued or approved), closed otherwise, and the submitted -> certificate issued times
+    (median and 90th percentile, interpolated, in seconds)."""
+    cols = {"procedure_code": "a.procedure_code", "month": "a.month"}
+    names = [cols[k] for k in keys]
+    select = "".join(f"{c}, " for c in names)
+    group = f"GROUP BY {', '.join(names)} ORDER BY {', '.join(names)}" if names else ""
+    where = _APPLICATION_WHERE.format(code="a.procedure_code", month="a.month")
+    return list(
+        await conn.fetch(
+            f"""WITH outcome AS (
+                    SELECT application_id,
+                           min(occurred_at) FILTER (WHERE step = 'certificate_issued') AS issued,
+                           bool_or(step IN ('certificate_issued', 'approved')) AS completed,
+                           bool_or(step IN ('rejected', 'withdrawn')) AS closed
+                    FROM application_steps GROUP BY application_id)
+                SELECT {select}
+                    count(*)::bigint AS submitted,
+                    count(*) FILTER (WHERE o.completed)::bigint AS completed,
+                    count(*) FILTER (WHERE o.closed AND NOT o.completed)::bigint AS closed,
+                    count(o.issued)::bigint AS certificates_issued,
+                    percentile_cont(0.5) WITHIN GROUP (
+                        ORDER BY extract(epoch FROM o.issued - a.submitted_at))
+                        AS median_seconds,
+                    percentile_cont(0.9) WITHIN GROUP (
+                        ORDER BY extract(epoch FROM o.issued - a.submitted_at))
+                        AS p90_seconds
+                FROM application_facts a
+                LEFT JOIN outcome o USING (application_id)
+                LEFT JOIN procedures p USING (procedure_code)
+                WHERE {where}
+                {group}""",
+            *_application_args(f),
+        )
+    )
+
+
+@dataclass(frozen=True)
+class CatalogFilter:
+    department: str | None = None
+    group: int | None = None
+
+
+CoverageKey = Literal["department", "procedure_group"]
+
+
+async def coverage_by(
+    conn: Conn, keys: Sequence[CoverageKey], f: CatalogFilter
+) -> list[asyncpg.Record]:
+    """Procedures online now / all procedures in the catalog."""
+    select = "".join(f"{k}, " for k in keys)
+    group = f"GROUP BY {', '.join(keys)} ORDER BY {', '.join(keys)}" if keys else ""
+    return list(
+        await conn.fetch(
+            f"""SELECT {select}
+                   count(*) FILTER (WHERE online_since IS NOT NULL)::bigint AS online,
+                   count(*)::bigint AS procedures
+                FROM procedures
+                WHERE ($1::text IS NULL OR department = $1)
+                  AND ($2::smallint IS NULL OR procedure_group = $2)
+                {group}""",
+            f.department,
+            f.group,
+        )
+    )
+
+
+async def coverage_series(
+    conn: Conn, f: CatalogFilter, since: date | None, until: date
+) -> list[asyncpg.Record]:
+    """Month by month: procedures online by the end of the month (actual) and procedures
+    planned to be online by then (the roadmap's quarter, or the actual date when the
+    procedure went online without a plan). ``procedures`` is the catalog as it is now."""
+    return list(
+        await conn.fetch(
+            """WITH cat AS (
+                   SELECT online_since, coalesce(planned_by_month, online_since) AS planned
+                   FROM procedures
+                   WHERE ($1::text IS NULL OR department = $1)
+                     AND ($2::smallint IS NULL OR procedure_group = $2)),
+               bounds AS (
+                   SELECT coalesce(
+                              $3::date,
+                              date_trunc('month', least(min(online_since), min(planned)))::date,
+                              $4::date) AS first
+                   FROM cat)
+               SELECT m::date AS month,
+                      (SELECT count(*) FROM cat
+                        WHERE online_since < m + interval '1 month')::bigint AS online,
+                      (SELECT count(*) FROM cat
+                        WHERE planned < m + interval '1 month')::bigint AS planned,
+                      (SELECT count(*) FROM cat)::bigint AS procedures
+               FROM bounds, generate_series(bounds.first, $4::date, interval '1 month') AS m
+               ORDER BY m""",
+            f.department,
+            f.group,
+            since,
+            until,
         )
     )
 

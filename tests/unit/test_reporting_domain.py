@@ -73,3 +73,11 @@ def test_a_void_removes_what_still_stands_and_a_later_refund_changes_nothing() -
     assert again == state
     _, twice = domain.void(state)
     assert twice == BucketChange(0, 0)
+
+
+def test_a_fiscal_quarter_ends_in_the_japanese_fiscal_year() -> None:
+    assert domain.fiscal_quarter_last_month("2027-Q1") == date(2027, 6, 1)
+    assert domain.fiscal_quarter_last_month("2027-Q3") == date(2027, 12, 1)
+    assert domain.fiscal_quarter_last_month("2027-Q4") == date(2028, 3, 1)
+    with pytest.raises(ValueError, match="YYYY-Qn"):
+        domain.fiscal_quarter_last_month("2027-Q5")

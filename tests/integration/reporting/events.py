@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
-from contracts.applications import ApplicationSubmittedV1, Channel
+from contracts.applications import (
+    ApplicationStepV1,
+    ApplicationSubmittedV1,
+    Channel,
+    ProcedureFactsV1,
+    ProcedureGroup,
+)
 from contracts.envelope import Envelope
-from contracts.payments import PaymentCapturedV1, PaymentChannel, PaymentMethod
+from contracts.payments import (
+    PaymentCapturedV1,
+    PaymentChannel,
+    PaymentMethod,
+    PaymentRefundedV1,
+    PaymentVoidedV1,
+)
 from services.reporting.domain import TOKYO
 
 
@@ -76,3 +88,101 @@ PAYMENTS = [
     ("bijutsukan", "cash", None, 1000, "2026-11-01 00:01"),
     ("shiminka", "qr", "d払い", 750, "2026-11-02 13:00"),
 ]
+
+
+def refund(
+    payment_id: uuid.UUID,
+    amount_yen: int,
+    refunded_total_yen: int,
+    at: str,
+    facility: str = "shiminka",
+    method: str = "qr",
+    brand: str | None = "PayPay",
+) -> Envelope[Any]:
+    return Envelope.new(
+        PaymentRefundedV1(
+            refund_id=uuid.uuid4(),
+            payment_id=payment_id,
+            facility_code=facility,
+            terminal_id=f"{facility}-t01",
+            channel=PaymentChannel.TERMINAL,
+            method=PaymentMethod(method),
+            brand=brand,
+            amount_yen=amount_yen,
+            refunded_total_yen=refunded_total_yen,
+            occurred_at=tokyo(at),
+        ),
+        source="/cityhall/tests",
+    )
+
+
+def void(
+    payment_id: uuid.UUID,
+    amount_yen: int,
+    at: str,
+    facility: str = "shiminka",
+    method: str = "cash",
+    brand: str | None = None,
+) -> Envelope[Any]:
+    return Envelope.new(
+        PaymentVoidedV1(
+            payment_id=payment_id,
+            facility_code=facility,
+            terminal_id=f"{facility}-t01",
+            method=PaymentMethod(method),
+            brand=brand,
+            amount_yen=amount_yen,
+            occurred_at=tokyo(at),
+        ),
+        source="/cityhall/tests",
+    )
+
+
+def submitted_with_id(
+    application_id: uuid.UUID, channel: str, procedure: str, at: str
+) -> Envelope[Any]:
+    return Envelope.new(
+        ApplicationSubmittedV1(
+            application_id=application_id,
+            procedure_code=procedure,
+            channel=Channel(channel),
+            submitted_at=tokyo(at),
+        ),
+        source="/cityhall/tests",
+    )
+
+
+def step(
+    kind: type[ApplicationStepV1], application_id: uuid.UUID, procedure: str, at: str, **extra: Any
+) -> Envelope[Any]:
+    return Envelope.new(
+        kind(
+            application_id=application_id, procedure_code=procedure, occurred_at=tokyo(at), **extra
+        ),
+        source="/cityhall/tests",
+    )
+
+
+def procedure(
+    kind: type[ProcedureFactsV1],
+    code: str,
+    department: str,
+    group: int,
+    online_since: str | None,
+    planned: str | None,
+    at: str,
+) -> Envelope[Any]:
+    return Envelope.new(
+        kind(
+            procedure_code=code,
+            name_ja=f"{code}の手続き",
+            department=department,
+            group=ProcedureGroup(group),
+            fee_yen=300,
+            yields_certificate=True,
+            online_since=date.fromisoformat(online_since) if online_since else None,
+            planned_online_quarter=planned,
+            occurred_at=tokyo(at),
+        ),
+        source="/cityhall/tests",
+    )
