@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -20,6 +21,8 @@ import subprocess
 import sys
 import sysconfig
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
@@ -60,6 +63,29 @@ def port_is_open(host: str, port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.5)
         return s.connect_ex((host, port)) == 0
+
+
+@dataclass(frozen=True)
+class NatsUser:
+    """A NATS user of the local server: name, password and the subjects it may use."""
+
+    user: str
+    password: str
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+
+
+def authorization_config(users: Sequence[NatsUser]) -> str:
+    """The nats-server ``authorization`` block for ``users`` (allow-lists; all else denied)."""
+    lines = ["authorization {", "  users = ["]
+    for u in users:
+        lines.append(
+            f"    {{user: {json.dumps(u.user)}, password: {json.dumps(u.password)}, "
+            f"permissions: {{publish: {{allow: {json.dumps(list(u.publish))}}}, "
+            f"subscribe: {{allow: {json.dumps(list(u.subscribe))}}}}}}}"
+        )
+    lines += ["  ]", "}", ""]
+    return "\n".join(lines)
 
 
 class EmbeddedNats:
@@ -131,6 +157,13 @@ class EmbeddedNats:
             time.sleep(0.05)
         self.stop()
         raise TimeoutError(f"nats-server did not listen on {self.port} in {timeout_s}s")
+
+    def reload(self) -> None:
+        """Rewrite the config (e.g. new users in ``extra_config``) and make the server reload
+        it (SIGHUP): connected clients stay connected."""
+        (self.store_dir / "nats-server.conf").write_text(self.config_text())
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGHUP)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM (nats-server flushes and exits cleanly), SIGKILL if it hangs."""

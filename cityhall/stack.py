@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -25,7 +27,13 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
-from cityhall.embedded import EmbeddedNats, EmbeddedPostgres, _set_parent_death_signal
+from cityhall.embedded import (
+    EmbeddedNats,
+    EmbeddedPostgres,
+    NatsUser,
+    _set_parent_death_signal,
+    authorization_config,
+)
 from contracts.subjects import DEFAULT_NAMESPACE
 from services.registry import SERVICE_NAMES
 from services.runtime.settings import DEFAULT_PORTS
@@ -46,6 +54,9 @@ class StackConfig:
     sync_interval: str = "2m"
     ready_timeout_s: float = 120.0
     extra_env: dict[str, str] = field(default_factory=dict)
+    nats_auth: bool = True
+    """The embedded NATS requires a user and password: one per service, one for the operator
+    (``cityhall``), and the users services add (payment terminals)."""
 
     def port(self, service: str) -> int:
         if self.port_base is None:
@@ -76,6 +87,48 @@ class LocalExtras:
     sidecars: list[Sidecar] = field(default_factory=list)
     urls: dict[str, str] = field(default_factory=dict)
     """Shown in the table printed when the stack is up (name -> url)."""
+    nats_users: Callable[[str], list[NatsUser]] | None = None
+    """Extra users of the embedded NATS, given the namespace (e.g. payment terminals). Called
+    again while the stack runs: new users are added with a config reload."""
+
+
+ADMIN_NATS_USER = "cityhall"
+
+
+def service_nats_user(namespace: str, service: str, password: str) -> NatsUser:
+    """A service publishes only its own events and dead letters (and JetStream API calls)."""
+    return NatsUser(
+        user=service,
+        password=password,
+        publish=(
+            f"{namespace}.{service}.>",
+            f"{namespace}.dlq.>",
+            "$JS.API.>",
+            "$JS.ACK.>",
+            "$JS.FC.>",
+        ),
+        subscribe=("_INBOX.>", f"{namespace}.>"),
+    )
+
+
+def admin_nats_user(password: str) -> NatsUser:
+    """The operator (`cityhall dlq list`, `cityhall provision`): everything."""
+    return NatsUser(ADMIN_NATS_USER, password, publish=(">",), subscribe=(">",))
+
+
+def nats_passwords(home: Path) -> dict[str, str]:
+    """The services' and the operator's NATS passwords: made once, kept in the home (0600)."""
+    path = home / "nats-users.json"
+    stored: dict[str, str] = json.loads(path.read_text()) if path.is_file() else {}
+    wanted = [*SERVICE_NAMES, ADMIN_NATS_USER]
+    if all(name in stored for name in wanted):
+        return stored
+    for name in wanted:
+        stored.setdefault(name, secrets.token_urlsafe(24))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(stored, f, indent=2)
+    return stored
 
 
 def local_extras(home: Path) -> dict[str, LocalExtras]:
@@ -158,7 +211,9 @@ class LocalStack:
         self.services: list[ServiceProcess] = []
         self.sidecars: list[Sidecar] = []
         self.extras: dict[str, LocalExtras] = {}
+        self.nats_passwords: dict[str, str] = {}
         self._stop = False
+        self._nats_checked = 0.0
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -168,13 +223,17 @@ class LocalStack:
         cfg.home.mkdir(parents=True, exist_ok=True)
         (cfg.home / "logs").mkdir(exist_ok=True)
 
+        self.extras = local_extras(cfg.home)
         nats_url = cfg.nats_url
         if nats_url is None:
+            if cfg.nats_auth:
+                self.nats_passwords = nats_passwords(cfg.home)
             self.nats = EmbeddedNats(
                 cfg.home / "nats",
                 port=cfg.nats_port,
                 sync_interval=cfg.sync_interval,
                 log_file=cfg.home / "logs" / "nats-server.log",
+                extra_config=self._nats_authorization(),
             )
             console.print(f"[bold]nats[/]      starting embedded nats-server on {self.nats.url}")
             self.nats.start()
@@ -190,7 +249,6 @@ class LocalStack:
         else:
             urls = {s: cfg.database_url for s in SERVICE_NAMES}
 
-        self.extras = local_extras(cfg.home)
         shared_env = {k: v for x in self.extras.values() for k, v in x.shared_env.items()}
         for extra in self.extras.values():
             for sidecar in extra.sidecars:
@@ -208,11 +266,37 @@ class LocalStack:
                 "HTTP_PORT": str(cfg.port(name)),
                 "CITYHALL_NAMESPACE": cfg.namespace,
             }
+            if self.nats_passwords:
+                env.update({"NATS_USER": name, "NATS_PASSWORD": self.nats_passwords[name]})
             proc = ServiceProcess(name, cfg.port(name), env, cfg.home / "logs" / f"{name}.log")
             self.services.append(proc)
             proc.start()
         console.print(f"services  starting: {', '.join(SERVICE_NAMES)} (logs in {cfg.home}/logs)")
         self._wait_ready(started)
+
+    def _nats_authorization(self) -> str:
+        """The embedded NATS's users and permissions ('' when it runs without auth)."""
+        if not self.nats_passwords:
+            return ""
+        ns = self.config.namespace
+        users = [service_nats_user(ns, s, self.nats_passwords[s]) for s in SERVICE_NAMES]
+        users.append(admin_nats_user(self.nats_passwords[ADMIN_NATS_USER]))
+        for extra in self.extras.values():
+            if extra.nats_users is not None:
+                users.extend(extra.nats_users(ns))
+        return authorization_config(users)
+
+    def refresh_nats_users(self) -> bool:
+        """Reload the embedded NATS when its users changed (a terminal was registered)."""
+        if self.nats is None or not self.nats_passwords:
+            return False
+        config = self._nats_authorization()
+        if config == self.nats.extra_config:
+            return False
+        self.nats.extra_config = config
+        self.nats.reload()
+        console.print("nats      users changed; configuration reloaded")
+        return True
 
     def _start_sidecar(self, sidecar: Sidecar) -> None:
         log = (self.config.home / "logs" / f"{sidecar.name}.log").open("ab")
@@ -271,6 +355,13 @@ class LocalStack:
         console.print(table)
         if self.nats is not None:
             console.print(f"NATS       {self.nats.url}  (data in {self.nats.store_dir})")
+            if self.nats_passwords:
+                console.print(
+                    f"           authentication on: users and passwords in "
+                    f"{self.config.home}/nats-users.json (operator user "
+                    f"'{ADMIN_NATS_USER}': NATS_URL=nats://{ADMIN_NATS_USER}:<password>@"
+                    f"{self.nats.host}:{self.nats.port})"
+                )
         if self.postgres is not None:
             console.print(f"PostgreSQL {self.postgres.url(DATABASE)}")
         console.print(
@@ -299,6 +390,12 @@ class LocalStack:
                         time.sleep(0.1)
                     if not should_stop():
                         svc.start()
+            if time.monotonic() - self._nats_checked > 2.0:
+                self._nats_checked = time.monotonic()
+                try:
+                    self.refresh_nats_users()
+                except (OSError, ValueError) as exc:
+                    console.print(f"[red]nats users not refreshed:[/] {exc}")
             time.sleep(0.2)
 
     def stop(self) -> None:

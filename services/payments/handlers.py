@@ -59,7 +59,12 @@ class TerminalCredentials:
     nats_user: str
     nats_password: str
     subject: str
-    """Relative to the namespace: terminals.<facility>.<terminal>.tx"""
+    """Relative to the namespace: terminals.<facility>.<terminal>.tx.v1"""
+
+    @property
+    def inbox_prefix(self) -> str:
+        """The terminal's own reply subjects (JetStream acks); it may read no others."""
+        return f"_INBOX_{self.terminal_id}"
 
 
 async def register_terminal(

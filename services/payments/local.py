@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import sys
 from pathlib import Path
@@ -9,15 +10,17 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from cityhall.embedded import NatsUser, free_port
 from cityhall.stack import LocalExtras, Sidecar
+from contracts.subjects import absolute
 from services.runtime.settings import DEFAULT_PORTS
 
 
 class LocalPaymentsSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore")
 
-    provider_port: int = Field(
-        default=8090, validation_alias=AliasChoices("CITYHALL_PROVIDER_PORT")
+    provider_port: int | None = Field(
+        default=None, validation_alias=AliasChoices("CITYHALL_PROVIDER_PORT")
     )
     port_base: int | None = Field(default=None, validation_alias=AliasChoices("CITYHALL_PORT_BASE"))
 
@@ -34,13 +37,32 @@ def _secret(home: Path) -> str:
     return value
 
 
+def terminal_nats_user(namespace: str, credentials: dict[str, str]) -> NatsUser:
+    """A terminal may publish on its own subject only, and read only its own replies."""
+    return NatsUser(
+        user=credentials["nats_user"],
+        password=credentials["nats_password"],
+        publish=(absolute(namespace, credentials["subject"]),),
+        subscribe=(f"{credentials['inbox_prefix']}.>",),
+    )
+
+
+def terminal_nats_users(home: Path, namespace: str) -> list[NatsUser]:
+    """The users of every terminal registered under the home (``terminals/*.json``)."""
+    users = []
+    for path in sorted((home / "terminals").glob("*.json")):
+        users.append(terminal_nats_user(namespace, json.loads(path.read_text())))
+    return users
+
+
 def prepare(home: Path) -> LocalExtras:
     settings = LocalPaymentsSettings()
     payments_port = (
         DEFAULT_PORTS["payments"] if settings.port_base is None else settings.port_base + 1
     )
+    provider_port = settings.provider_port or (8090 if settings.port_base is None else free_port())
     secret = _secret(home)
-    provider_url = f"http://127.0.0.1:{settings.provider_port}"
+    provider_url = f"http://127.0.0.1:{provider_port}"
     return LocalExtras(
         env={"PAYMENT_PROVIDER_SECRET": secret, "PAYMENT_PROVIDER_URL": provider_url},
         sidecars=[
@@ -51,14 +73,15 @@ def prepare(home: Path) -> LocalExtras:
                     "-m",
                     "services.payments.provider_sim",
                     "--port",
-                    str(settings.provider_port),
+                    str(provider_port),
                 ],
                 env={
                     "PAYMENT_PROVIDER_SECRET": secret,
                     "PAYMENTS_WEBHOOK_URL": f"http://127.0.0.1:{payments_port}/webhooks/provider",
                 },
-                ready_port=settings.provider_port,
+                ready_port=provider_port,
             )
         ],
         urls={"payment provider (simulator)": provider_url},
+        nats_users=lambda namespace: terminal_nats_users(home, namespace),
     )

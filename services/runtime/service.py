@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse
 from faststream import AckPolicy, Context
 from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from faststream.nats.security import NatsUserPassword
 from nats.js import JetStreamContext
 from opentelemetry import context as otel_context
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
@@ -151,6 +152,7 @@ class Runtime:
             name=f"cityhall-{s.service}",
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
+            security=_nats_security(s),
         )
         ctx = ServiceContext(settings=s, pool=pool, broker=broker)
         self.ctx = ctx
@@ -283,6 +285,14 @@ class Runtime:
         if not await ctx.broker.ping(timeout=2):
             problems["nats"] = "not connected"
         return problems
+
+
+def _nats_security(settings: ServiceSettings) -> NatsUserPassword | None:
+    """User and password for a NATS server that requires authentication (NATS_USER)."""
+    if settings.nats_user is None:
+        return None
+    password = settings.nats_password.get_secret_value() if settings.nats_password else ""
+    return NatsUserPassword(settings.nats_user, password)
 
 
 def _pull_fetch_raises_nats_timeout() -> None:

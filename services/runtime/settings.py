@@ -14,6 +14,7 @@ from pydantic import (
     AfterValidator,
     AliasChoices,
     Field,
+    SecretStr,
     ValidationError,
     model_validator,
 )
@@ -68,6 +69,16 @@ class ServiceSettings(BaseSettings):
         default="nats://127.0.0.1:4223",
         validation_alias=AliasChoices("NATS_URL"),
         description="NATS server(s) with JetStream.",
+    )
+    nats_user: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("NATS_USER"),
+        description="NATS user of this service, when the server requires authentication.",
+    )
+    nats_password: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("NATS_PASSWORD"),
+        description="Password of NATS_USER.",
     )
     database_url: PostgresUrl | None = Field(
         default=None,
