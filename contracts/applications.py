@@ -112,6 +112,20 @@ class ApplicationPaymentRequestedV1(Event):
         return str(self.application_id)
 
 
+class SignedApplication(BaseModel):
+    """A My Number card signature (署名用電子証明書, JPKI) over the application's content.
+
+    ``signature`` is the base64 SHA256withRSA (PKCS#1 v1.5) signature of the canonical JSON
+    ``{"channel":…,"form":…,"procedure_code":…}`` (sorted keys, no spaces, UTF-8);
+    ``certificate_chain`` is the signer's certificate first, then its CA certificates, in PEM.
+    """
+
+    model_config = ConfigDict(extra="forbid", title="SignedApplication")
+
+    signature: str = Field(min_length=1, max_length=2048)
+    certificate_chain: list[str] = Field(min_length=1, max_length=5)
+
+
 class SubmitApplication(BaseModel):
     """Command: submit an application (POST /applications).
 
@@ -141,6 +155,10 @@ class SubmitApplication(BaseModel):
     form: dict[str, Any] = Field(
         default_factory=dict,
         description="The form's answers, checked against the procedure's own JSON Schema.",
+    )
+    identity: SignedApplication | None = Field(
+        default=None,
+        description="Required online for a group-2 procedure (本人確認必要型).",
     )
 
 

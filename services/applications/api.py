@@ -14,7 +14,7 @@ from __future__ import annotations
 import hmac
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from typing import Annotated, Any, TypeVar
 
@@ -28,7 +28,8 @@ from services.applications import domain, handlers, store
 from services.applications.domain import Application, ApplicationStatus, Procedure
 from services.applications.forms import FormInvalid
 from services.applications.handlers import IdempotencyKey
-from services.applications.settings import ApplicationsSettings
+from services.applications.identity import IdentityRefused
+from services.applications.settings import ApplicationsSettings, trust_config
 from services.runtime.service import ServiceContext, service_context
 
 router = APIRouter()
@@ -108,6 +109,18 @@ IdemHeader = Annotated[
 # -- views ------------------------------------------------------------------------------------
 
 
+class IdentityView(BaseModel):
+    """The verified signer of a group-2 application and the check (never a My Number)."""
+
+    name: str
+    address: str
+    birth_date: date | None
+    certificate_serial: str
+    issuer: str
+    checked_at: datetime
+    result: str
+
+
 class ApplicationView(BaseModel):
     id: uuid.UUID
     procedure_code: str
@@ -120,6 +133,7 @@ class ApplicationView(BaseModel):
     rejection_reason: str | None
     certificate_number: str | None
     form: dict[str, Any]
+    identity: IdentityView | None = None
 
     @classmethod
     def of(cls, app: Application) -> ApplicationView:
@@ -135,6 +149,7 @@ class ApplicationView(BaseModel):
             rejection_reason=app.rejection_reason,
             certificate_number=app.certificate_number,
             form=app.form,
+            identity=IdentityView(**asdict(app.identity)) if app.identity else None,
         )
 
 
@@ -207,6 +222,11 @@ def http_error(exc: Exception) -> HTTPException:
                 for p in exc.problems
             ],
         )
+    if isinstance(exc, IdentityRefused):
+        return HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
+            _problem(["body", "identity"], str(exc), f"identity.{exc.reason.value}"),
+        )
     if isinstance(exc, handlers.UnknownProcedure):
         return HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
@@ -235,7 +255,7 @@ async def _respond(
 ) -> JSONResponse:
     try:
         code, body = await handlers.in_transaction(ctx, idempotency, effect, render, status_code)
-    except (domain.ApplicationError, FormInvalid) as exc:
+    except (domain.ApplicationError, FormInvalid, IdentityRefused) as exc:
         raise http_error(exc) from exc
     return JSONResponse(body, status_code=code)
 
@@ -264,7 +284,8 @@ async def submit_application(
     idempotency_key: IdemHeader = None,
 ) -> JSONResponse:
     idem = _key(idempotency_key, who, request, cmd.model_dump(mode="json"))
-    effect = handlers.submit_application(ctx, cmd, who.applicant_id)
+    trust = trust_config(settings_of(ctx))
+    effect = handlers.submit_application(ctx, cmd, who.applicant_id, trust)
     return await _respond(ctx, idem, effect, _render, status.HTTP_201_CREATED)
 
 

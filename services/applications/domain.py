@@ -33,6 +33,7 @@ from contracts.applications import (
     ProcedureGroup,
 )
 from contracts.envelope import Event
+from services.applications.identity import IdentityRefusal, IdentityRefused, VerifiedIdentity
 
 CERTIFICATE_FEE_FACILITY = "shiminka"
 """市民課: the facility whose revenue certificate fees are."""
@@ -134,6 +135,8 @@ class Application:
     decided_at: datetime | None = None
     rejection_reason: str | None = None
     certificate_number: str | None = None
+    identity: VerifiedIdentity | None = None
+    """The verified My Number card signer (group 2), never the My Number itself."""
 
 
 Decision = tuple[Application, list[Event]]
@@ -154,6 +157,20 @@ def _step(app: Application, to: ApplicationStatus, wanted: str) -> None:
         raise IllegalTransition(app.id, app.status, wanted)
 
 
+def needs_signature(procedure: Procedure, channel: Channel) -> bool:
+    """Online, a group-2 procedure needs the My Number card's signature; at the counter or by
+    mail, staff check identity in person or on the enclosed copy."""
+    return procedure.group is ProcedureGroup.IDENTITY_REQUIRED and channel is Channel.ONLINE
+
+
+def refuse_unsigned(procedure: Procedure) -> IdentityRefused:
+    return IdentityRefused(
+        IdentityRefusal.SIGNATURE_REQUIRED,
+        f"procedure {procedure.code} requires identity verification (本人確認): sign the "
+        "application with the My Number card's signature certificate",
+    )
+
+
 def submit(
     procedure: Procedure | str,
     channel: Channel,
@@ -162,6 +179,7 @@ def submit(
     *,
     applicant_id: uuid.UUID | None = None,
     form: dict[str, Any] | None = None,
+    identity: VerifiedIdentity | None = None,
 ) -> tuple[Application, ApplicationSubmittedV1]:
     """A new application and the event that announces it (its fee: see ``request_fee``)."""
     _aware(now)
@@ -175,6 +193,7 @@ def submit(
         applicant_id=applicant_id,
         form=dict(form or {}),
         fee_yen=0 if isinstance(procedure, str) else procedure.fee_yen,
+        identity=identity,
     )
     event = ApplicationSubmittedV1(
         application_id=app.id,

@@ -66,10 +66,39 @@ def _fields(error: ValidationError) -> list[str]:
     return [".".join(base)]
 
 
+def is_my_number(text: str) -> bool:
+    """A 12-digit individual number (個人番号) with a valid check digit (番号法施行令 art. 8)."""
+    digits = text.replace("-", "").replace(" ", "")
+    if len(digits) != 12 or not digits.isascii() or not digits.isdigit():
+        return False
+    body = [int(d) for d in digits[:11]]
+    total = sum(p * (n + 1 if n <= 6 else n - 5) for n, p in enumerate(reversed(body), 1))
+    remainder = total % 11
+    return int(digits[11]) == (0 if remainder <= 1 else 11 - remainder)
+
+
+def _my_numbers(value: Any, where: list[str]) -> list[str]:
+    if isinstance(value, str):
+        return [".".join(where)] if is_my_number(value) else []
+    if isinstance(value, dict):
+        return [f for k, v in value.items() for f in _my_numbers(v, [*where, str(k)])]
+    if isinstance(value, list):
+        return [f for i, v in enumerate(value) for f in _my_numbers(v, [*where, str(i)])]
+    return []
+
+
 def check_form(schema: dict[str, Any], answers: dict[str, Any]) -> None:
-    """Raise ``FormInvalid`` naming each bad field of ``answers``."""
+    """Raise ``FormInvalid`` naming each bad field of ``answers``.
+
+    A My Number is refused wherever it appears: the city may not collect it (番号法 art. 20).
+    """
     validator = Draft202012Validator(schema, format_checker=_FORMATS)
-    problems: list[FieldProblem] = []
+    problems: list[FieldProblem] = [
+        FieldProblem(f, "a My Number (個人番号) must not be sent")
+        for f in _my_numbers(answers, ["form"])
+    ]
+    if problems:
+        raise FormInvalid(problems)
     for error in sorted(validator.iter_errors(answers), key=lambda e: list(e.absolute_path)):
         if error.validator == "required":
             message = "this field is required"

@@ -19,7 +19,7 @@ import asyncpg
 from contracts.applications import ProcedureRegisteredV1, ProcedureUpdatedV1, SubmitApplication
 from contracts.envelope import Envelope, Event
 from contracts.payments import PaymentCapturedV1
-from services.applications import catalog, domain, store
+from services.applications import catalog, domain, identity, store
 from services.applications.domain import (
     Application,
     ApplicationError,
@@ -27,6 +27,7 @@ from services.applications.domain import (
     Procedure,
 )
 from services.applications.forms import check_form
+from services.applications.identity import TrustConfig, VerifiedIdentity
 from services.runtime.outbox import add_events
 from services.runtime.service import ServiceContext
 
@@ -116,16 +117,51 @@ async def _load(conn: asyncpg.Connection, application_id: uuid.UUID) -> Applicat
     return app
 
 
+def _verify_identity(cmd: SubmitApplication, trust: TrustConfig, now: datetime) -> VerifiedIdentity:
+    assert cmd.identity is not None
+    content = identity.canonical_content(cmd.procedure_code, cmd.channel.value, cmd.form)
+    try:
+        return identity.verify(
+            content, cmd.identity.signature, cmd.identity.certificate_chain, trust, now
+        )
+    except identity.IdentityRefused as exc:
+        # The check's result is logged with the certificate's serial and issuer only.
+        log.warning(
+            "identity check refused",
+            extra={
+                "reason": exc.reason.value,
+                "certificate_serial": exc.serial,
+                "issuer": exc.issuer,
+                "procedure_code": cmd.procedure_code,
+            },
+        )
+        raise
+
+
 def submit_application(
-    ctx: ServiceContext, cmd: SubmitApplication, applicant_id: uuid.UUID | None
+    ctx: ServiceContext,
+    cmd: SubmitApplication,
+    applicant_id: uuid.UUID | None,
+    trust: TrustConfig,
 ) -> Callable[[asyncpg.Connection], Awaitable[Application]]:
     async def effect(conn: asyncpg.Connection) -> Application:
         procedure = await store.get_procedure(conn, cmd.procedure_code)
         if procedure is None:
             raise UnknownProcedure(f"no procedure {cmd.procedure_code!r} in the catalog")
         check_form(procedure.form_schema, cmd.form)
+        now = datetime.now(UTC)
+        verified = None
+        if cmd.identity is not None:
+            verified = _verify_identity(cmd, trust, now)
+        elif domain.needs_signature(procedure, cmd.channel):
+            raise domain.refuse_unsigned(procedure)
         app, event = domain.submit(
-            procedure, cmd.channel, datetime.now(UTC), applicant_id=applicant_id, form=cmd.form
+            procedure,
+            cmd.channel,
+            now,
+            applicant_id=applicant_id,
+            form=cmd.form,
+            identity=verified,
         )
         await store.insert_application(conn, app)
         await add_events(conn, [ctx.new_event(event, time=app.submitted_at)])

@@ -12,11 +12,14 @@ import asyncpg
 
 from contracts.applications import Channel, ProcedureGroup
 from services.applications.domain import Application, ApplicationStatus, Procedure
+from services.applications.identity import VerifiedIdentity
 
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 _APP_COLUMNS = """id, procedure_code, channel, status, submitted_at, applicant_id, form, fee_yen,
-    payment_id, paid_at, decided_at, rejection_reason, certificate_number"""
+    payment_id, paid_at, decided_at, rejection_reason, certificate_number, identity_name,
+    identity_address, identity_birth_date, identity_cert_serial, identity_cert_issuer,
+    identity_checked_at, identity_result"""
 
 
 def _application(row: asyncpg.Record) -> Application:
@@ -34,14 +37,29 @@ def _application(row: asyncpg.Record) -> Application:
         decided_at=row["decided_at"],
         rejection_reason=row["rejection_reason"],
         certificate_number=row["certificate_number"],
+        identity=(
+            VerifiedIdentity(
+                name=row["identity_name"],
+                address=row["identity_address"],
+                birth_date=row["identity_birth_date"],
+                certificate_serial=row["identity_cert_serial"],
+                issuer=row["identity_cert_issuer"],
+                checked_at=row["identity_checked_at"],
+                result=row["identity_result"],
+            )
+            if row["identity_checked_at"] is not None
+            else None
+        ),
     )
 
 
 async def insert_application(conn: asyncpg.Connection, app: Application) -> None:
     await conn.execute(
         """INSERT INTO applications (id, procedure_code, channel, status, submitted_at,
-                                     applicant_id, form, fee_yen)
-           VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8)""",
+                                     applicant_id, form, fee_yen, identity_name,
+                                     identity_address, identity_birth_date, identity_cert_serial,
+                                     identity_cert_issuer, identity_checked_at, identity_result)
+           VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11, $12, $13, $14, $15)""",
         app.id,
         app.procedure_code,
         app.channel.value,
@@ -50,6 +68,19 @@ async def insert_application(conn: asyncpg.Connection, app: Application) -> None
         app.applicant_id,
         json.dumps(app.form, ensure_ascii=False),
         app.fee_yen,
+        *(
+            (
+                app.identity.name,
+                app.identity.address,
+                app.identity.birth_date,
+                app.identity.certificate_serial,
+                app.identity.issuer,
+                app.identity.checked_at,
+                app.identity.result,
+            )
+            if app.identity
+            else (None,) * 7
+        ),
     )
 
 

@@ -82,7 +82,7 @@ async def test_a_certificate_fee_is_requested_from_payments(
 async def test_payment_captured_moves_the_application_to_paid_once(
     applications: Any, js: JetStreamContext, namespace: str
 ) -> None:
-    body = {"procedure_code": "KOSEKI_TOHON", "form": _koseki()}
+    body = {"procedure_code": "KOSEKI_TOHON", "channel": "counter", "form": _koseki()}
     app = await submit_and_ask_fee(applications, body)
     assert app["fee_yen"] == 450
     capture = captured(app["id"], 450)
