@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import date
 from enum import StrEnum
 from typing import Any, ClassVar, Self
 
@@ -210,6 +211,167 @@ class PaymentRequestExpiredV1(Event):
 
     def aggregate_id(self) -> str:
         return str(self.application_id)
+
+
+# --- daily settlement and reconciliation (調定) ---------------------------------------------
+
+
+class SettlementLine(BaseModel):
+    """One method and brand in a settlement batch: how many payments, how much, the fee."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: PaymentMethod
+    brand: str | None = Field(default=None, max_length=40, description="None for cash.")
+    count: int = Field(ge=0, description="Payments (captures, net of voids).")
+    amount_yen: int = Field(ge=0, description="Net of refunds, in integer yen.")
+    fee_yen: int = Field(default=0, ge=0, description="The processor's fee (繰替払い).")
+
+
+class SettlementBatch(BaseModel):
+    """Command: a day's settlement batch for one facility, from its terminals or the processor.
+
+    POSTed to ``/settlements``. Payments compares each line with the ledger and answers (and
+    publishes) SettlementReconciled or SettlementMismatch. The fee is what the processor keeps
+    before remitting (繰替払い): revenue stays gross, the fee is recorded apart.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        title="SettlementBatch",
+        json_schema_extra={
+            "examples": [
+                {
+                    "batch_id": "shiminka-20261124-paypay",
+                    "facility_code": "shiminka",
+                    "business_date": "2026-11-24",
+                    "processor": "指定納付受託者",
+                    "lines": [
+                        {
+                            "method": "qr",
+                            "brand": "PayPay",
+                            "count": 12,
+                            "amount_yen": 3600,
+                            "fee_yen": 108,
+                        }
+                    ],
+                }
+            ]
+        },
+    )
+
+    batch_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
+    facility_code: str = Field(pattern=FACILITY_CODE_PATTERN)
+    business_date: date = Field(description="The day (Asia/Tokyo) the batch covers.")
+    processor: str = Field(min_length=1, max_length=100)
+    lines: list[SettlementLine] = Field(min_length=1, max_length=100)
+
+    @model_validator(mode="after")
+    def _one_line_per_brand(self) -> Self:
+        keys = [(line.method, line.brand) for line in self.lines]
+        if len(set(keys)) != len(keys):
+            raise ValueError("lines: one line per method and brand")
+        for line in self.lines:
+            if line.method is PaymentMethod.CASH and line.fee_yen:
+                raise ValueError("lines: cash has no processor fee")
+            if line.fee_yen > line.amount_yen:
+                raise ValueError("lines: a fee cannot exceed the amount")
+        return self
+
+
+class SettlementDifference(BaseModel):
+    """Where a settlement and the ledger disagree, for one method and brand."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: PaymentMethod
+    brand: str | None
+    ledger_count: int
+    reported_count: int
+    ledger_amount_yen: int
+    reported_amount_yen: int
+    count_difference: int = Field(description="reported - ledger")
+    amount_difference_yen: int = Field(description="reported - ledger")
+
+
+class SettlementReconciledV1(Event):
+    """A facility's day was reconciled (調定): the settlement batch matches the ledger.
+
+    Gross is the revenue recorded; fee the processor's fee (繰替払い); net what is remitted.
+    """
+
+    event_type: ClassVar[str] = f"{TYPE_PREFIX}.payments.SettlementReconciled.v1"
+    subject: ClassVar[str] = "payments.settlement.reconciled.v1"
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        title="SettlementReconciled.v1",
+        json_schema_extra={
+            "examples": [
+                {
+                    "batch_id": "shiminka-20261124-paypay",
+                    "facility_code": "shiminka",
+                    "business_date": "2026-11-24",
+                    "gross_yen": 3600,
+                    "fee_yen": 108,
+                    "net_yen": 3492,
+                }
+            ]
+        },
+    )
+
+    batch_id: str
+    facility_code: str = Field(pattern=FACILITY_CODE_PATTERN)
+    business_date: date
+    gross_yen: int
+    fee_yen: int
+    net_yen: int
+
+    def aggregate_id(self) -> str:
+        return self.batch_id
+
+
+class SettlementMismatchV1(Event):
+    """A settlement batch disagrees with the ledger: the differences, per method and brand."""
+
+    event_type: ClassVar[str] = f"{TYPE_PREFIX}.payments.SettlementMismatch.v1"
+    subject: ClassVar[str] = "payments.settlement.mismatch.v1"
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        title="SettlementMismatch.v1",
+        json_schema_extra={
+            "examples": [
+                {
+                    "batch_id": "shiminka-20261124-paypay",
+                    "facility_code": "shiminka",
+                    "business_date": "2026-11-24",
+                    "differences": [
+                        {
+                            "method": "qr",
+                            "brand": "PayPay",
+                            "ledger_count": 12,
+                            "reported_count": 13,
+                            "ledger_amount_yen": 3600,
+                            "reported_amount_yen": 3900,
+                            "count_difference": 1,
+                            "amount_difference_yen": 300,
+                        }
+                    ],
+                }
+            ]
+        },
+    )
+
+    batch_id: str
+    facility_code: str = Field(pattern=FACILITY_CODE_PATTERN)
+    business_date: date
+    differences: list[SettlementDifference] = Field(min_length=1)
+
+    def aggregate_id(self) -> str:
+        return self.batch_id
 
 
 # --- what terminals publish ------------------------------------------------------------------
@@ -439,6 +601,8 @@ EVENTS: tuple[type[Event], ...] = (
     PaymentRefundedV1,
     PaymentVoidedV1,
     PaymentRequestExpiredV1,
+    SettlementReconciledV1,
+    SettlementMismatchV1,
     TerminalTransactionV1,
 )
-COMMANDS: tuple[type[BaseModel], ...] = (ProviderPaymentConfirmation,)
+COMMANDS: tuple[type[BaseModel], ...] = (ProviderPaymentConfirmation, SettlementBatch)

@@ -2,24 +2,52 @@
 
 from __future__ import annotations
 
+import csv
+import hmac
+import io
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ValidationError
 
 from contracts.envelope import describe_validation_error
 from contracts.facilities import FACILITIES
-from contracts.payments import ProviderPaymentConfirmation
+from contracts.payments import (
+    ProviderPaymentConfirmation,
+    SettlementBatch,
+    SettlementDifference,
+)
 from services.payments import domain, handlers, store, webhook
 from services.payments.settings import payments_settings
 from services.runtime.service import ServiceContext, service_context
 
 router = APIRouter(tags=["payments"])
 Ctx = Annotated[ServiceContext, Depends(service_context)]
+
+
+def staff_member(request: Request) -> str:
+    """The staff member calling (``Authorization: Bearer <token>``, PAYMENTS_STAFF_TOKENS)."""
+    configured = payments_settings().staff_tokens
+    if configured is None:
+        raise HTTPException(503, detail="PAYMENTS_STAFF_TOKENS is not configured")
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token:
+        for pair in configured.get_secret_value().split(","):
+            staff_id, _, expected = pair.strip().partition(":")
+            if expected and hmac.compare_digest(token.encode(), expected.encode()):
+                return staff_id
+    raise HTTPException(
+        401,
+        detail="a staff credential is required (Authorization: Bearer <token>)",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+Staff = Annotated[str, Depends(staff_member)]
 
 HTTP_STATUS: dict[type[domain.PaymentError], int] = {
     domain.UnknownFacility: 404,
@@ -185,3 +213,104 @@ async def provider_webhook(request: Request, ctx: Ctx) -> WebhookAccepted:
     except domain.PaymentError as exc:
         raise http_error(exc) from exc
     return WebhookAccepted(payment_id=payment_id)
+
+
+class SettlementOutcomeOut(BaseModel):
+    """The outcome of a settlement batch: reconciled (調定済) or the differences."""
+
+    batch_id: str
+    status: str
+    reported_yen: int
+    fee_yen: int
+    net_yen: int
+    differences: list[SettlementDifference]
+
+
+@router.post(
+    "/settlements",
+    response_model=SettlementOutcomeOut,
+    summary="A facility's day settlement batch (調定): compared with the ledger",
+)
+async def post_settlement(
+    batch: SettlementBatch, ctx: Ctx, _staff: Staff, response: Response
+) -> SettlementOutcomeOut:
+    try:
+        outcome = await handlers.reconcile_settlement(ctx.pool, batch)
+    except domain.PaymentError as exc:
+        raise http_error(exc) from exc
+    response.status_code = 200 if outcome.replayed else 201
+    return SettlementOutcomeOut(
+        batch_id=outcome.batch_id,
+        status="reconciled" if outcome.reconciled else "mismatch",
+        reported_yen=outcome.reported_yen,
+        fee_yen=outcome.fee_yen,
+        net_yen=outcome.reported_yen - outcome.fee_yen,
+        differences=outcome.differences,
+    )
+
+
+class RevenueDay(BaseModel):
+    """Revenue of a facility on a day: gross (recorded in full), processor fee, net."""
+
+    facility_code: str
+    business_date: date
+    gross_yen: int
+    fee_yen: int
+    net_yen: int
+    reconciliation: str
+    """reconciled, mismatch or unreconciled (no settlement batch yet)."""
+
+
+async def _revenue(
+    ctx: ServiceContext, facility: str | None, date_from: date, date_to: date
+) -> list[RevenueDay]:
+    if date_to < date_from:
+        raise HTTPException(422, detail="to: must not be before from")
+    rows = await store.revenue_by_day(ctx.pool, facility, date_from, date_to)
+    return [RevenueDay(**{k: r[k] for k in RevenueDay.model_fields}) for r in rows]
+
+
+FromDate = Annotated[date, Query(alias="from", description="First day (Asia/Tokyo).")]
+ToDate = Annotated[date, Query(alias="to", description="Last day (Asia/Tokyo), included.")]
+FacilityFilter = Annotated[
+    str | None, Query(alias="facility", pattern=r"^[a-z0-9][a-z0-9-]{1,39}$")
+]
+
+
+@router.get("/revenue", response_model=list[RevenueDay], summary="Revenue per facility per day")
+async def revenue(
+    ctx: Ctx, _staff: Staff, date_from: FromDate, date_to: ToDate, facility: FacilityFilter = None
+) -> list[RevenueDay]:
+    return await _revenue(ctx, facility, date_from, date_to)
+
+
+CSV_COLUMNS = (
+    "facility_code",
+    "business_date",
+    "gross_yen",
+    "fee_yen",
+    "net_yen",
+    "reconciliation",
+)
+
+
+@router.get(
+    "/revenue.csv",
+    response_class=Response,
+    summary="Revenue per facility per day as CSV, for the finance office",
+)
+async def revenue_csv(
+    ctx: Ctx, _staff: Staff, date_from: FromDate, date_to: ToDate, facility: FacilityFilter = None
+) -> Response:
+    days = await _revenue(ctx, facility, date_from, date_to)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for day in days:
+        writer.writerow([getattr(day, c) for c in CSV_COLUMNS])
+    filename = f"revenue-{date_from}-{date_to}.csv"
+    return Response(
+        out.getvalue().encode("utf-8-sig"),  # with a BOM, so spreadsheet software reads UTF-8
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="{filename}"'},
+    )

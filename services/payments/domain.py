@@ -12,7 +12,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
-from contracts.payments import PaymentMethod
+from contracts.payments import PaymentMethod, SettlementDifference, SettlementLine
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 
@@ -158,10 +158,15 @@ class PostingKind(StrEnum):
     CAPTURE = "capture"
     REFUND = "refund"
     VOID = "void"
+    SETTLEMENT = "settlement"
 
 
 REVENUE = "revenue"
 """収入: gross revenue of the facility (the posting carries the facility)."""
+PROCESSOR_FEE = "processor_fee"
+"""支払手数料: what the processor kept before remitting (繰替払い)."""
+BANK = "bank"
+"""指定金融機関: money remitted by the processor or deposited from the cash drawer."""
 
 
 def receivable_account(method: PaymentMethod, brand: str | None) -> str:
@@ -287,3 +292,65 @@ def decide_confirmation(request: PaymentRequestState, amount_yen: int, now: date
         raise PaymentRequestClosed(f"payment request {request.reference} has expired")
     if amount_yen != request.amount_yen:
         raise AmountMismatch(f"paid {amount_yen} yen but {request.amount_yen} yen were requested")
+
+
+# --- daily reconciliation (調定) ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LedgerDay:
+    """What the ledger holds for one method and brand on a facility's day."""
+
+    count: int
+    amount_yen: int
+
+
+def reconcile(
+    lines: list[SettlementLine], ledger: dict[str, LedgerDay]
+) -> list[SettlementDifference]:
+    """The lines of a settlement batch that disagree with the ledger (keyed by account).
+
+    Only the methods and brands in the batch are compared: each processor settles its own.
+    """
+    differences = []
+    for line in lines:
+        book = ledger.get(receivable_account(line.method, line.brand), LedgerDay(0, 0))
+        if (book.count, book.amount_yen) != (line.count, line.amount_yen):
+            differences.append(
+                SettlementDifference(
+                    method=line.method,
+                    brand=line.brand,
+                    ledger_count=book.count,
+                    reported_count=line.count,
+                    ledger_amount_yen=book.amount_yen,
+                    reported_amount_yen=line.amount_yen,
+                    count_difference=line.count - book.count,
+                    amount_difference_yen=line.amount_yen - book.amount_yen,
+                )
+            )
+    return differences
+
+
+def settlement_posting(
+    facility_code: str, day: date, lines: list[SettlementLine]
+) -> Posting | None:
+    """The processor's fee and the remittance clear what it owed (繰替払い): Dr fee, Dr bank /
+    Cr receivable. Revenue is untouched: it stays gross. None when nothing moves."""
+    entries: list[Entry] = []
+    for line in lines:
+        account = receivable_account(line.method, line.brand)
+        if line.fee_yen:
+            entries.append(Entry(PROCESSOR_FEE, debit_yen=line.fee_yen))
+        if line.amount_yen - line.fee_yen:
+            entries.append(Entry(BANK, debit_yen=line.amount_yen - line.fee_yen))
+        if line.amount_yen:
+            entries.append(Entry(account, credit_yen=line.amount_yen))
+    if not entries:
+        return None
+    return Posting(
+        posting_id=uuid.uuid4(),
+        kind=PostingKind.SETTLEMENT,
+        facility_code=facility_code,
+        business_date=day,
+        entries=tuple(entries),
+    )

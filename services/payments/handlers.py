@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -19,6 +20,10 @@ from contracts.payments import (
     PaymentRequestExpiredV1,
     PaymentVoidedV1,
     ProviderPaymentConfirmation,
+    SettlementBatch,
+    SettlementDifference,
+    SettlementMismatchV1,
+    SettlementReconciledV1,
     TerminalTransactionKind,
     TerminalTransactionV1,
     terminal_subject,
@@ -399,3 +404,77 @@ async def expire_payment_requests(pool: asyncpg.Pool, now: datetime) -> int:
             ],
         )
     return len(expired)
+
+
+# --- daily reconciliation (調定) ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SettlementOutcome:
+    batch_id: str
+    reconciled: bool
+    differences: list[SettlementDifference]
+    reported_yen: int
+    fee_yen: int
+    replayed: bool = False
+    """True when this batch id had been received before (the first outcome is returned)."""
+
+
+async def reconcile_settlement(pool: asyncpg.Pool, batch: SettlementBatch) -> SettlementOutcome:
+    """Compare a day's settlement batch with the ledger; post the fee and the remittance;
+    announce SettlementReconciled or SettlementMismatch. Once per batch id."""
+    if batch.facility_code not in FACILITIES_BY_CODE:
+        raise domain.UnknownFacility(f"no facility has the code {batch.facility_code!r}")
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext($1))", f"settlement/{batch.batch_id}"
+        )
+        earlier = await store.settlement(conn, batch.batch_id)
+        if earlier is not None:
+            return SettlementOutcome(
+                batch_id=batch.batch_id,
+                reconciled=earlier["status"] == "reconciled",
+                differences=[
+                    SettlementDifference.model_validate(d)
+                    for d in json.loads(earlier["differences"])
+                ],
+                reported_yen=int(earlier["reported_yen"]),
+                fee_yen=int(earlier["fee_yen"]),
+                replayed=True,
+            )
+        accounts = [domain.receivable_account(line.method, line.brand) for line in batch.lines]
+        ledger = await store.ledger_day(conn, batch.facility_code, batch.business_date, accounts)
+        differences = domain.reconcile(batch.lines, ledger)
+        posting = domain.settlement_posting(batch.facility_code, batch.business_date, batch.lines)
+        if posting is not None:
+            await store.insert_posting(conn, posting)
+        await store.insert_settlement(
+            conn, batch, differences, posting.posting_id if posting else None
+        )
+        reported = sum(line.amount_yen for line in batch.lines)
+        fee = sum(line.fee_yen for line in batch.lines)
+        event: Event
+        if differences:
+            event = SettlementMismatchV1(
+                batch_id=batch.batch_id,
+                facility_code=batch.facility_code,
+                business_date=batch.business_date,
+                differences=differences,
+            )
+        else:
+            event = SettlementReconciledV1(
+                batch_id=batch.batch_id,
+                facility_code=batch.facility_code,
+                business_date=batch.business_date,
+                gross_yen=reported,
+                fee_yen=fee,
+                net_yen=reported - fee,
+            )
+        await add_events(conn, [_event(event)])
+    return SettlementOutcome(
+        batch_id=batch.batch_id,
+        reconciled=not differences,
+        differences=differences,
+        reported_yen=reported,
+        fee_yen=fee,
+    )

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 
 import pytest
 
-from contracts.payments import PaymentMethod
+from contracts.payments import PaymentMethod, SettlementLine
 from services.payments import domain
 
 
@@ -103,3 +103,35 @@ def test_an_unbalanced_posting_cannot_be_made() -> None:
             business_date=datetime(2026, 11, 24).date(),
             entries=(domain.Entry("cash", debit_yen=300), domain.Entry("revenue", credit_yen=299)),
         )
+
+
+def line(**values: object) -> SettlementLine:
+    return SettlementLine.model_validate(
+        {"method": "qr", "brand": "PayPay", "count": 2, "amount_yen": 600} | values
+    )
+
+
+def test_a_settlement_line_matching_the_ledger_has_no_difference() -> None:
+    ledger = {"receivable:qr:PayPay": domain.LedgerDay(2, 600)}
+    assert domain.reconcile([line()], ledger) == []
+
+
+def test_a_settlement_line_differing_from_the_ledger_reports_reported_minus_ledger() -> None:
+    ledger = {"receivable:qr:PayPay": domain.LedgerDay(2, 600)}
+    [diff] = domain.reconcile([line(count=1, amount_yen=300)], ledger)
+    assert (diff.count_difference, diff.amount_difference_yen) == (-1, -300)
+    [unknown] = domain.reconcile([line(brand="WAON", method="emoney")], ledger)
+    assert (unknown.ledger_count, unknown.reported_amount_yen) == (0, 600)
+
+
+def test_the_processor_fee_is_recorded_apart_and_revenue_stays_gross() -> None:
+    posting = domain.settlement_posting(
+        "shiminka", date(2026, 11, 24), [line(amount_yen=300, fee_yen=9)]
+    )
+    assert posting is not None
+    assert [(e.account, e.debit_yen, e.credit_yen) for e in posting.entries] == [
+        ("processor_fee", 9, 0),
+        ("bank", 291, 0),
+        ("receivable:qr:PayPay", 0, 300),
+    ]
+    assert all(e.account != domain.REVENUE for e in posting.entries)
