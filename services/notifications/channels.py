@@ -74,7 +74,14 @@ class EmailChannel:
                 start_tls=s.smtp_starttls,
                 use_tls=s.smtp_tls,
                 timeout=s.smtp_timeout_s,
+                cert_bundle=str(s.smtp_ca_file) if s.smtp_ca_file else None,
             )
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            # Our credentials, not the recipient: retry (until operators fix the settings)
+            # rather than give up on every citizen's mail at once.
+            raise TemporaryFailure(
+                f"SMTP authentication refused: {exc.code} {exc.message}"
+            ) from exc
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients]
             text = "; ".join(f"SMTP {r.code} {r.message}" for r in exc.recipients)

@@ -21,6 +21,7 @@ import asyncpg
 import yaml
 from pydantic import BaseModel
 
+from contracts import EVENT_TYPES
 from contracts.envelope import Envelope, Event
 from contracts.notifications import NotificationFailedV1, NotificationSentV1, RecipientKind
 from services.notifications import domain, store, templates
@@ -111,57 +112,106 @@ async def notify(
     cause_event_id: str,
     event_time: datetime,
 ) -> int:
-    """Add a pending notification per rule and recipient; return how many were new."""
+    """Add a pending notification per rule and recipient; return how many were new.
+
+    An event about an application whose applicant is not known yet (it came before the event
+    naming the applicant: streams have no order between them) waits in ``awaiting_applicant``
+    and is notified when the applicant becomes known.
+    """
     fields = dict(data)
     application_id, applicant_id = domain.application_of(fields), domain.applicant_of(fields)
-    if application_id is not None and applicant_id is not None:
-        await store.remember_applicant(conn, application_id, applicant_id)
     added = 0
+    if application_id is not None:
+        await store.lock_application(conn, application_id)
+        if applicant_id is not None:
+            await store.remember_applicant(conn, application_id, applicant_id)
+            for parked in await store.take_parked(conn, application_id):
+                model = EVENT_TYPES[parked.ce_type]
+                added += await notify(
+                    conn,
+                    notifier,
+                    model.model_validate_json(parked.payload),
+                    cause_event_id=parked.cause_event_id,
+                    event_time=parked.event_time,
+                )
+    parked_already = False
     for rule in notifier.rules.for_event(domain.title_of(data)):
         if not rule.applies_to(fields):
             continue
-        for recipient in await _recipients(conn, notifier, rule, fields):
-            version, parts = await template_for(conn, rule.template, recipient.language)
-            rendered = templates.render(
-                parts,
-                templates.context_for(
-                    fields,
-                    event_id=cause_event_id,
-                    event_time=event_time,
-                    language=recipient.language,
-                    portal_url=notifier.settings.portal_url,
-                ),
-            )
-            added += await store.insert_notification(
-                conn,
-                store.NewNotification(
-                    id=uuid.uuid4(),
-                    cause_event_id=cause_event_id,
-                    rule=rule.id,
-                    recipient_key=recipient.key,
-                    recipient_kind=recipient.kind,
-                    channel=recipient.target.channel,
-                    address=recipient.target.address,
-                    language=recipient.language,
-                    template=rule.template,
-                    template_version=version,
-                    subject=rendered.subject,
-                    body_text=rendered.text,
-                    body_html=rendered.html,
-                ),
-            )
+        recipients = await _recipients(conn, notifier, rule, fields)
+        if recipients is None:
+            if not parked_already and application_id is not None and isinstance(data, Event):
+                await store.park_event(
+                    conn,
+                    application_id,
+                    store.AwaitingEvent(
+                        cause_event_id=cause_event_id,
+                        ce_type=data.event_type,
+                        event_time=event_time,
+                        payload=data.model_dump_json(),
+                    ),
+                )
+                parked_already = True
+            continue
+        for recipient in recipients:
+            added += await _add(conn, notifier, rule, recipient, fields, cause_event_id, event_time)
     return added
+
+
+async def _add(
+    conn: asyncpg.Connection,
+    notifier: Notifier,
+    rule: Rule,
+    recipient: Recipient,
+    fields: dict[str, Any],
+    cause_event_id: str,
+    event_time: datetime,
+) -> int:
+    version, parts = await template_for(conn, rule.template, recipient.language)
+    rendered = templates.render(
+        parts,
+        templates.context_for(
+            fields,
+            event_id=cause_event_id,
+            event_time=event_time,
+            language=recipient.language,
+            portal_url=notifier.settings.portal_url,
+        ),
+    )
+    return int(
+        await store.insert_notification(
+            conn,
+            store.NewNotification(
+                id=uuid.uuid4(),
+                cause_event_id=cause_event_id,
+                rule=rule.id,
+                recipient_key=recipient.key,
+                recipient_kind=recipient.kind,
+                channel=recipient.target.channel,
+                address=recipient.target.address,
+                language=recipient.language,
+                template=rule.template,
+                template_version=version,
+                subject=rendered.subject,
+                body_text=rendered.text,
+                body_html=rendered.html,
+            ),
+        )
+    )
 
 
 async def _recipients(
     conn: asyncpg.Connection, notifier: Notifier, rule: Rule, fields: dict[str, Any]
-) -> list[Recipient]:
+) -> list[Recipient] | None:
+    """Who the rule tells; None when the applicant of the event's application is not known yet."""
     group = rule.staff_group
     if group is not None:
         return domain.staff_recipients(group, notifier.settings.staff)
     applicant_id = domain.applicant_of(fields)
     if applicant_id is None and (application_id := domain.application_of(fields)) is not None:
         applicant_id = await store.applicant_of_application(conn, application_id)
+        if applicant_id is None:
+            return None
     if applicant_id is None:
         return []
     contact = await store.get_contact(conn, applicant_id)

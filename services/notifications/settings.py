@@ -23,6 +23,9 @@ class NotificationSettings(BaseSettings):
     smtp_tls: bool = Field(default=False, description="Implicit TLS (port 465).")
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
+    smtp_ca_file: Path | None = Field(
+        default=None, description="CA bundle to verify the SMTP server's certificate."
+    )
     smtp_timeout_s: float = Field(default=10.0, gt=0)
     mail_from: str = Field(default="郡山市役所 <no-reply@city.koriyama.lg.jp>")
     message_id_domain: str = Field(default="cityhall.koriyama")

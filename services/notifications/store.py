@@ -72,6 +72,50 @@ async def applicant_of_application(conn: Conn, application_id: uuid.UUID) -> uui
     return value if isinstance(value, uuid.UUID) else None
 
 
+async def lock_application(conn: asyncpg.Connection, application_id: uuid.UUID) -> None:
+    """Serialise the transactions about one application (learning its applicant vs. parking
+    an event for it), so neither misses the other's commit."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"app:{application_id}")
+
+
+@dataclass(frozen=True)
+class AwaitingEvent:
+    cause_event_id: str
+    ce_type: str
+    event_time: datetime
+    payload: str
+
+
+async def park_event(conn: Conn, application_id: uuid.UUID, event: AwaitingEvent) -> None:
+    await conn.execute(
+        """INSERT INTO awaiting_applicant (cause_event_id, application_id, ce_type, event_time,
+                                           payload)
+           VALUES ($1, $2, $3, $4, $5) ON CONFLICT (cause_event_id) DO NOTHING""",
+        event.cause_event_id,
+        application_id,
+        event.ce_type,
+        event.event_time,
+        event.payload,
+    )
+
+
+async def take_parked(conn: Conn, application_id: uuid.UUID) -> list[AwaitingEvent]:
+    rows = await conn.fetch(
+        """DELETE FROM awaiting_applicant WHERE application_id = $1
+           RETURNING cause_event_id, ce_type, event_time, payload""",
+        application_id,
+    )
+    return [AwaitingEvent(**dict(r.items())) for r in rows]
+
+
+async def delete_parked_before(conn: Conn, older_than_s: float) -> int:
+    result = await conn.execute(
+        "DELETE FROM awaiting_applicant WHERE parked_at < now() - make_interval(secs => $1)",
+        older_than_s,
+    )
+    return int(result.split()[-1])
+
+
 # -- notifications ----------------------------------------------------------------------------
 
 

@@ -72,7 +72,9 @@ async def delete_expired(pool: asyncpg.Pool, notifier: Notifier) -> int:
     days = notifier.settings.retention_days
     if days <= 0:
         return 0
-    return await store.delete_finished_before(pool, days * 86400)
+    deleted = await store.delete_finished_before(pool, days * 86400)
+    # Events whose applicant never became known (a counter application): nobody to tell.
+    return deleted + await store.delete_parked_before(pool, days * 86400)
 
 
 async def keep_retention(pool: asyncpg.Pool, notifier: Notifier) -> None:

@@ -253,3 +253,60 @@ async def test_the_delivery_log_is_deleted_after_its_retention(
         return await svc.pool.fetchval("SELECT count(*) FROM notifications") == 0
 
     await wait_for(log_gone)
+
+
+async def test_a_capture_that_arrives_before_the_applicant_is_known_is_told_once_it_is(
+    start_service: Any, smtp: RecordingSmtp, js: JetStreamContext, namespace: str
+) -> None:
+    """Streams have no order between them: payments' capture may overtake applications' event."""
+    svc = await start_service("notifications")
+    applicant, application = uuid.uuid4(), uuid.uuid4()
+    await svc.http.put(f"/contacts/{applicant}", json={"email": "saburo@example.jp"})
+    now = datetime.now(UTC)
+    capture = envelope(
+        PaymentCapturedV1(
+            payment_id=uuid.uuid4(),
+            facility_code="shiminka",
+            channel=PaymentChannel.ONLINE,
+            method=PaymentMethod.QR,
+            brand="PayPay",
+            amount_yen=450,
+            item="戸籍謄本",
+            occurred_at=now,
+            receipt_number="shiminka-2026-000002",
+            application_id=application,
+        )
+    )
+    await publish_envelope(js, namespace, capture)
+
+    async def parked() -> bool:
+        return bool(await svc.pool.fetchval("SELECT count(*) FROM awaiting_applicant"))
+
+    await wait_for(parked)
+    assert smtp.messages == []
+    await publish_envelope(
+        js,
+        namespace,
+        envelope(
+            ApplicationPaymentRequestedV1(
+                application_id=application,
+                procedure_code="KOSEKI",
+                amount_yen=450,
+                fee_item="戸籍謄本",
+                facility_code="shiminka",
+                requested_at=now,
+                applicant_id=applicant,
+            )
+        ),
+    )
+
+    async def two_mails() -> bool:
+        return len(smtp.messages) == 2
+
+    await wait_for(two_mails)
+    confirmation = await svc.pool.fetchrow(
+        "SELECT cause_event_id, address FROM notifications WHERE rule = 'payment-confirmation'"
+    )
+    assert confirmation["cause_event_id"] == capture.id
+    assert confirmation["address"] == "saburo@example.jp"
+    assert await svc.pool.fetchval("SELECT count(*) FROM awaiting_applicant") == 0
