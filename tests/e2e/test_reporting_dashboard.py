@@ -25,11 +25,21 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.ui import WebDriverWait
 
+from contracts.applications import ProcedureRegisteredV1
 from services.registry import definition
 from services.runtime.service import build_app
 from tests.conftest import make_settings
-from tests.integration.helpers import wait_for
+from tests.integration.helpers import publish_envelope, wait_for
+from tests.integration.reporting.events import procedure
 from tests.integration.reporting.test_kpi_projections import feed
+
+CATALOG = [
+    procedure(
+        ProcedureRegisteredV1, "JUMINHYO", "市民部", 2, "2026-04-01", None, "2026-09-01 09:00"
+    ),
+    procedure(ProcedureRegisteredV1, "KOSEKI", "市民部", 2, None, "2026-Q4", "2026-09-01 09:00"),
+    procedure(ProcedureRegisteredV1, "NOZEI", "税務部", 1, "2026-10-01", None, "2026-09-01 09:00"),
+]
 
 CHROMIUM_FLAGS = (
     "--headless",
@@ -99,7 +109,12 @@ def read_dashboard(url: str, screenshot: Path) -> dict[str, Any]:
                 kpi: driver.execute_script(
                     f"return document.querySelector('#{kpi} .value').textContent"
                 )
-                for kpi in ("kpi-online-usage", "kpi-cashless-count", "kpi-cashless-amount")
+                for kpi in (
+                    "kpi-coverage",
+                    "kpi-online-usage",
+                    "kpi-cashless-count",
+                    "kpi-cashless-amount",
+                )
             },
             "console": driver.get_log("browser"),
         }
@@ -117,15 +132,22 @@ async def test_the_dashboard_draws_the_numbers_the_api_returns(
     reporting_url: str, js: JetStreamContext, namespace: str, tmp_path: Path
 ) -> None:
     await feed(js, namespace)
+    for env in CATALOG:
+        await publish_envelope(js, namespace, env)
     async with httpx.AsyncClient(base_url=reporting_url) as http:
 
         async def all_counted() -> Any:
+            coverage = (await http.get("/kpi/online-coverage")).json()
             usage = (await http.get("/kpi/online-usage")).json()
             pay = (await http.get("/kpi/cashless-share")).json()
-            done = usage["total"]["total"] == 6 and pay["total"]["count"] == 6
-            return (usage, pay) if done else None
+            done = (
+                usage["total"]["total"] == 6
+                and pay["total"]["count"] == 6
+                and coverage["total"]["procedures"] == 3
+            )
+            return (coverage, usage, pay) if done else None
 
-        usage, pay = await wait_for(all_counted)
+        coverage, usage, pay = await wait_for(all_counted)
 
     screenshot = tmp_path / "dashboard.png"
     seen = await asyncio.to_thread(read_dashboard, reporting_url, screenshot)
@@ -133,11 +155,28 @@ async def test_the_dashboard_draws_the_numbers_the_api_returns(
     assert seen["error"] is None
     assert [e for e in seen["console"] if e["level"] in ("SEVERE", "WARNING")] == []
     assert seen["progress"] == {
+        "kpi-coverage": percent(coverage["total"]["coverage_share"]),
         "kpi-online-usage": percent(usage["total"]["online_share"]),
         "kpi-cashless-count": percent(pay["total"]["cashless_share_by_count"]),
         "kpi-cashless-amount": percent(pay["total"]["cashless_share_by_amount"]),
     }
     charts = seen["charts"]
+    assert charts["chart-coverage-by-month"] == {
+        "labels": [m["month"] for m in coverage["by_month"]],
+        "datasets": [
+            [m["coverage_share"] for m in coverage["by_month"]],
+            [m["planned_share"] for m in coverage["by_month"]],
+        ],
+    }
+    usage_by_department = {d["department"]: d["online_share"] for d in usage["by_department"]}
+    assert charts["chart-by-department"] == {
+        "labels": [d["department"] for d in coverage["by_department"]],
+        "datasets": [
+            [d["coverage_share"] for d in coverage["by_department"]],
+            [usage_by_department.get(d["department"]) for d in coverage["by_department"]],
+        ],
+    }
+    assert usage_by_department["市民部"] == 0.5  # JUMINHYO and KOSEKI: 3 of 6 online
     months = usage["by_month"]
     assert charts["chart-usage-by-month"] == {
         "labels": [m["month"] for m in months],

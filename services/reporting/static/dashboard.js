@@ -5,7 +5,8 @@
 "use strict";
 
 const PAYMENT_FILTERS = ["facility", "method", "brand", "from", "to"];
-const USAGE_FILTERS = ["procedure", "from", "to"];
+const USAGE_FILTERS = ["procedure", "department", "group", "from", "to"];
+const COVERAGE_FILTERS = ["department", "group", "from", "to"];
 const COLORS = { online: "#1f883d", counter: "#bf8700", mail: "#8250df", cash: "#6e7781",
   share: "#0969da", amount: "#cf222e" };
 
@@ -46,6 +47,38 @@ function draw(id, config) {
 }
 
 const shareAxis = { min: 0, max: 1, ticks: { callback: (v) => `${Math.round(v * 100)}%` } };
+
+function drawCoverage(coverage, usage) {
+  const t = coverage.total;
+  showProgress("kpi-coverage", t.coverage_share,
+    `${t.online} / ${t.procedures} procedures online`);
+  draw("chart-coverage-by-month", {
+    type: "line",
+    data: {
+      labels: coverage.by_month.map((m) => m.month),
+      datasets: [
+        { label: "actual", data: coverage.by_month.map((m) => m.coverage_share), borderColor: COLORS.online },
+        { label: "planned", data: coverage.by_month.map((m) => m.planned_share), borderColor: COLORS.share,
+          borderDash: [6, 4] },
+      ],
+    },
+    options: { scales: { y: shareAxis } },
+  });
+  // Departments of the catalog, with the online usage of their applications beside.
+  const usageBy = new Map(usage.by_department.map((d) => [d.department, d.online_share]));
+  draw("chart-by-department", {
+    type: "bar",
+    data: {
+      labels: coverage.by_department.map((d) => d.department),
+      datasets: [
+        { label: "coverage", data: coverage.by_department.map((d) => d.coverage_share), backgroundColor: COLORS.online },
+        { label: "online usage", data: coverage.by_department.map((d) => usageBy.get(d.department) ?? null),
+          backgroundColor: COLORS.share },
+      ],
+    },
+    options: { scales: { y: shareAxis } },
+  });
+}
 
 function drawUsage(usage) {
   const t = usage.total;
@@ -118,11 +151,13 @@ function drawCashless(pay) {
 async function main() {
   const filters = new URLSearchParams(window.location.search).toString();
   document.getElementById("filters").textContent = filters ? `filters: ${filters}` : "all facilities, all months";
-  const [usage, pay] = await Promise.all([
+  const [coverage, usage, pay] = await Promise.all([
+    getJson(`kpi/online-coverage${query(COVERAGE_FILTERS)}`),
     getJson(`kpi/online-usage${query(USAGE_FILTERS)}`),
     getJson(`kpi/cashless-share${query(PAYMENT_FILTERS)}`),
   ]);
-  window.dashboard.data = { usage, pay };
+  window.dashboard.data = { coverage, usage, pay };
+  drawCoverage(coverage, usage);
   drawUsage(usage);
   drawCashless(pay);
   window.dashboard.ready = true;
