@@ -20,11 +20,11 @@ from typing import Annotated, Any, TypeVar
 
 import asyncpg
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, status
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from contracts.applications import Channel, ProcedureGroup, SubmitApplication
-from services.applications import domain, handlers, store
+from services.applications import certificates, domain, handlers, store
 from services.applications.domain import Application, ApplicationStatus, Procedure
 from services.applications.forms import FormInvalid
 from services.applications.handlers import IdempotencyKey
@@ -438,6 +438,67 @@ async def issue_certificate(
 ) -> JSONResponse:
     idem = _key(idempotency_key, who, request, {})
     return await _respond(ctx, idem, handlers.issue_certificate(ctx, application_id), _render)
+
+
+@router.get(
+    "/applications/{application_id}/certificate.pdf",
+    tags=["certificates"],
+    summary="Download the issued certificate (証明書) as PDF: its applicant or staff",
+    response_class=Response,
+    responses={200: {"content": {"application/pdf": {}}}},
+)
+async def download_certificate(application_id: uuid.UUID, ctx: Ctx, who: Who) -> Response:
+    app = await store.get_application(ctx.pool, application_id)
+    if app is None or not who.may_see(app):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no application {application_id}")
+    pdf = await store.get_certificate_pdf(ctx.pool, application_id)
+    if pdf is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no certificate issued yet")
+    return Response(
+        pdf,
+        media_type="application/pdf",
+        headers={
+            "Content-Disposition": f'attachment; filename="{app.certificate_number}.pdf"',
+            "Cache-Control": "private, no-store",
+        },
+    )
+
+
+class VerificationRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    certificate_number: str = Field(min_length=1, max_length=40)
+    verification_code: str = Field(min_length=1, max_length=20)
+
+
+class VerificationResult(BaseModel):
+    """Whether a certificate is genuine; what it is, never whose it is."""
+
+    genuine: bool
+    certificate_number: str
+    procedure_name: str | None = None
+    issued_at: datetime | None = None
+
+
+@router.post(
+    "/certificates/verify",
+    response_model=VerificationResult,
+    tags=["certificates"],
+    summary="Public: is this certificate number and verification code genuine?",
+)
+async def verify_certificate(body: VerificationRequest, ctx: Ctx) -> VerificationResult:
+    """Read-only (so a retry, with or without Idempotency-Key, gets the same answer); a POST so
+    the code does not end up in URLs and access logs. Reveals no personal data."""
+    cert = await store.get_certificate(ctx.pool, body.certificate_number)
+    if cert is None or not certificates.code_matches(
+        body.verification_code, cert.verification_code_hash
+    ):
+        return VerificationResult(genuine=False, certificate_number=body.certificate_number)
+    return VerificationResult(
+        genuine=True,
+        certificate_number=cert.number,
+        procedure_name=cert.procedure_name,
+        issued_at=cert.issued_at,
+    )
 
 
 # -- catalog ----------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import asyncpg
 from contracts.applications import ProcedureRegisteredV1, ProcedureUpdatedV1, SubmitApplication
 from contracts.envelope import Envelope, Event
 from contracts.payments import PaymentCapturedV1
-from services.applications import catalog, domain, identity, store
+from services.applications import catalog, certificates, domain, identity, store
 from services.applications.domain import (
     Application,
     ApplicationError,
@@ -234,9 +234,44 @@ def issue_certificate(ctx: ServiceContext, application_id: uuid.UUID) -> Step:
             number = f"{KORIYAMA_CODE}-{now.astimezone(TOKYO).year}-{seq:07d}"
         else:
             number = ""  # the domain refuses this step below
-        return await _save(ctx, conn, *domain.issue_certificate(app, procedure, number, now))
+        issued, events = domain.issue_certificate(app, procedure, number, now)
+        code = certificates.new_verification_code()
+        pdf = certificates.render_pdf(_certificate_content(issued, procedure, number, code, now))
+        await _save(ctx, conn, issued, events)
+        await store.insert_certificate(
+            conn,
+            store.StoredCertificate(
+                number=number,
+                application_id=app.id,
+                procedure_code=procedure.code,
+                procedure_name=procedure.name_ja,
+                issued_at=now,
+                verification_code_hash=certificates.code_hash(code),
+            ),
+            pdf,
+        )
+        return issued
 
     return effect
+
+
+def _certificate_content(
+    app: Application, procedure: Procedure, number: str, code: str, now: datetime
+) -> certificates.CertificateContent:
+    titles = procedure.form_schema.get("properties", {})
+    details = {"申請番号": str(app.id)}
+    for key, value in app.form.items():
+        title = titles.get(key, {}).get("title", key) if isinstance(titles, dict) else key
+        details[str(title)] = value if isinstance(value, str) else json.dumps(value)
+    return certificates.CertificateContent(
+        number=number,
+        verification_code=code,
+        procedure_name=procedure.name_ja,
+        issued_at=now,
+        holder_name=app.identity.name if app.identity else None,
+        holder_address=app.identity.address if app.identity else None,
+        details=details,
+    )
 
 
 async def on_payment_captured(
