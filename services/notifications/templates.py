@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import yaml
-from jinja2 import StrictUndefined, TemplateSyntaxError, meta
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError, meta
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -130,11 +130,17 @@ def check(event: str, parts: TemplateParts, language: str) -> None:
             raise UndeclaredVariable(field, unknown, event)
 
 
+@lru_cache(maxsize=512)
+def _compiled(part: str, source: str) -> Template:
+    """Compiling costs milliseconds; a burst renders the same few templates thousands of times."""
+    return _env_for(part).from_string(source)
+
+
 def render(parts: TemplateParts, context: Mapping[str, Any]) -> Rendered:
     values = {}
     for part in PARTS:
         try:
-            values[part] = _env_for(part).from_string(getattr(parts, part)).render(context)
+            values[part] = _compiled(part, getattr(parts, part)).render(context)
         except Exception as exc:
             raise TemplateError(part, f"{type(exc).__name__}: {exc}") from exc
     return Rendered(

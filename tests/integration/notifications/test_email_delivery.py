@@ -176,3 +176,39 @@ async def test_an_applicant_who_opted_out_of_a_kind_gets_none_of_it(
     assert mail["To"] == "anna@example.jp"
     assert str(mail["Subject"]).startswith("[Koriyama City] We received your application")
     assert await svc.pool.fetchval("SELECT count(*) FROM notifications") == 1
+
+
+async def test_two_senders_on_one_database_send_each_notification_once(
+    start_service: Any, smtp: RecordingSmtp, js: JetStreamContext, namespace: str
+) -> None:
+    """Replicas share the work: SKIP LOCKED hands each due row to one sender."""
+    from services.notifications.components import components
+    from services.notifications.sender import Sender
+
+    svc = await start_service("notifications")
+    parts = components(svc.ctx)
+    second = Sender(svc.pool, parts.notifier, parts.channels)
+    first: Sender = svc.ctx.__dict__["notifications_sender"]
+    applicant = await register(svc, "shared@example.jp")
+    smtp.stop()  # let the rows pile up, then both senders race for them
+    for _ in range(60):
+        await publish_envelope(js, namespace, submitted_by(applicant))
+
+    async def all_waiting() -> bool:
+        return await svc.pool.fetchval("SELECT count(*) FROM notifications") == 60
+
+    await wait_for(all_waiting)
+    smtp.start()
+    racer = asyncio.create_task(second.run())
+    try:
+
+        async def all_sent() -> bool:
+            return (await statuses(svc)) == {"sent": 60}
+
+        await wait_for(all_sent, timeout=30)
+    finally:
+        racer.cancel()
+    await asyncio.sleep(0.3)
+    assert sorted(smtp.notification_ids()) == sorted(set(smtp.notification_ids()))
+    assert len(smtp.messages) == 60
+    assert first.stats.sent + second.stats.sent == 60
