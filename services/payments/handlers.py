@@ -112,8 +112,6 @@ async def record_terminal_transaction(
             f"terminal {tx.terminal_id!r} is registered to {terminal.facility_code!r}, "
             f"not {tx.facility_code!r}"
         )
-    if await store.transaction_seen(conn, tx.terminal_id, tx.transaction_id):
-        return  # posted before, maybe long ago: nothing changes
     if tx.kind is TerminalTransactionKind.CAPTURE:
         await _capture(conn, tx)
     elif tx.kind is TerminalTransactionKind.REFUND:
@@ -122,31 +120,12 @@ async def record_terminal_transaction(
         await _void(conn, tx)
 
 
-async def _capture(conn: asyncpg.Connection, tx: TerminalTransactionV1) -> None:
-    payment_id = uuid.uuid5(_IDS, tx.message_id)
-    year = domain.fiscal_year(tx.occurred_at)
-    serial = await store.next_receipt_serial(conn, tx.facility_code, year)
-    receipt = domain.receipt_number(tx.facility_code, year, serial)
-    await store.insert_payment(
-        conn,
-        store.NewPayment(
-            payment_id=payment_id,
-            facility_code=tx.facility_code,
-            terminal_id=tx.terminal_id,
-            channel=PaymentChannel.TERMINAL.value,
-            method=tx.method,
-            brand=tx.brand,
-            amount_yen=tx.amount_yen,
-            item=tx.item,
-            occurred_at=tx.occurred_at,
-            receipt_number=receipt,
-            fiscal_year=year,
-            receipt_serial=serial,
-            card_token=tx.card.token if tx.card else None,
-            card_last4=tx.card.last4 if tx.card else None,
-        ),
-    )
-    await store.claim_terminal_transaction(
+async def _claim(
+    conn: asyncpg.Connection, tx: TerminalTransactionV1, payment_id: uuid.UUID
+) -> bool:
+    """Take the (terminal, transaction id) key; False when it was posted before, maybe long
+    ago (nothing must change then)."""
+    return await store.claim_terminal_transaction(
         conn,
         tx.terminal_id,
         tx.transaction_id,
@@ -155,10 +134,27 @@ async def _capture(conn: asyncpg.Connection, tx: TerminalTransactionV1) -> None:
         tx.amount_yen,
         tx.occurred_at,
     )
-    posting = domain.capture_posting(
-        payment_id, tx.facility_code, tx.method, tx.brand, tx.amount_yen, tx.occurred_at
+
+
+async def _capture(conn: asyncpg.Connection, tx: TerminalTransactionV1) -> None:
+    payment_id = uuid.uuid5(_IDS, tx.message_id)
+    if not await _claim(conn, tx, payment_id):
+        return
+    capture = store.NewCapture(
+        payment_id=payment_id,
+        facility_code=tx.facility_code,
+        terminal_id=tx.terminal_id,
+        channel=PaymentChannel.TERMINAL.value,
+        method=tx.method,
+        brand=tx.brand,
+        amount_yen=tx.amount_yen,
+        item=tx.item,
+        occurred_at=tx.occurred_at,
+        fiscal_year=domain.fiscal_year(tx.occurred_at),
+        card_token=tx.card.token if tx.card else None,
+        card_last4=tx.card.last4 if tx.card else None,
     )
-    await store.insert_posting(conn, posting)
+    receipt = await _record_capture(conn, capture)
     await add_events(
         conn,
         [
@@ -180,6 +176,19 @@ async def _capture(conn: asyncpg.Connection, tx: TerminalTransactionV1) -> None:
     )
 
 
+async def _record_capture(conn: asyncpg.Connection, capture: store.NewCapture) -> str:
+    """Payment, receipt number and balanced ledger posting; returns the receipt number."""
+    posting = domain.capture_posting(
+        capture.payment_id,
+        capture.facility_code,
+        capture.method,
+        capture.brand,
+        capture.amount_yen,
+        capture.occurred_at,
+    )
+    return await store.record_capture(conn, capture, posting)
+
+
 async def _original(conn: asyncpg.Connection, tx: TerminalTransactionV1) -> domain.PaymentState:
     assert tx.original_transaction_id is not None
     terminal = tx.original_terminal_id or tx.terminal_id
@@ -197,19 +206,12 @@ async def _original(conn: asyncpg.Connection, tx: TerminalTransactionV1) -> doma
 
 async def _refund(conn: asyncpg.Connection, tx: TerminalTransactionV1) -> None:
     payment = await _original(conn, tx)
+    if not await _claim(conn, tx, payment.payment_id):
+        return
     total = domain.decide_refund(payment, tx.amount_yen)
     refund_id = uuid.uuid5(_IDS, tx.message_id)
     await store.record_refund(
         conn, refund_id, payment.payment_id, tx.amount_yen, total, tx.occurred_at
-    )
-    await store.claim_terminal_transaction(
-        conn,
-        tx.terminal_id,
-        tx.transaction_id,
-        tx.kind.value,
-        payment.payment_id,
-        tx.amount_yen,
-        tx.occurred_at,
     )
     await store.insert_posting(conn, domain.refund_posting(payment, tx.amount_yen, tx.occurred_at))
     await add_events(
@@ -235,19 +237,12 @@ async def _refund(conn: asyncpg.Connection, tx: TerminalTransactionV1) -> None:
 
 async def _void(conn: asyncpg.Connection, tx: TerminalTransactionV1) -> None:
     payment = await _original(conn, tx)
+    if not await _claim(conn, tx, payment.payment_id):
+        return
     domain.decide_void(payment, tx.amount_yen)
     capture = await store.capture_posting_of(conn, payment.payment_id)
     assert capture is not None, "every payment has its capture posting"
     await store.mark_voided(conn, payment.payment_id)
-    await store.claim_terminal_transaction(
-        conn,
-        tx.terminal_id,
-        tx.transaction_id,
-        tx.kind.value,
-        payment.payment_id,
-        tx.amount_yen,
-        tx.occurred_at,
-    )
     await store.insert_posting(
         conn, domain.reversal_of(capture, domain.PostingKind.VOID, tx.occurred_at)
     )
@@ -329,12 +324,9 @@ async def confirm_online_payment(
             raise domain.UnknownPaymentRequest(f"no payment request {notice.reference!r}")
         domain.decide_confirmation(request, notice.amount_yen, now)
         payment_id = uuid.uuid5(_IDS, f"request/{request.request_id}")
-        year = domain.fiscal_year(notice.paid_at)
-        serial = await store.next_receipt_serial(conn, request.facility_code, year)
-        receipt = domain.receipt_number(request.facility_code, year, serial)
-        await store.insert_payment(
+        receipt = await _record_capture(
             conn,
-            store.NewPayment(
+            store.NewCapture(
                 payment_id=payment_id,
                 facility_code=request.facility_code,
                 terminal_id=None,
@@ -344,24 +336,11 @@ async def confirm_online_payment(
                 amount_yen=notice.amount_yen,
                 item=request.fee_item,
                 occurred_at=notice.paid_at,
-                receipt_number=receipt,
-                fiscal_year=year,
-                receipt_serial=serial,
+                fiscal_year=domain.fiscal_year(notice.paid_at),
                 application_id=request.application_id,
             ),
         )
         await store.mark_request_paid(conn, request.request_id, payment_id)
-        await store.insert_posting(
-            conn,
-            domain.capture_posting(
-                payment_id,
-                request.facility_code,
-                notice.method,
-                notice.brand,
-                notice.amount_yen,
-                notice.paid_at,
-            ),
-        )
         await add_events(
             conn,
             [

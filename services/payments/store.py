@@ -111,54 +111,46 @@ async def claim_terminal_transaction(
     return bool(inserted)
 
 
-async def transaction_seen(conn: asyncpg.Connection, terminal_id: str, transaction_id: str) -> bool:
-    return bool(
-        await conn.fetchval(
-            "SELECT 1 FROM terminal_transactions WHERE terminal_id = $1 AND transaction_id = $2",
-            terminal_id,
-            transaction_id,
-        )
-    )
+async def record_capture(conn: asyncpg.Connection, p: NewCapture, posting: Posting) -> str:
+    """Number the receipt, write the payment, its receipt and its ledger posting in one
+    statement (one round trip: ingestion speed); return the receipt number.
 
-
-async def next_receipt_serial(conn: asyncpg.Connection, facility_code: str, year: int) -> int:
-    serial = await conn.fetchval(
-        """INSERT INTO receipt_counters (facility_code, fiscal_year, last_number)
-           VALUES ($1, $2, 1)
-           ON CONFLICT (facility_code, fiscal_year)
-           DO UPDATE SET last_number = receipt_counters.last_number + 1
-           RETURNING last_number""",
-        facility_code,
-        year,
-    )
-    return int(serial)
-
-
-@dataclass(frozen=True)
-class NewPayment:
-    payment_id: uuid.UUID
-    facility_code: str
-    terminal_id: str | None
-    channel: str
-    method: PaymentMethod
-    brand: str | None
-    amount_yen: int
-    item: str
-    occurred_at: datetime
-    receipt_number: str
-    fiscal_year: int
-    receipt_serial: int
-    application_id: uuid.UUID | None = None
-    card_token: str | None = None
-    card_last4: str | None = None
-
-
-async def insert_payment(conn: asyncpg.Connection, p: NewPayment) -> None:
-    await conn.execute(
-        """INSERT INTO payments (payment_id, facility_code, terminal_id, channel, method, brand,
-                                 amount_yen, item, occurred_at, receipt_number, application_id,
-                                 card_token, card_last4)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)""",
+    The number is ``domain.receipt_number`` (``<facility>-<fiscal year>-<6-digit serial>``),
+    formed here from the counter in the same statement.
+    """
+    debit, credit = posting.entries
+    assert debit.debit_yen == credit.credit_yen == p.amount_yen, "a capture is one amount"
+    number = await conn.fetchval(
+        """WITH serial AS (
+               INSERT INTO receipt_counters (facility_code, fiscal_year, last_number)
+               VALUES ($2, $15, 1)
+               ON CONFLICT (facility_code, fiscal_year)
+               DO UPDATE SET last_number = receipt_counters.last_number + 1
+               RETURNING last_number),
+           num AS (
+               SELECT last_number,
+                      $2 || '-' || $15::text || '-' || lpad(last_number::text, 6, '0') AS rn
+               FROM serial),
+           pay AS (
+               INSERT INTO payments (payment_id, facility_code, terminal_id, channel, method,
+                                     brand, amount_yen, item, occurred_at, receipt_number,
+                                     application_id, card_token, card_last4)
+               SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, num.rn, $10, $11, $12 FROM num
+               RETURNING payment_id),
+           rec AS (
+               INSERT INTO receipts (receipt_number, facility_code, fiscal_year, serial,
+                                     payment_id)
+               SELECT num.rn, $2, $15, num.last_number, pay.payment_id FROM num, pay),
+           post AS (
+               INSERT INTO postings (posting_id, facility_code, kind, payment_id, business_date)
+               SELECT $13, $2, 'capture', pay.payment_id, $14 FROM pay
+               RETURNING posting_id),
+           entries AS (
+               INSERT INTO ledger_entries (posting_id, account, debit_yen, credit_yen)
+               SELECT post.posting_id, e.account, e.debit, e.credit
+               FROM post, (VALUES ($16, $7::bigint, 0::bigint), ($17, 0::bigint, $7::bigint))
+                          AS e(account, debit, credit))
+           SELECT rn FROM num""",
         p.payment_id,
         p.facility_code,
         p.terminal_id,
@@ -168,20 +160,35 @@ async def insert_payment(conn: asyncpg.Connection, p: NewPayment) -> None:
         p.amount_yen,
         p.item,
         p.occurred_at,
-        p.receipt_number,
         p.application_id,
         p.card_token,
         p.card_last4,
-    )
-    await conn.execute(
-        """INSERT INTO receipts (receipt_number, facility_code, fiscal_year, serial, payment_id)
-           VALUES ($1, $2, $3, $4, $5)""",
-        p.receipt_number,
-        p.facility_code,
+        posting.posting_id,
+        posting.business_date,
         p.fiscal_year,
-        p.receipt_serial,
-        p.payment_id,
+        debit.account,
+        credit.account,
     )
+    return str(number)
+
+
+@dataclass(frozen=True)
+class NewCapture:
+    """A capture whose receipt number the database assigns (see ``record_capture``)."""
+
+    payment_id: uuid.UUID
+    facility_code: str
+    terminal_id: str | None
+    channel: str
+    method: PaymentMethod
+    brand: str | None
+    amount_yen: int
+    item: str
+    occurred_at: datetime
+    fiscal_year: int
+    application_id: uuid.UUID | None = None
+    card_token: str | None = None
+    card_last4: str | None = None
 
 
 def _state(row: asyncpg.Record) -> PaymentState:
