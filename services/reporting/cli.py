@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Annotated
 
 import typer
 
@@ -63,5 +64,69 @@ def rebuild_command() -> None:
         raise typer.Exit(1)
 
 
+def demo_command(
+    months: Annotated[int, typer.Option(min=1, max=36, help="Months of payments.")] = 6,
+    payments_per_month: Annotated[
+        int, typer.Option(min=1, max=100_000, help="Captures per month, all terminals.")
+    ] = 400,
+    applications: Annotated[
+        int, typer.Option(min=0, max=100_000, help="Applications over HTTP (this month).")
+    ] = 200,
+    seed: Annotated[int, typer.Option(help="Same seed, same city.")] = 1,
+) -> None:
+    """Drive realistic traffic through the running services: terminals publish payments over
+    NATS (each with its own credentials, from `cityhall terminals register`), citizens and
+    staff apply over HTTP. Configured by NATS_URL, CITYHALL_NAMESPACE, CITYHALL_HOME and
+    CITYHALL_APPLICATIONS_URL (defaults fit `cityhall up`)."""
+    from datetime import UTC, datetime
+
+    import httpx
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from services.reporting import demo
+    from services.reporting.domain import tokyo_day
+    from services.reporting.settings import DemoSettings
+
+    settings = DemoSettings()
+    console = Console()
+    try:
+        terminals = demo.registered_terminals(settings.home.resolve())
+    except demo.NoTerminals as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    today = tokyo_day(datetime.now(UTC))
+    plan = list(demo.plan_transactions(terminals, months, payments_per_month, today, seed))
+
+    async def run() -> tuple[int, int, int]:
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as bar:
+            pay = bar.add_task(f"terminals ({len(terminals)}) publishing", total=len(plan))
+            apply = bar.add_task("applications over HTTP", total=applications)
+            sent = await demo.publish_payments(
+                settings.nats_url,
+                settings.namespace,
+                plan,
+                lambda n: bar.advance(pay, n),
+            )
+            async with httpx.AsyncClient(base_url=settings.applications_url, timeout=10) as http:
+                accepted, refused = await demo.submit_applications(
+                    http, applications, seed, lambda n: bar.advance(apply, n)
+                )
+        return sent, accepted, refused
+
+    sent, accepted, refused = asyncio.run(run())
+    console.print(
+        f"{sent} terminal transactions over {months} months; "
+        f"{accepted} applications accepted, {refused} refused by the service"
+    )
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(reporting_app, name="reporting")
+    app.command("demo")(demo_command)
