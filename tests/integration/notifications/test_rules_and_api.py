@@ -310,3 +310,30 @@ async def test_a_capture_that_arrives_before_the_applicant_is_known_is_told_once
     assert confirmation["cause_event_id"] == capture.id
     assert confirmation["address"] == "saburo@example.jp"
     assert await svc.pool.fetchval("SELECT count(*) FROM awaiting_applicant") == 0
+
+
+async def test_a_settlement_mismatch_tells_the_finance_office(
+    start_service: Any,
+    smtp: RecordingSmtp,
+    js: JetStreamContext,
+    namespace: str,
+    notify_env: pytest.MonkeyPatch,
+) -> None:
+    from contracts.envelope import event_examples
+    from contracts.payments import SettlementMismatchV1
+
+    notify_env.setenv("NOTIFY_STAFF", json.dumps({"finance_office": ["mailto:kaikei@example.jp"]}))
+    await start_service("notifications")
+    [example] = event_examples(SettlementMismatchV1)
+    await publish_envelope(js, namespace, envelope(SettlementMismatchV1.model_validate(example)))
+
+    async def told() -> bool:
+        return len(smtp.messages) == 1
+
+    await wait_for(told)
+    [mail] = smtp.messages
+    assert mail["To"] == "kaikei@example.jp"
+    assert "精算の不一致" in str(mail["Subject"])
+    body = mail.get_body(preferencelist=("plain",))
+    assert body is not None
+    assert "差 1件 300円" in body.get_content()
