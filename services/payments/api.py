@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hmac
 import io
+import json
 import time
 import uuid
 from datetime import UTC, date, datetime
@@ -12,11 +13,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts.envelope import describe_validation_error
 from contracts.facilities import FACILITIES
 from contracts.payments import (
+    PaymentMethod,
     ProviderPaymentConfirmation,
     SettlementBatch,
     SettlementDifference,
@@ -130,8 +132,82 @@ class PaymentOut(BaseModel):
     card_last4: str | None
 
 
+PaymentMethodFilter = Annotated[
+    PaymentMethod | None, Query(alias="method", description="qr, emoney, credit or cash")
+]
+
+
+@router.get(
+    "/payments", response_model=list[PaymentOut], summary="Payments by facility, day, method"
+)
+async def payments(
+    ctx: Ctx,
+    _staff: Staff,
+    date_from: Annotated[date, Query(alias="from", description="First day (Asia/Tokyo).")],
+    date_to: Annotated[date, Query(alias="to", description="Last day (Asia/Tokyo), included.")],
+    facility: Annotated[
+        str | None, Query(alias="facility", pattern=r"^[a-z0-9][a-z0-9-]{1,39}$")
+    ] = None,
+    method: PaymentMethodFilter = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> list[PaymentOut]:
+    if date_to < date_from:
+        raise HTTPException(422, detail="to: must not be before from")
+    rows = await store.find_payments(
+        ctx.pool, facility, date_from, date_to, method.value if method else None, limit
+    )
+    return [PaymentOut(**{k: r[k] for k in PaymentOut.model_fields}) for r in rows]
+
+
+class RefundRequest(BaseModel):
+    """A refund at the counter (返金)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"amount_yen": 300, "refund_id": None}]},
+    )
+
+    amount_yen: int = Field(gt=0, description="Integer yen; never above what is left.")
+    refund_id: uuid.UUID | None = Field(
+        default=None, description="Send the same id again to retry safely: it refunds once."
+    )
+
+
+class RefundOut(BaseModel):
+    refund_id: uuid.UUID
+    payment_id: uuid.UUID
+    amount_yen: int
+    refunded_total_yen: int
+
+
+@router.post(
+    "/payments/{payment_id}/refunds",
+    response_model=RefundOut,
+    status_code=201,
+    summary="Refund (返金) by a staff member; 409 above what was captured",
+    responses={409: {"description": "RefundExceedsCapture, PaymentAlreadyVoided"}},
+)
+async def refund(
+    payment_id: uuid.UUID, body: RefundRequest, ctx: Ctx, staff: Staff, response: Response
+) -> RefundOut:
+    try:
+        done = await handlers.refund_by_staff(
+            ctx.pool, payment_id, body.amount_yen, staff, datetime.now(UTC), body.refund_id
+        )
+    except domain.PaymentError as exc:
+        raise http_error(exc) from exc
+    if done.replayed:
+        response.status_code = 200
+    return RefundOut(
+        refund_id=done.refund_id,
+        payment_id=done.payment_id,
+        amount_yen=done.amount_yen,
+        refunded_total_yen=done.refunded_total_yen,
+    )
+
+
 @router.get("/payments/{payment_id}", response_model=PaymentOut)
-async def payment(payment_id: uuid.UUID, ctx: Ctx) -> PaymentOut:
+async def payment(payment_id: uuid.UUID, ctx: Ctx, _staff: Staff) -> PaymentOut:
     row = await ctx.pool.fetchrow("SELECT * FROM payments WHERE payment_id = $1", payment_id)
     if row is None:
         raise http_error(domain.UnknownPayment(f"no payment {payment_id}"))
@@ -143,7 +219,7 @@ async def payment(payment_id: uuid.UUID, ctx: Ctx) -> PaymentOut:
     response_class=HTMLResponse,
     summary="A receipt (領収書) as printable HTML; reprints are marked as copies",
 )
-async def receipt(receipt_number: str, ctx: Ctx) -> HTMLResponse:
+async def receipt(receipt_number: str, ctx: Ctx, _staff: Staff) -> HTMLResponse:
     try:
         html = await handlers.print_receipt(ctx.pool, receipt_number)
     except domain.PaymentError as exc:
@@ -314,3 +390,37 @@ async def revenue_csv(
         media_type="text/csv; charset=utf-8",
         headers={"content-disposition": f'attachment; filename="{filename}"'},
     )
+
+
+class SettlementOut(BaseModel):
+    """A settlement batch received and how it compared with the ledger."""
+
+    batch_id: str
+    facility_code: str
+    business_date: date
+    processor: str
+    status: str
+    reported_yen: int
+    fee_yen: int
+    differences: list[SettlementDifference]
+    received_at: datetime
+
+
+@router.get(
+    "/settlements",
+    response_model=list[SettlementOut],
+    summary="Reconciliation status (調定): settlement batches by facility and day",
+)
+async def settlements(
+    ctx: Ctx, _staff: Staff, date_from: FromDate, date_to: ToDate, facility: FacilityFilter = None
+) -> list[SettlementOut]:
+    rows = await store.settlements(ctx.pool, facility, date_from, date_to)
+    return [
+        SettlementOut(
+            **{k: r[k] for k in SettlementOut.model_fields if k != "differences"},
+            differences=[
+                SettlementDifference.model_validate(d) for d in json.loads(r["differences"])
+            ],
+        )
+        for r in rows
+    ]

@@ -12,7 +12,12 @@ from datetime import date, datetime
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
-from contracts.payments import PaymentMethod, SettlementDifference, SettlementLine
+from contracts.payments import (
+    PaymentChannel,
+    PaymentMethod,
+    SettlementDifference,
+    SettlementLine,
+)
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 
@@ -119,6 +124,7 @@ class PaymentState:
     amount_yen: int
     refunded_yen: int
     voided: bool
+    channel: PaymentChannel = PaymentChannel.TERMINAL
 
     @property
     def refundable_yen(self) -> int:

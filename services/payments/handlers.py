@@ -457,3 +457,63 @@ async def reconcile_settlement(pool: asyncpg.Pool, batch: SettlementBatch) -> Se
         reported_yen=reported,
         fee_yen=fee,
     )
+
+
+# --- staff refunds -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StaffRefund:
+    refund_id: uuid.UUID
+    payment_id: uuid.UUID
+    amount_yen: int
+    refunded_total_yen: int
+    replayed: bool = False
+
+
+async def refund_by_staff(
+    pool: asyncpg.Pool,
+    payment_id: uuid.UUID,
+    amount_yen: int,
+    staff_id: str,
+    now: datetime,
+    refund_id: uuid.UUID | None = None,
+) -> StaffRefund:
+    """A refund given at the counter (返金) by a staff member; never above the capture.
+
+    ``refund_id`` makes a retried request safe: the same id refunds once.
+    """
+    refund_id = refund_id or uuid.uuid4()
+    async with pool.acquire() as conn, conn.transaction():
+        payment = await store.lock_payment(conn, payment_id)
+        if payment is None:
+            raise domain.UnknownPayment(f"no payment {payment_id}")
+        earlier = await store.refund_exists(conn, refund_id)
+        if earlier is not None:
+            if earlier["payment_id"] != payment_id or earlier["amount_yen"] != amount_yen:
+                raise domain.MismatchedPayment(f"refund {refund_id} was for something else")
+            return StaffRefund(
+                refund_id, payment_id, amount_yen, payment.refunded_yen, replayed=True
+            )
+        total = domain.decide_refund(payment, amount_yen)
+        await store.record_refund(conn, refund_id, payment_id, amount_yen, total, now, staff_id)
+        await store.insert_posting(conn, domain.refund_posting(payment, amount_yen, now))
+        await add_events(
+            conn,
+            [
+                _event(
+                    PaymentRefundedV1(
+                        refund_id=refund_id,
+                        payment_id=payment_id,
+                        facility_code=payment.facility_code,
+                        channel=payment.channel,
+                        method=payment.method,
+                        brand=payment.brand,
+                        amount_yen=amount_yen,
+                        refunded_total_yen=total,
+                        occurred_at=now,
+                    )
+                )
+            ],
+        )
+    return StaffRefund(refund_id, payment_id, amount_yen, total)

@@ -10,7 +10,12 @@ from datetime import date, datetime
 import asyncpg
 
 from contracts.facilities import FACILITIES
-from contracts.payments import PaymentMethod, SettlementBatch, SettlementDifference
+from contracts.payments import (
+    PaymentChannel,
+    PaymentMethod,
+    SettlementBatch,
+    SettlementDifference,
+)
 from services.payments.domain import (
     PROCESSOR_FEE,
     REVENUE,
@@ -200,6 +205,7 @@ def _state(row: asyncpg.Record) -> PaymentState:
         amount_yen=int(row["amount_yen"]),
         refunded_yen=int(row["refunded_yen"]),
         voided=bool(row["voided"]),
+        channel=PaymentChannel(row["channel"]),
     )
 
 
@@ -550,3 +556,35 @@ async def revenue_by_day(
         PROCESSOR_FEE,
     )
     return rows
+
+
+# --- staff queries -------------------------------------------------------------------------
+
+
+async def find_payments(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    facility_code: str | None,
+    date_from: date,
+    date_to: date,
+    method: str | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """Payments by facility, business day (Asia/Tokyo) and method, oldest first."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """SELECT p.* FROM payments p
+           WHERE ($1::text IS NULL OR p.facility_code = $1)
+             AND (p.occurred_at AT TIME ZONE 'Asia/Tokyo')::date BETWEEN $2 AND $3
+             AND ($4::text IS NULL OR p.method = $4)
+           ORDER BY p.occurred_at, p.payment_id
+           LIMIT $5""",
+        facility_code,
+        date_from,
+        date_to,
+        method,
+        limit,
+    )
+    return rows
+
+
+async def refund_exists(conn: asyncpg.Connection, refund_id: uuid.UUID) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT * FROM refunds WHERE refund_id = $1", refund_id)

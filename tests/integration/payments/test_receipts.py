@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from nats.js import JetStreamContext
 
 from services.payments.handlers import register_terminal
 from tests.integration.helpers import wait_for
 from tests.integration.payments.helpers import terminal_publishes, transaction
+
+STAFF = {"authorization": "Bearer tok-counter"}
+
+
+@pytest.fixture(autouse=True)
+def staff_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PAYMENTS_STAFF_TOKENS", "madoguchi02:tok-counter")
 
 
 async def receipts(payments: Any) -> list[str]:
@@ -63,7 +71,8 @@ async def test_a_receipt_prints_with_facility_item_amount_method_and_date_then_a
     )
     [number] = await wait_for(lambda: receipts(payments))
 
-    first = await payments.http.get(f"/receipts/{number}")
+    assert (await payments.http.get(f"/receipts/{number}")).status_code == 401
+    first = await payments.http.get(f"/receipts/{number}", headers=STAFF)
     assert first.status_code == 200
     assert first.headers["content-type"].startswith("text/html")
     html = first.text
@@ -82,12 +91,12 @@ async def test_a_receipt_prints_with_facility_item_amount_method_and_date_then_a
         assert shown in html
     assert "再発行" not in html
 
-    again = await payments.http.get(f"/receipts/{number}")
+    again = await payments.http.get(f"/receipts/{number}", headers=STAFF)
     assert 'id="copy-mark"' in again.text
     assert "再発行（写）" in again.text
 
 
 async def test_an_unknown_receipt_is_404(payments: Any) -> None:
-    response = await payments.http.get("/receipts/shiminka-2026-999999")
+    response = await payments.http.get("/receipts/shiminka-2026-999999", headers=STAFF)
     assert response.status_code == 404
     assert response.json()["detail"]["error"] == "UnknownReceipt"
