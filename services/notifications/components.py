@@ -15,7 +15,7 @@ import httpx
 from contracts.notifications import NotificationChannel
 from services.notifications.channels import Channel, EmailChannel, WebhookChannel
 from services.notifications.handlers import Notifier
-from services.notifications.settings import NotificationSettings
+from services.notifications.settings import load_notification_settings
 from services.runtime.service import ServiceContext
 
 
@@ -33,7 +33,7 @@ def components(ctx: ServiceContext) -> Components:
     found = _by_context.get(id(ctx))
     if found is not None and found[0] is ctx:
         return found[1]
-    settings = NotificationSettings()
+    settings = load_notification_settings()
     http = httpx.AsyncClient(follow_redirects=False)
     built = Components(
         notifier=Notifier.from_settings(settings),

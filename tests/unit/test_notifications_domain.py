@@ -139,3 +139,19 @@ def test_a_rule_on_an_event_contracts_do_not_define_waits() -> None:
 def test_operators_see_addresses_masked() -> None:
     assert mask_address("taro@example.jp") == "t****@example.jp"
     assert mask_address("https://erp.example/hooks/secret-token") == "https://erp.example/…"
+
+
+def test_a_bad_notify_setting_stops_start_up_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from services.notifications.settings import load_notification_settings
+    from services.runtime.settings import SettingsError
+
+    monkeypatch.setenv("NOTIFY_SMTP_PORT", "seventy")
+    monkeypatch.setenv("NOTIFY_MAX_ATTEMPTS", "0")
+    with pytest.raises(SettingsError) as stopped:
+        load_notification_settings()
+    message = str(stopped.value)
+    assert "NOTIFY_SMTP_PORT" in message
+    assert "'seventy'" in message
+    assert "NOTIFY_MAX_ATTEMPTS" in message
