@@ -87,6 +87,7 @@ def import_catalog(
         f"{verb} {len(parsed.procedures)} procedure(s): {report.registered} registered, "
         f"{report.updated} updated, {report.onlined} onlined, {report.unchanged} unchanged; "
         f"{len(parsed.rejected)} rejected"
+        + (f"; {report.announced} earlier procedure(s) announced" if report.announced else "")
     )
     if parsed.rejected:
         raise typer.Exit(1)

@@ -324,6 +324,8 @@ class ImportReport:
     updated: int = 0
     onlined: int = 0
     unchanged: int = 0
+    announced: int = 0
+    """Procedures already in the catalog but never announced (the core of migration 0002)."""
 
 
 async def import_procedures(
@@ -360,4 +362,10 @@ async def import_procedures(
             await store.upsert_procedures(conn, changed)
             await add_events(conn, [Envelope.new(e, source=source, time=now) for e in events])
         progress(len(chunk))
+    async with pool.acquire() as conn, conn.transaction():
+        now = datetime.now(UTC)
+        unannounced = await store.take_unannounced_procedures(conn)
+        events = [e for p in unannounced for e in catalog.changes(None, p, now)]
+        await add_events(conn, [Envelope.new(e, source=source, time=now) for e in events])
+        report.announced = len(unannounced)
     return report

@@ -204,8 +204,8 @@ async def upsert_procedures(conn: asyncpg.Connection, procedures: list[Procedure
     await conn.executemany(
         """INSERT INTO procedures (code, name_ja, department, proc_group, fee_yen,
                                    yields_certificate, form_schema, online_since,
-                                   planned_online_quarter, sample, search_text)
-           VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11)
+                                   planned_online_quarter, sample, search_text, announced_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11, now())
            ON CONFLICT (code) DO UPDATE SET
                name_ja = EXCLUDED.name_ja, department = EXCLUDED.department,
                proc_group = EXCLUDED.proc_group, fee_yen = EXCLUDED.fee_yen,
@@ -213,7 +213,7 @@ async def upsert_procedures(conn: asyncpg.Connection, procedures: list[Procedure
                form_schema = EXCLUDED.form_schema, online_since = EXCLUDED.online_since,
                planned_online_quarter = EXCLUDED.planned_online_quarter,
                sample = EXCLUDED.sample, search_text = EXCLUDED.search_text,
-               updated_at = now()""",
+               announced_at = now(), updated_at = now()""",
         [
             (
                 p.code,
@@ -231,6 +231,16 @@ async def upsert_procedures(conn: asyncpg.Connection, procedures: list[Procedure
             for p in procedures
         ],
     )
+
+
+async def take_unannounced_procedures(conn: asyncpg.Connection) -> list[Procedure]:
+    """Procedures never announced (the migration's core), marked announced now: the caller
+    writes their events in the same transaction."""
+    rows = await conn.fetch(
+        f"""UPDATE procedures SET announced_at = now() WHERE announced_at IS NULL
+            RETURNING {_PROC_COLUMNS}"""
+    )
+    return sorted((_procedure(r) for r in rows), key=lambda p: p.code)
 
 
 @dataclass(frozen=True)

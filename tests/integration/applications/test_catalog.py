@@ -62,7 +62,7 @@ async def test_import_registers_reports_rejects_and_announces(
     )
     assert code == 1, out  # some rows were rejected
     assert "imported 1 procedure(s): 1 registered" in out
-    assert "2 rejected" in out
+    assert "2 rejected; 11 earlier procedure(s) announced" in out  # the migration's core
     assert "group: Input should be 1 or 2" in out
     assert "fee_yen: Input should be a valid integer" in out
 
@@ -77,6 +77,7 @@ async def test_import_registers_reports_rejects_and_announces(
     )
     assert code == 0, out
     assert "1 updated, 1 onlined" in out
+    assert "announced" not in out  # the core is announced once
     code, out = await cityhall(
         "catalog", "import", str(path), database_url=database_url, namespace=namespace
     )
@@ -98,6 +99,18 @@ async def test_import_registers_reports_rejects_and_announces(
         "ProcedureUpdated",
         "ProcedureOnlined",
     ]
+
+    async def core_registered() -> set[str]:
+        info = await js.stream_info(stream)
+        codes = set()
+        for seq in range(1, info.state.last_seq + 1):
+            msg = await js.get_msg(stream, seq=seq)
+            if msg.headers and msg.headers["ce-type"].endswith("ProcedureRegistered.v1"):
+                codes.add(msg.headers["ce-subject"])
+        return codes if len(codes) == 12 else set()
+
+    registered = await wait_for(core_registered)
+    assert {"JUMINHYO", "KOSEKI_TOHON", "INU_TOROKU"} <= registered
 
 
 async def test_applications_follow_an_imported_form(
