@@ -644,16 +644,29 @@ async def cashless_share_csv(
 
 
 class RevenueDay(BaseModel):
-    """Revenue of one facility on one day, recorded gross (a 300-yen fee is 300 yen)."""
+    """Revenue of one facility on one day (歳入), recorded gross: a 300-yen fee is 300 yen of
+    revenue even when the processor keeps its fee (繰替払い); the fee and the net remittance
+    are shown apart, from the day's reconciled settlement batches."""
 
     facility_code: str
     day: date
     count: int
     gross_yen: int
+    fee_yen: int | None = Field(
+        description="Processor fees of the day's reconciled batches; null when filtered by "
+        "method or brand (a batch's fee is not split by method)."
+    )
+    net_yen: int | None = Field(description="gross_yen - fee_yen.")
+    reconciled: bool | None = Field(
+        description="true: every settlement batch of the day matched the ledger (調定済); "
+        "false: a batch did not match; null: no settlement yet."
+    )
 
 
 class Revenue(BaseModel):
     total_gross_yen: int
+    total_fee_yen: int | None
+    total_net_yen: int | None
     days: list[RevenueDay]
 
 
@@ -672,16 +685,34 @@ async def revenue(
 ) -> Revenue:
     f = _payment_filter(facility, method, brand, from_month, to_month)
     rows = await store.payments_by(ctx.pool, ["facility_code", "day"], f)
-    days = [
-        RevenueDay(
-            facility_code=r["facility_code"],
-            day=r["day"],
-            count=r["count"],
-            gross_yen=r["amount_yen"],
+    settled = {
+        (r["facility_code"], r["day"]): r
+        for r in await store.settlements_by_day(ctx.pool, facility, f.period)
+    }
+    whole_day = method is None and brand is None
+    days = []
+    for r in rows:
+        s = settled.get((r["facility_code"], r["day"]))
+        fee = (s["fee_yen"] if s else 0) if whole_day else None
+        days.append(
+            RevenueDay(
+                facility_code=r["facility_code"],
+                day=r["day"],
+                count=r["count"],
+                gross_yen=r["amount_yen"],
+                fee_yen=fee,
+                net_yen=None if fee is None else r["amount_yen"] - fee,
+                reconciled=s["reconciled"] if s else None,
+            )
         )
-        for r in rows
-    ]
-    return Revenue(total_gross_yen=sum(d.gross_yen for d in days), days=days)
+    total_fee = sum(d.fee_yen or 0 for d in days) if whole_day else None
+    total_gross = sum(d.gross_yen for d in days)
+    return Revenue(
+        total_gross_yen=total_gross,
+        total_fee_yen=total_fee,
+        total_net_yen=None if total_fee is None else total_gross - total_fee,
+        days=days,
+    )
 
 
 @kpi.get(
@@ -701,8 +732,19 @@ async def revenue_csv(
     body = await revenue(ctx, facility, method, brand, from_month, to_month)
     return _csv(
         "revenue",
-        ["facility_code", "day", "count", "gross_yen"],
-        ([d.facility_code, d.day.isoformat(), d.count, d.gross_yen] for d in body.days),
+        ["facility_code", "day", "count", "gross_yen", "fee_yen", "net_yen", "reconciled"],
+        (
+            [
+                d.facility_code,
+                d.day.isoformat(),
+                d.count,
+                d.gross_yen,
+                "" if d.fee_yen is None else d.fee_yen,
+                "" if d.net_yen is None else d.net_yen,
+                "" if d.reconciled is None else str(d.reconciled).lower(),
+            ]
+            for d in body.days
+        ),
     )
 
 

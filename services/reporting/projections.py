@@ -21,7 +21,13 @@ from contracts.applications import (
     ProcedureFactsV1,
 )
 from contracts.envelope import Envelope
-from contracts.payments import PaymentCapturedV1, PaymentRefundedV1, PaymentVoidedV1
+from contracts.payments import (
+    PaymentCapturedV1,
+    PaymentRefundedV1,
+    PaymentVoidedV1,
+    SettlementMismatchV1,
+    SettlementReconciledV1,
+)
 from services.reporting import domain
 
 
@@ -162,6 +168,54 @@ async def _apply_reversal(conn: asyncpg.Connection, reversal_id: str) -> None:
         row["brand"],
         change.count,
         change.amount_yen,
+    )
+
+
+async def record_settlement_reconciled(
+    conn: asyncpg.Connection, event: Envelope[SettlementReconciledV1]
+) -> None:
+    """Revenue: the day's batch matched the ledger; its processor fee and net remittance."""
+    d = event.data
+    await _record_settlement(
+        conn, d.batch_id, d.facility_code, d.business_date, True, event, d.gross_yen, d.fee_yen
+    )
+
+
+async def record_settlement_mismatch(
+    conn: asyncpg.Connection, event: Envelope[SettlementMismatchV1]
+) -> None:
+    """Revenue: the day's batch did not match the ledger (not reconciled)."""
+    d = event.data
+    await _record_settlement(conn, d.batch_id, d.facility_code, d.business_date, False, event)
+
+
+async def _record_settlement(
+    conn: asyncpg.Connection,
+    batch_id: str,
+    facility_code: str,
+    business_date: object,
+    reconciled: bool,
+    event: Envelope[Any],
+    gross_yen: int | None = None,
+    fee_yen: int | None = None,
+) -> None:
+    net = None if gross_yen is None or fee_yen is None else gross_yen - fee_yen
+    await conn.execute(
+        """INSERT INTO settlements (batch_id, facility_code, business_date, reconciled,
+                                    gross_yen, fee_yen, net_yen, as_of)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+           ON CONFLICT (batch_id) DO UPDATE SET
+               reconciled = EXCLUDED.reconciled, gross_yen = EXCLUDED.gross_yen,
+               fee_yen = EXCLUDED.fee_yen, net_yen = EXCLUDED.net_yen, as_of = EXCLUDED.as_of
+           WHERE settlements.as_of <= EXCLUDED.as_of""",
+        batch_id,
+        facility_code,
+        business_date,
+        reconciled,
+        gross_yen,
+        fee_yen,
+        net,
+        event.time,
     )
 
 

@@ -23,6 +23,7 @@ READ_MODEL_TABLES: tuple[str, ...] = (
     "payment_reversals",
     "application_steps",
     "procedures",
+    "settlements",
 )
 """Every projection table, in the order a rebuild copies them (the inbox comes with them)."""
 
@@ -237,5 +238,27 @@ async def payments_by(
             f.brand,
             f.period.since,
             f.period.until,
+        )
+    )
+
+
+async def settlements_by_day(
+    conn: Conn, facility_code: str | None, period: Period
+) -> list[asyncpg.Record]:
+    """Per facility and day: the processor fees of reconciled batches, and whether every
+    batch of the day reconciled."""
+    return list(
+        await conn.fetch(
+            """SELECT facility_code, business_date AS day,
+                      coalesce(sum(fee_yen) FILTER (WHERE reconciled), 0)::bigint AS fee_yen,
+                      bool_and(reconciled) AS reconciled
+               FROM settlements
+               WHERE ($1::text IS NULL OR facility_code = $1)
+                 AND ($2::date IS NULL OR business_date >= $2)
+                 AND ($3::date IS NULL OR business_date < $3)
+               GROUP BY facility_code, business_date""",
+            facility_code,
+            period.since,
+            period.until,
         )
     )

@@ -15,7 +15,13 @@ from contracts.applications import (
     ProcedureUpdatedV1,
 )
 from contracts.envelope import Event
-from contracts.payments import PaymentCapturedV1, PaymentRefundedV1, PaymentVoidedV1
+from contracts.payments import (
+    PaymentCapturedV1,
+    PaymentRefundedV1,
+    PaymentVoidedV1,
+    SettlementMismatchV1,
+    SettlementReconciledV1,
+)
 from contracts.subjects import APPLICATIONS, PAYMENTS
 from services.reporting import projections
 from services.runtime.consumer import Handler
@@ -36,6 +42,8 @@ PAYMENT_PROJECTIONS: dict[type[Event], Handler] = {
     PaymentCapturedV1: projections.record_payment_captured,
     PaymentRefundedV1: projections.record_payment_refunded,
     PaymentVoidedV1: projections.record_payment_voided,
+    SettlementReconciledV1: projections.record_settlement_reconciled,
+    SettlementMismatchV1: projections.record_settlement_mismatch,
 }
 
 APPLICATION_EVENTS = ConsumerDecl(

@@ -20,6 +20,9 @@ from contracts.payments import (
     PaymentMethod,
     PaymentRefundedV1,
     PaymentVoidedV1,
+    SettlementDifference,
+    SettlementMismatchV1,
+    SettlementReconciledV1,
 )
 from services.reporting.domain import TOKYO
 
@@ -183,6 +186,45 @@ def procedure(
             online_since=date.fromisoformat(online_since) if online_since else None,
             planned_online_quarter=planned,
             occurred_at=tokyo(at),
+        ),
+        source="/cityhall/tests",
+    )
+
+
+def settlement_reconciled(
+    batch: str, day: str, gross: int, fee: int, facility: str = "shiminka"
+) -> Envelope[Any]:
+    return Envelope.new(
+        SettlementReconciledV1(
+            batch_id=batch,
+            facility_code=facility,
+            business_date=date.fromisoformat(day),
+            gross_yen=gross,
+            fee_yen=fee,
+            net_yen=gross - fee,
+        ),
+        source="/cityhall/tests",
+    )
+
+
+def settlement_mismatch(batch: str, day: str, facility: str = "shiminka") -> Envelope[Any]:
+    return Envelope.new(
+        SettlementMismatchV1(
+            batch_id=batch,
+            facility_code=facility,
+            business_date=date.fromisoformat(day),
+            differences=[
+                SettlementDifference(
+                    method=PaymentMethod.QR,
+                    brand="PayPay",
+                    ledger_count=1,
+                    reported_count=2,
+                    ledger_amount_yen=750,
+                    reported_amount_yen=1500,
+                    count_difference=1,
+                    amount_difference_yen=750,
+                )
+            ],
         ),
         source="/cityhall/tests",
     )

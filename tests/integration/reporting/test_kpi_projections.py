@@ -142,12 +142,21 @@ async def test_revenue_is_gross_by_facility_and_day(
     await settled(reporting)
 
     body = (await reporting.http.get("/kpi/revenue", params={"facility": "shiminka"})).json()
+    unsettled = {"fee_yen": 0, "reconciled": None}
     assert body == {
         "total_gross_yen": 1800,
+        "total_fee_yen": 0,
+        "total_net_yen": 1800,
         "days": [
-            {"facility_code": "shiminka", "day": "2026-10-05", "count": 2, "gross_yen": 600},
-            {"facility_code": "shiminka", "day": "2026-10-06", "count": 1, "gross_yen": 450},
-            {"facility_code": "shiminka", "day": "2026-11-02", "count": 1, "gross_yen": 750},
+            {"facility_code": "shiminka", "day": "2026-10-05", "count": 2, "gross_yen": 600}
+            | unsettled
+            | {"net_yen": 600},
+            {"facility_code": "shiminka", "day": "2026-10-06", "count": 1, "gross_yen": 450}
+            | unsettled
+            | {"net_yen": 450},
+            {"facility_code": "shiminka", "day": "2026-11-02", "count": 1, "gross_yen": 750}
+            | unsettled
+            | {"net_yen": 750},
         ],
     }
 

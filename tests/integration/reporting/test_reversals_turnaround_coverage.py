@@ -23,6 +23,8 @@ from tests.integration.reporting.events import (
     capture,
     procedure,
     refund,
+    settlement_mismatch,
+    settlement_reconciled,
     step,
     submitted_with_id,
     void,
@@ -238,3 +240,45 @@ async def test_online_coverage_by_group_and_department_planned_beside_actual(
     resp = await reporting.http.get("/kpi/online-coverage", params={"group": 3})
     assert resp.status_code == 422
     assert resp.json()["detail"][0]["loc"] == ["query", "group"]
+
+
+async def test_revenue_shows_the_processor_fee_net_and_whether_the_day_reconciled(
+    start_service: Any, js: JetStreamContext, namespace: str
+) -> None:
+    reporting = await start_service("reporting")
+    for env in (
+        capture("shiminka", "qr", "PayPay", 300, "2026-10-05 09:00"),
+        capture("shiminka", "credit", "Visa", 450, "2026-10-05 10:00"),
+        capture("shiminka", "cash", None, 300, "2026-10-06 10:00"),
+        capture("shiminka", "qr", "PayPay", 750, "2026-10-07 10:00"),
+        settlement_reconciled("B-1005-qr", "2026-10-05", gross=300, fee=9),
+        settlement_reconciled("B-1005-card", "2026-10-05", gross=450, fee=14),
+        settlement_mismatch("B-1007", "2026-10-07"),
+    ):
+        await publish_envelope(js, namespace, env)
+
+    async def settled() -> Any:
+        body = (await reporting.http.get("/kpi/revenue")).json()
+        days = {d["day"]: d for d in body["days"]}
+        ready = len(days) == 3 and days["2026-10-07"]["reconciled"] is False
+        return body if ready and days["2026-10-05"]["fee_yen"] == 23 else None
+
+    body = await wait_for(settled)
+    days = {
+        d["day"]: (d["gross_yen"], d["fee_yen"], d["net_yen"], d["reconciled"])
+        for d in body["days"]
+    }
+    assert days == {
+        "2026-10-05": (750, 23, 727, True),  # revenue stays gross; the fee is shown apart
+        "2026-10-06": (300, 0, 300, None),  # cash, no settlement batch yet
+        "2026-10-07": (750, 0, 750, False),
+    }
+    assert (body["total_gross_yen"], body["total_fee_yen"], body["total_net_yen"]) == (
+        1800,
+        23,
+        1777,
+    )
+    by_method = (await reporting.http.get("/kpi/revenue", params={"method": "qr"})).json()
+    assert by_method["days"][0]["fee_yen"] is None  # a batch's fee is not split by method
+    csv_text = (await reporting.http.get("/kpi/revenue.csv")).text
+    assert "shiminka,2026-10-05,2,750,23,727,true" in csv_text
