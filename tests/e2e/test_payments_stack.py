@@ -1,0 +1,125 @@
+"""`cityhall up` with NATS authentication: a terminal registered while the stack runs publishes
+with its own credentials on its own subject, and its payment reaches the staff API."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+import nats.errors
+import pytest
+
+from contracts.envelope import CE_ID, CE_SOURCE, CE_SPECVERSION, CE_TIME, CE_TYPE
+from contracts.payments import TerminalTransactionV1, terminal_subject
+from tests.e2e.helpers import Processes, clean_env, wait_until
+from tests.e2e.test_stack_embedded import start_stack, stop_stack
+
+STAFF = {"authorization": "Bearer tok-e2e"}
+
+
+def capture(creds: dict[str, str], tx_id: str, facility: str | None = None) -> dict[str, Any]:
+    return {
+        "transaction_id": tx_id,
+        "terminal_id": creds["terminal_id"],
+        "facility_code": facility or creds["facility_code"],
+        "kind": "capture",
+        "method": "qr",
+        "brand": "PayPay",
+        "amount_yen": 300,
+        "item": "住民票の写し",
+        "occurred_at": datetime.now(UTC).isoformat(),
+    }
+
+
+async def publish(nc: Any, subject: str, body: dict[str, Any]) -> None:
+    msg_id = f"{body['terminal_id']}/{body['transaction_id']}"
+    headers = {
+        CE_SPECVERSION: "1.0",
+        CE_ID: msg_id,
+        CE_SOURCE: f"/terminals/{body['terminal_id']}",
+        CE_TYPE: TerminalTransactionV1.event_type,
+        CE_TIME: datetime.now(UTC).isoformat(),
+        "Nats-Msg-Id": msg_id,
+    }
+    await nc.jetstream(timeout=2.0).publish(subject, json.dumps(body).encode(), headers=headers)
+
+
+async def test_a_terminal_registered_while_the_stack_runs_publishes_only_on_its_own_subject(
+    processes: Processes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PAYMENTS_STAFF_TOKENS", "e2e:tok-e2e")
+    home = tmp_path / "home"
+    async with httpx.AsyncClient(timeout=5.0) as http:
+        run = await start_stack(processes, home, http)
+
+        async def printed() -> tuple[str, str] | None:
+            output = run.up.output(tail=200)
+            nats_at = re.search(r"nats-server on (nats://127\.0\.0\.1:\d+)", output)
+            pg_at = re.search(r"PostgreSQL (postgresql://\S+)", output)
+            return (nats_at.group(1), pg_at.group(1)) if nats_at and pg_at else None
+
+        nats_url, pg_url = await wait_until(printed, timeout=10, message=run.logs)
+
+        with pytest.raises(nats.errors.Error):  # authentication is on: no anonymous client
+            await nats.connect(nats_url, allow_reconnect=False, max_reconnect_attempts=0)
+
+        registered = subprocess.run(
+            [sys.executable, "-m", "cityhall", "terminals", "register", "shiminka"],
+            env=clean_env(
+                CITYHALL_HOME=str(home),
+                NATS_URL=nats_url,
+                DATABASE_URL=pg_url.replace("postgres@", "payments@", 1),
+            ),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert registered.returncode == 0, registered.stderr
+        creds_path = Path(registered.stdout.strip())
+        assert creds_path.parent == home / "terminals"
+        creds = json.loads(creds_path.read_text())
+
+        async def connected() -> Any:
+            try:
+                return await nats.connect(
+                    nats_url,
+                    user=creds["nats_user"],
+                    password=creds["nats_password"],
+                    inbox_prefix=creds["inbox_prefix"],
+                    allow_reconnect=False,
+                    max_reconnect_attempts=0,
+                )
+            except Exception:
+                return None  # until `cityhall up` has reloaded the server's users
+
+        terminal = await wait_until(connected, timeout=20, message=run.logs)
+        try:
+            await publish(terminal, f"cityhall.{creds['subject']}", capture(creds, "E1"))
+            elsewhere = terminal_subject("bijutsukan", creds["terminal_id"])
+            with pytest.raises(nats.errors.TimeoutError):
+                await publish(terminal, f"cityhall.{elsewhere}", capture(creds, "E2", "bijutsukan"))
+        finally:
+            await terminal.close()
+
+        async def listed() -> list[dict[str, Any]] | None:
+            today = datetime.now(UTC).date().isoformat()
+            response = await http.get(
+                f"{run.urls['payments']}/payments",
+                params={"from": "2000-01-01", "to": today},
+                headers=STAFF,
+            )
+            body: list[dict[str, Any]] = response.json()
+            return body or None
+
+        payments = await wait_until(listed, timeout=20, message=run.logs)
+        assert [(p["terminal_id"], p["amount_yen"]) for p in payments] == [
+            (creds["terminal_id"], 300)
+        ]
+        await stop_stack(run)
