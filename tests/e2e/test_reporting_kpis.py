@@ -201,6 +201,24 @@ async def refund_before_capture(js: JetStreamContext, namespace: str) -> None:
     await publish_envelope(js, namespace, late)
 
 
+async def coverage_of(reporting: Any) -> Any:
+    params = {"from": "2026-07", "to": "2027-06"}
+    return (await reporting.http.get("/kpi/online-coverage", params=params)).json()
+
+
+async def catalog_of(applications: Any) -> list[dict[str, Any]]:
+    catalog: list[dict[str, Any]] = []
+    while True:
+        page = (
+            await applications.http.get(
+                "/procedures", params={"limit": 200, "offset": len(catalog)}
+            )
+        ).json()
+        catalog += page["items"]
+        if len(catalog) >= page["total"]:
+            return catalog
+
+
 @pytest.fixture
 async def city(start_service: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any, Any]:
     monkeypatch.setenv("APPLICATIONS_STAFF_TOKENS", f"counter01={STAFF_TOKEN}")
@@ -214,6 +232,17 @@ async def test_every_kpi_from_known_traffic_through_the_real_services(
     city: tuple[Any, Any, Any], js: JetStreamContext, namespace: str
 ) -> None:
     applications, payments, reporting = city
+
+    # The first import announces the catalog's hand-written core (an empty import suffices).
+    await import_procedures(applications.pool, [])
+
+    async def built_in_catalog_projected() -> Any:
+        coverage = await coverage_of(reporting)
+        total = len(await catalog_of(applications))
+        ready = coverage["total"]["procedures"] == total > 0
+        return coverage if ready else None
+
+    before = await wait_for(built_in_catalog_projected)
     await apply_over_http(applications)
     await pay_at_terminals(payments, js, namespace)
     await refund_before_capture(js, namespace)
@@ -261,19 +290,36 @@ async def test_every_kpi_from_known_traffic_through_the_real_services(
         "p90_seconds": None,
     }
 
-    # -- online procedure coverage: the catalog applications announced
-    coverage = (
-        await get("/kpi/online-coverage", params={"from": "2026-07", "to": "2027-06"})
-    ).json()
-    assert coverage["total"] == {"online": 2, "procedures": 4, "coverage_share": 0.5}
-    assert coverage["by_group"] == [
-        {"group": 1, "online": 1, "procedures": 2, "coverage_share": 0.5},
-        {"group": 2, "online": 1, "procedures": 2, "coverage_share": 0.5},
-    ]
-    depts = {d["department"]: (d["online"], d["procedures"]) for d in coverage["by_department"]}
-    assert depts == {"政策開発部": (1, 1), "市民部": (1, 2), "税務部": (0, 1)}
-    series = {m["month"]: (m["online"], m["planned"]) for m in coverage["by_month"]}
-    assert series == {
+    # -- online procedure coverage: the built-in catalog plus the 4 procedures imported
+    after = await coverage_of(reporting)
+    assert after["total"]["procedures"] == before["total"]["procedures"] + 4
+    assert after["total"]["online"] == before["total"]["online"] + 2
+    catalog = await catalog_of(applications)
+    assert (after["total"]["online"], after["total"]["procedures"]) == (
+        sum(1 for p in catalog if p["online_since"] is not None),
+        len(catalog),
+    )
+    by_group = {g["group"]: (g["online"], g["procedures"]) for g in after["by_group"]}
+    assert by_group == {
+        group: (
+            sum(1 for p in catalog if p["group"] == group and p["online_since"] is not None),
+            sum(1 for p in catalog if p["group"] == group),
+        )
+        for group in (1, 2)
+    }
+    depts = {d["department"]: (d["online"], d["procedures"]) for d in after["by_department"]}
+    assert depts == {
+        dept: (
+            sum(1 for p in catalog if p["department"] == dept and p["online_since"] is not None),
+            sum(1 for p in catalog if p["department"] == dept),
+        )
+        for dept in {p["department"] for p in catalog}
+    }
+    added = {
+        m["month"]: (m["online"] - b["online"], m["planned"] - b["planned"])
+        for m, b in zip(after["by_month"], before["by_month"], strict=True)
+    }
+    assert added == {  # what the imported roadmap adds, month by month: (actual, planned)
         "2026-07": (0, 0),
         "2026-08": (1, 1),
         "2026-09": (2, 2),
