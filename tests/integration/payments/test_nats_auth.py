@@ -28,7 +28,11 @@ from services.registry import definition
 from services.runtime.service import Runtime, build_app
 from tests.conftest import RunningService, make_settings
 from tests.integration.helpers import wait_for
-from tests.integration.payments.helpers import terminal_publishes, transaction
+from tests.integration.payments.helpers import (
+    assert_ledger_balances,
+    terminal_publishes,
+    transaction,
+)
 
 PAYMENTS_PASSWORD = "payments-secret"
 ADMIN_PASSWORD = "admin-secret"
@@ -134,6 +138,7 @@ async def payments(
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://payments")
     try:
         yield RunningService(runtime, ctx, client)
+        await assert_ledger_balances(ctx.pool)
     finally:
         await runtime.stop()
 

@@ -57,9 +57,8 @@ def simulator(payments: Any) -> httpx.AsyncClient:
 
 
 async def test_a_fee_paid_at_the_provider_is_captured_with_the_application_id(
-    provider_env: None, start_service: Any, js: JetStreamContext, namespace: str
+    provider_env: None, payments: Any, js: JetStreamContext, namespace: str
 ) -> None:
-    payments = await start_service("payments")
     requested = fee_requested(300)
     await publish_envelope(js, namespace, requested)
     application_id = requested.data.application_id
@@ -82,9 +81,8 @@ async def test_a_fee_paid_at_the_provider_is_captured_with_the_application_id(
 
 
 async def test_a_replayed_or_forged_webhook_is_refused(
-    provider_env: None, start_service: Any, js: JetStreamContext, namespace: str
+    provider_env: None, payments: Any, js: JetStreamContext, namespace: str
 ) -> None:
-    payments = await start_service("payments")
     requested = fee_requested(750)
     await publish_envelope(js, namespace, requested)
     request = await request_of(payments, requested.data.application_id)
@@ -124,9 +122,8 @@ async def test_a_replayed_or_forged_webhook_is_refused(
 
 
 async def test_a_wrong_amount_or_unknown_reference_is_refused(
-    provider_env: None, start_service: Any, js: JetStreamContext, namespace: str
+    provider_env: None, payments: Any, js: JetStreamContext, namespace: str
 ) -> None:
-    payments = await start_service("payments")
     requested = fee_requested(450)
     await publish_envelope(js, namespace, requested)
     request = await request_of(payments, requested.data.application_id)
@@ -143,10 +140,7 @@ async def test_a_wrong_amount_or_unknown_reference_is_refused(
     assert await payments.pool.fetchval("SELECT count(*) FROM payments") == 0
 
 
-async def test_an_invalid_webhook_body_names_the_field(
-    provider_env: None, start_service: Any
-) -> None:
-    payments = await start_service("payments")
+async def test_an_invalid_webhook_body_names_the_field(provider_env: None, payments: Any) -> None:
     raw = json.dumps({"event_id": "evt_1", "reference": "PR-X", "amount_yen": "lots"}).encode()
     ts = int(time.time())
     response = await payments.http.post(
@@ -161,16 +155,15 @@ async def test_an_invalid_webhook_body_names_the_field(
     assert "amount_yen" in response.json()["detail"]
 
 
-async def test_an_unpaid_request_expires_and_can_no_longer_be_paid(
-    provider_env: None,
-    monkeypatch: pytest.MonkeyPatch,
-    start_service: Any,
-    js: JetStreamContext,
-    namespace: str,
-) -> None:
+@pytest.fixture
+def short_expiry(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PAYMENT_REQUEST_TTL_S", "0.5")
     monkeypatch.setenv("PAYMENT_EXPIRY_SWEEP_S", "0.1")
-    payments = await start_service("payments")
+
+
+async def test_an_unpaid_request_expires_and_can_no_longer_be_paid(
+    provider_env: None, short_expiry: None, payments: Any, js: JetStreamContext, namespace: str
+) -> None:
     requested = fee_requested(300)
     await publish_envelope(js, namespace, requested)
     application_id = requested.data.application_id
