@@ -236,6 +236,10 @@ def form_for(schema: dict[str, Any]) -> dict[str, Any]:
             form[name] = ["デモ"] * max(1, int(spec.get("minItems", 1)))
         elif spec.get("format") == "email":
             form[name] = "demo@example.jp"
+        elif spec.get("format") == "date":
+            form[name] = "2026-12-01"
+        elif spec.get("format") == "date-time":
+            form[name] = "2026-12-01T10:00:00+09:00"
         else:
             form[name] = "デモ"
     return form

@@ -6,6 +6,7 @@
 
 const PAYMENT_FILTERS = ["facility", "method", "brand", "from", "to"];
 const USAGE_FILTERS = ["procedure", "department", "group", "from", "to"];
+const TOP_PROCEDURES = 15;
 const COVERAGE_FILTERS = ["department", "group", "from", "to"];
 const COLORS = { online: "#1f883d", counter: "#bf8700", mail: "#8250df", cash: "#6e7781",
   share: "#0969da", amount: "#cf222e" };
@@ -98,11 +99,15 @@ function drawUsage(usage) {
     },
     options: { scales: { y: { stacked: true, beginAtZero: true }, share: { ...shareAxis, position: "right" } } },
   });
+  // The procedures with the most applications (the leading projects' candidates).
+  const top = [...usage.by_procedure]
+    .sort((a, b) => b.total - a.total || (a.procedure_code < b.procedure_code ? -1 : 1))
+    .slice(0, TOP_PROCEDURES);
   draw("chart-usage-by-procedure", {
     type: "bar",
     data: {
-      labels: usage.by_procedure.map((p) => p.procedure_code),
-      datasets: [{ label: "online share", data: usage.by_procedure.map((p) => p.online_share),
+      labels: top.map((p) => p.procedure_code),
+      datasets: [{ label: "online share", data: top.map((p) => p.online_share),
         backgroundColor: COLORS.share }],
     },
     options: { indexAxis: "y", scales: { x: shareAxis } },

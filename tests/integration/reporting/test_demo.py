@@ -79,3 +79,25 @@ async def test_demo_traffic_goes_through_the_real_services_into_the_kpis(
         "bijutsukan",
         "sogo-taiikukan",
     }
+
+
+def test_demo_forms_satisfy_each_procedures_schema() -> None:
+    schema = {
+        "type": "object",
+        "required": ["when", "email", "areas", "copies", "kind"],
+        "properties": {
+            "when": {"type": "string", "format": "date"},
+            "email": {"type": "string", "format": "email"},
+            "areas": {"type": "array", "minItems": 2, "items": {"type": "string"}},
+            "copies": {"type": "integer", "minimum": 1},
+            "kind": {"enum": ["市県民税", "固定資産税"]},
+            "note": {"type": "string"},
+        },
+    }
+    assert demo.form_for(schema) == {
+        "when": "2026-12-01",
+        "email": "demo@example.jp",
+        "areas": ["デモ", "デモ"],
+        "copies": 1,
+        "kind": "市県民税",
+    }
