@@ -11,11 +11,12 @@ tolerance, so a captured request cannot be replayed later.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Protocol
@@ -59,23 +60,30 @@ def email_message(n: Claimed, settings: NotificationSettings) -> EmailMessage:
 
 @dataclass
 class EmailChannel:
+    """SMTP with kept-open connections: connecting, EHLO, STARTTLS and AUTH cost more than
+    sending one message, so each connection carries many (at most one per send in flight).
+    A connection the server closed while idle is replaced once, transparently."""
+
     settings: NotificationSettings
+    _idle: list[aiosmtplib.SMTP] = field(default_factory=list)
+
+    def _new_client(self) -> aiosmtplib.SMTP:
+        s = self.settings
+        return aiosmtplib.SMTP(
+            hostname=s.smtp_host,
+            port=s.smtp_port,
+            username=s.smtp_username,
+            password=s.smtp_password.get_secret_value() if s.smtp_password else None,
+            start_tls=s.smtp_starttls,
+            use_tls=s.smtp_tls,
+            timeout=s.smtp_timeout_s,
+            cert_bundle=str(s.smtp_ca_file) if s.smtp_ca_file else None,
+        )
 
     async def send(self, n: Claimed) -> str:
-        s = self.settings
-        msg = email_message(n, s)
+        msg = email_message(n, self.settings)
         try:
-            await aiosmtplib.send(
-                msg,
-                hostname=s.smtp_host,
-                port=s.smtp_port,
-                username=s.smtp_username,
-                password=s.smtp_password.get_secret_value() if s.smtp_password else None,
-                start_tls=s.smtp_starttls,
-                use_tls=s.smtp_tls,
-                timeout=s.smtp_timeout_s,
-                cert_bundle=str(s.smtp_ca_file) if s.smtp_ca_file else None,
-            )
+            await self._send_on_a_connection(msg)
         except aiosmtplib.SMTPAuthenticationError as exc:
             # Our credentials, not the recipient: retry (until operators fix the settings)
             # rather than give up on every citizen's mail at once.
@@ -96,6 +104,50 @@ class EmailChannel:
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             raise TemporaryFailure(f"{type(exc).__name__}: {exc}") from exc
         return str(msg["Message-ID"])
+
+    async def _send_on_a_connection(self, msg: EmailMessage) -> None:
+        reused = bool(self._idle)
+        client = self._idle.pop() if reused else self._new_client()
+        try:
+            if not client.is_connected:
+                await client.connect()
+            await client.send_message(msg)
+        except (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPDataError):
+            # The server answered (and aiosmtplib reset the transaction): still usable.
+            self._keep(client)
+            raise
+        except aiosmtplib.SMTPServerDisconnected:
+            client.close()
+            if not reused:
+                raise
+            await self._send_on_a_connection_fresh(msg)
+            return
+        except BaseException:
+            client.close()
+            raise
+        self._keep(client)
+
+    async def _send_on_a_connection_fresh(self, msg: EmailMessage) -> None:
+        """The kept connection had been closed by the server: one fresh try."""
+        client = self._new_client()
+        try:
+            await client.connect()
+            await client.send_message(msg)
+        except BaseException:
+            client.close()
+            raise
+        self._keep(client)
+
+    def _keep(self, client: aiosmtplib.SMTP) -> None:
+        if client.is_connected:
+            self._idle.append(client)
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for client in idle:
+            with contextlib.suppress(Exception):
+                await client.quit()
+            client.close()
 
 
 # -- webhooks -------------------------------------------------------------------------------

@@ -51,3 +51,6 @@ async def release(ctx: ServiceContext) -> None:
     found = _by_context.pop(id(ctx), None)
     if found is not None:
         await found[1].http.aclose()
+        email = found[1].channels.get(NotificationChannel.EMAIL)
+        if isinstance(email, EmailChannel):
+            await email.aclose()

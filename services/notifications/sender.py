@@ -3,7 +3,7 @@
 Several replicas can run it: ``FOR UPDATE SKIP LOCKED`` hands each row to one of them, and
 the claim's lease (``NOTIFY_CLAIM_LEASE_S``) brings back a row whose sender died mid-attempt.
 Each channel has a token bucket (aiolimiter's leaky bucket: ``NOTIFY_<CHANNEL>_RATE_PER_S``
-messages a second, bursts up to the same number), so a burst of 10,000 events reaches the SMTP
+messages a second, bursts of a tenth of that), so a burst of 10,000 events reaches the SMTP
 server at a steady rate rather than all at once. The bucket is per process: with N replicas
 the server sees up to N times the rate.
 """
@@ -48,8 +48,11 @@ class Sender:
             NotificationChannel.EMAIL: s.email_rate_per_s,
             NotificationChannel.WEBHOOK: s.webhook_rate_per_s,
         }
+        # A leaky bucket holding a tenth of a second's worth: any one-second window sees at
+        # most 1.1 x the rate (a bucket of a whole second's worth would allow twice the rate).
         self.limiters = {
-            ch: AsyncLimiter(max(rate, 1.0), max(rate, 1.0) / rate) for ch, rate in rates.items()
+            ch: AsyncLimiter(max(rate / 10, 1.0), max(rate / 10, 1.0) / rate)
+            for ch, rate in rates.items()
         }
         self._slots = asyncio.Semaphore(s.sender_concurrency)
 
