@@ -100,17 +100,27 @@ async def register_terminal(
 
 
 async def record_terminal_transaction(
-    conn: asyncpg.Connection, event: Envelope[TerminalTransactionV1]
+    conn: asyncpg.Connection,
+    event: Envelope[TerminalTransactionV1],
+    known_terminals: dict[str, str] | None = None,
 ) -> None:
-    """Post a terminal's capture, refund or void once, for ever, with its event."""
+    """Post a terminal's capture, refund or void once, for ever, with its event.
+
+    ``known_terminals`` (terminal id -> facility) spares a query per message: a terminal's
+    facility never changes once registered, and only registered terminals are remembered.
+    """
     tx = event.data
-    terminal = await store.get_terminal(conn, tx.terminal_id)
-    if terminal is None:
-        raise domain.UnknownTerminal(f"terminal {tx.terminal_id!r} is not registered")
-    if terminal.facility_code != tx.facility_code:
+    facility = (known_terminals or {}).get(tx.terminal_id)
+    if facility is None:
+        terminal = await store.get_terminal(conn, tx.terminal_id)
+        if terminal is None:
+            raise domain.UnknownTerminal(f"terminal {tx.terminal_id!r} is not registered")
+        facility = terminal.facility_code
+        if known_terminals is not None:
+            known_terminals[tx.terminal_id] = facility
+    if facility != tx.facility_code:
         raise domain.TerminalNotAtFacility(
-            f"terminal {tx.terminal_id!r} is registered to {terminal.facility_code!r}, "
-            f"not {tx.facility_code!r}"
+            f"terminal {tx.terminal_id!r} is registered to {facility!r}, not {tx.facility_code!r}"
         )
     if tx.kind is TerminalTransactionKind.CAPTURE:
         await _capture(conn, tx)

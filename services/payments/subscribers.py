@@ -84,6 +84,13 @@ def consumers(_ctx: ServiceContext) -> Sequence[ConsumerBinding]:
     ) -> None:
         await handlers.create_payment_request(conn, event, ttl_s)
 
+    known_terminals: dict[str, str] = {}  # per running service, so per schema
+
+    async def record_terminal_transaction(
+        conn: asyncpg.Connection, event: Envelope[TerminalTransactionV1]
+    ) -> None:
+        await handlers.record_terminal_transaction(conn, event, known_terminals)
+
     return [
         ConsumerBinding(
             APPLICATION_FEES,
@@ -91,7 +98,7 @@ def consumers(_ctx: ServiceContext) -> Sequence[ConsumerBinding]:
         ),
         ConsumerBinding(
             TERMINAL_TRANSACTIONS,
-            {TerminalTransactionV1: refusing(handlers.record_terminal_transaction)},
+            {TerminalTransactionV1: refusing(record_terminal_transaction)},
             admit=admit_terminal_message,
             scrub=mask_card_numbers,
         ),
