@@ -13,6 +13,7 @@ from services.applications.subscribers import consumers
 from services.runtime.service import ServiceContext, ServiceDefinition
 
 log = logging.getLogger(__name__)
+SWEEP_INTERVAL_S = 600.0
 
 
 def background(ctx: ServiceContext) -> Sequence[Callable[[], Awaitable[None]]]:
@@ -20,10 +21,12 @@ def background(ctx: ServiceContext) -> Sequence[Callable[[], Awaitable[None]]]:
         """Idempotency-Keys are kept APPLICATIONS_IDEMPOTENCY_RETENTION_HOURS (>= 24 h)."""
         keep = timedelta(hours=settings_of(ctx).idempotency_retention_hours)
         while True:
+            # Sleep first: nothing can be old at start-up, and the first requests should not
+            # find the pool changed by a sweep.
+            await asyncio.sleep(SWEEP_INTERVAL_S)
             removed = await store.forget_idempotency_keys(ctx.pool, datetime.now(UTC) - keep)
             if removed:
                 log.info("old idempotency keys removed", extra={"count": removed})
-            await asyncio.sleep(600)
 
     return [forget_old_idempotency_keys]
 

@@ -23,8 +23,6 @@ from functools import cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from fpdf import FPDF
-
 TOKYO = ZoneInfo("Asia/Tokyo")
 _CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
 
@@ -80,6 +78,8 @@ class CertificateContent:
 
 def render_pdf(c: CertificateContent) -> bytes:
     """The certificate as a one-page A4 PDF."""
+    from fpdf import FPDF  # imported when first needed: it takes a second to load
+
     pdf = FPDF(format="A4")
     pdf.set_title(f"{c.procedure_name} {c.number}")
     pdf.set_creator("cityhall (郡山市デジタル市役所)")
