@@ -37,27 +37,22 @@ async def record_application_submitted(
     """Online usage rate: one more application of its channel, procedure and Tokyo month."""
     d = event.data
     month = domain.tokyo_month(d.submitted_at)
-    new = await conn.fetchval(
-        """INSERT INTO application_facts (application_id, procedure_code, channel,
-                                          submitted_at, month)
-           VALUES ($1, $2, $3, $4, $5) ON CONFLICT (application_id) DO NOTHING
-           RETURNING true""",
+    # One round trip: the fact, and the count only when the fact is new.
+    await conn.execute(
+        """WITH new AS (
+               INSERT INTO application_facts (application_id, procedure_code, channel,
+                                              submitted_at, month)
+               VALUES ($1, $2, $3, $4, $5) ON CONFLICT (application_id) DO NOTHING
+               RETURNING month, procedure_code, channel)
+           INSERT INTO applications_monthly (month, procedure_code, channel, count)
+           SELECT month, procedure_code, channel, 1 FROM new
+           ON CONFLICT (month, procedure_code, channel)
+           DO UPDATE SET count = applications_monthly.count + 1""",
         d.application_id,
         d.procedure_code,
         d.channel.value,
         d.submitted_at,
         month,
-    )
-    if not new:
-        return
-    await conn.execute(
-        """INSERT INTO applications_monthly (month, procedure_code, channel, count)
-           VALUES ($1, $2, $3, 1)
-           ON CONFLICT (month, procedure_code, channel)
-           DO UPDATE SET count = applications_monthly.count + 1""",
-        month,
-        d.procedure_code,
-        d.channel.value,
     )
 
 
@@ -69,11 +64,23 @@ async def record_payment_captured(
     d = event.data
     day = domain.tokyo_day(d.occurred_at)
     brand = d.brand or ""
-    new = await conn.fetchval(
-        """INSERT INTO payment_captures (payment_id, facility_code, method, brand, amount_yen,
-                                         captured_at, day)
-           VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (payment_id) DO NOTHING
-           RETURNING true""",
+    # One round trip: the capture, its bucket when it is new, and the refunds or void that
+    # arrived before it (they wait in payment_reversals).
+    waiting = await conn.fetch(
+        """WITH new AS (
+               INSERT INTO payment_captures (payment_id, facility_code, method, brand,
+                                             amount_yen, captured_at, day)
+               VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (payment_id) DO NOTHING
+               RETURNING day, facility_code, method, brand, amount_yen),
+           bucket AS (
+               INSERT INTO payments_daily (day, facility_code, method, brand, count, amount_yen)
+               SELECT day, facility_code, method, brand, 1, amount_yen FROM new
+               ON CONFLICT (day, facility_code, method, brand) DO UPDATE
+               SET count = payments_daily.count + 1,
+                   amount_yen = payments_daily.amount_yen + EXCLUDED.amount_yen)
+           SELECT r.reversal_id FROM payment_reversals r, new
+           WHERE r.payment_id = $1 AND NOT r.applied
+           ORDER BY r.occurred_at, r.reversal_id""",
         d.payment_id,
         d.facility_code,
         d.method.value,
@@ -82,17 +89,7 @@ async def record_payment_captured(
         d.occurred_at,
         day,
     )
-    if not new:
-        return
-    await _change_bucket(
-        conn, day, d.facility_code, d.method.value, brand, domain.BucketChange(1, d.amount_yen)
-    )
-    waiting = await conn.fetch(
-        """SELECT reversal_id FROM payment_reversals
-           WHERE payment_id = $1 AND NOT applied ORDER BY occurred_at, reversal_id""",
-        d.payment_id,
-    )
-    for row in waiting:  # refunds or a void that arrived before this capture
+    for row in waiting:
         await _apply_reversal(conn, row["reversal_id"])
 
 
@@ -284,27 +281,4 @@ async def record_procedure_facts(
         quarter,
         d.sample,
         d.occurred_at,
-    )
-
-
-async def _change_bucket(
-    conn: asyncpg.Connection,
-    day: object,
-    facility_code: str,
-    method: str,
-    brand: str,
-    change: domain.BucketChange,
-) -> None:
-    await conn.execute(
-        """INSERT INTO payments_daily (day, facility_code, method, brand, count, amount_yen)
-           VALUES ($1, $2, $3, $4, $5, $6)
-           ON CONFLICT (day, facility_code, method, brand) DO UPDATE
-           SET count = payments_daily.count + EXCLUDED.count,
-               amount_yen = payments_daily.amount_yen + EXCLUDED.amount_yen""",
-        day,
-        facility_code,
-        method,
-        brand,
-        change.count,
-        change.amount_yen,
     )
