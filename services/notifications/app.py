@@ -18,7 +18,7 @@ def consumers(ctx: ServiceContext) -> Sequence[ConsumerBinding]:
 def background(ctx: ServiceContext) -> Sequence[Callable[[], Awaitable[None]]]:
     parts = components(ctx)
     sender = Sender(ctx.pool, parts.notifier, parts.channels)
-    ctx.__dict__["notifications_sender"] = sender  # reachable by tests and benchmarks
+    parts.sender = sender
 
     async def send_notifications() -> None:
         try:

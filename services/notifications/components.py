@@ -9,6 +9,7 @@ service runs, e.g. for the AsyncAPI document, and must not need it).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -18,12 +19,17 @@ from services.notifications.handlers import Notifier
 from services.notifications.settings import load_notification_settings
 from services.runtime.service import ServiceContext
 
+if TYPE_CHECKING:
+    from services.notifications.sender import Sender
+
 
 @dataclass
 class Components:
     notifier: Notifier
     channels: dict[NotificationChannel, Channel]
     http: httpx.AsyncClient
+    sender: Sender | None = None
+    """The running sender worker (set by the background job), for tests and benchmarks."""
 
 
 _by_context: dict[int, tuple[ServiceContext, Components]] = {}

@@ -69,9 +69,16 @@ class Sender:
             if done == 0:
                 await asyncio.sleep(self.notifier.settings.sender_poll_s)
 
+    def claim_size(self) -> int:
+        """Never claim more than the slowest channel can start within half a lease: a row
+        still waiting for its turn when its lease runs out would be claimed (and sent) twice."""
+        s = self.notifier.settings
+        slowest = min(s.email_rate_per_s, s.webhook_rate_per_s)
+        return max(1, min(s.sender_batch, int(slowest * s.claim_lease_s / 2)))
+
     async def run_once(self) -> int:
         s = self.notifier.settings
-        claimed = await store.claim_due(self.pool, s.sender_batch, s.claim_lease_s)
+        claimed = await store.claim_due(self.pool, self.claim_size(), s.claim_lease_s)
         if claimed:
             await asyncio.gather(*(self._deliver(n) for n in claimed))
         return len(claimed)

@@ -155,3 +155,14 @@ def test_a_bad_notify_setting_stops_start_up_naming_the_variable(
     assert "NOTIFY_SMTP_PORT" in message
     assert "'seventy'" in message
     assert "NOTIFY_MAX_ATTEMPTS" in message
+
+
+def test_a_sender_never_claims_more_than_it_can_start_within_half_a_lease() -> None:
+    from services.notifications.handlers import Notifier
+    from services.notifications.sender import Sender
+    from services.notifications.settings import NotificationSettings
+
+    slow = NotificationSettings(email_rate_per_s=0.1, claim_lease_s=300, sender_batch=100)
+    assert Sender(None, Notifier.from_settings(slow), {}).claim_size() == 15  # type: ignore[arg-type]
+    fast = NotificationSettings(email_rate_per_s=500, claim_lease_s=300, sender_batch=100)
+    assert Sender(None, Notifier.from_settings(fast), {}).claim_size() == 100  # type: ignore[arg-type]

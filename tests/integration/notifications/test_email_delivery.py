@@ -188,7 +188,8 @@ async def test_two_senders_on_one_database_send_each_notification_once(
     svc = await start_service("notifications")
     parts = components(svc.ctx)
     second = Sender(svc.pool, parts.notifier, parts.channels)
-    first: Sender = svc.ctx.__dict__["notifications_sender"]
+    first = parts.sender
+    assert first is not None
     applicant = await register(svc, "shared@example.jp")
     smtp.stop()  # let the rows pile up, then both senders race for them
     for _ in range(60):
