@@ -33,9 +33,12 @@ def _bindable(port: int) -> bool:
 
 
 def sink_port() -> int:
-    """CITYHALL_SMTP_PORT, else 8025 when it is free, else any free port."""
+    """CITYHALL_SMTP_PORT; else 8025 when it is free, except for a stack on its own ports
+    (CITYHALL_PORT_BASE, as tests run them side by side), which takes any free port."""
     if wanted := os.environ.get("CITYHALL_SMTP_PORT"):
         return int(wanted)
+    if os.environ.get("CITYHALL_PORT_BASE"):
+        return free_port()
     return DEFAULT_SINK_PORT if _bindable(DEFAULT_SINK_PORT) else free_port()
 
 
