@@ -596,6 +596,69 @@ def terminal_subject(facility_code: str, terminal_id: str) -> str:
     return f"terminals.{facility_code}.{terminal_id}.tx.v1"
 
 
+class TerminalSettlementV1(Event):
+    """A terminal's settlement batch for its facility's day (日計), published by the terminal.
+
+    On ``terminals.<facility>.<terminal>.settlement.v1``, a CloudEvent like a transaction, with
+    ``ce-id: <terminal>/<batch_id>``. Payments reconciles it exactly like a batch POSTed to
+    ``/settlements`` by the processor.
+    """
+
+    event_type: ClassVar[str] = f"{TYPE_PREFIX}.terminals.TerminalSettlement.v1"
+    subject: ClassVar[str] = "terminals.*.*.settlement.v1"
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        title="TerminalSettlement.v1",
+        json_schema_extra={
+            "examples": [
+                {
+                    "terminal_id": "shiminka-t01",
+                    "batch": {
+                        "batch_id": "shiminka-t01-20261124",
+                        "facility_code": "shiminka",
+                        "business_date": "2026-11-24",
+                        "processor": "指定納付受託者",
+                        "lines": [
+                            {
+                                "method": "qr",
+                                "brand": "PayPay",
+                                "count": 12,
+                                "amount_yen": 3600,
+                                "fee_yen": 108,
+                            }
+                        ],
+                    },
+                }
+            ]
+        },
+    )
+
+    terminal_id: str = Field(pattern=TERMINAL_ID_PATTERN)
+    batch: SettlementBatch
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_card_number(cls, data: Any) -> Any:
+        if any(contains_card_number(s) for s in _strings(data)):
+            raise ValueError("a full card number (PAN) is refused")
+        return data
+
+    @property
+    def message_id(self) -> str:
+        """The ``ce-id`` (and ``Nats-Msg-Id``) a terminal gives this batch."""
+        return f"{self.terminal_id}/{self.batch.batch_id}"
+
+    def aggregate_id(self) -> str:
+        return self.batch.batch_id
+
+
+def terminal_settlement_subject(facility_code: str, terminal_id: str) -> str:
+    """The relative subject a terminal publishes its settlement batches on."""
+    return f"terminals.{facility_code}.{terminal_id}.settlement.v1"
+
+
 EVENTS: tuple[type[Event], ...] = (
     PaymentCapturedV1,
     PaymentRefundedV1,
@@ -604,5 +667,6 @@ EVENTS: tuple[type[Event], ...] = (
     SettlementReconciledV1,
     SettlementMismatchV1,
     TerminalTransactionV1,
+    TerminalSettlementV1,
 )
 COMMANDS: tuple[type[BaseModel], ...] = (ProviderPaymentConfirmation, SettlementBatch)

@@ -33,6 +33,7 @@ def write_credentials(home: Path, creds: TerminalCredentials, nats_url: str) -> 
                 "nats_user": creds.nats_user,
                 "nats_password": creds.nats_password,
                 "subject": creds.subject,
+                "settlement_subject": creds.settlement_subject,
                 "inbox_prefix": creds.inbox_prefix,
             },
             f,

@@ -24,8 +24,10 @@ from contracts.payments import (
     SettlementDifference,
     SettlementMismatchV1,
     SettlementReconciledV1,
+    TerminalSettlementV1,
     TerminalTransactionKind,
     TerminalTransactionV1,
+    terminal_settlement_subject,
     terminal_subject,
 )
 from services.payments import domain, store
@@ -65,6 +67,11 @@ class TerminalCredentials:
     nats_password: str
     subject: str
     """Relative to the namespace: terminals.<facility>.<terminal>.tx.v1"""
+
+    @property
+    def settlement_subject(self) -> str:
+        """Where it publishes its day's settlement batch (terminals.<f>.<t>.settlement.v1)."""
+        return terminal_settlement_subject(self.facility_code, self.terminal_id)
 
     @property
     def inbox_prefix(self) -> str:
@@ -412,54 +419,72 @@ class SettlementOutcome:
 async def reconcile_settlement(pool: asyncpg.Pool, batch: SettlementBatch) -> SettlementOutcome:
     """Compare a day's settlement batch with the ledger; post the fee and the remittance;
     announce SettlementReconciled or SettlementMismatch. Once per batch id."""
+    async with pool.acquire() as conn, conn.transaction():
+        return await reconcile_settlement_on(conn, batch)
+
+
+async def record_terminal_settlement(
+    conn: asyncpg.Connection, event: Envelope[TerminalSettlementV1]
+) -> None:
+    """A terminal's own settlement batch: only for the facility it is registered to."""
+    settlement = event.data
+    terminal = await store.get_terminal(conn, settlement.terminal_id)
+    if terminal is None:
+        raise domain.UnknownTerminal(f"terminal {settlement.terminal_id!r} is not registered")
+    if terminal.facility_code != settlement.batch.facility_code:
+        raise domain.TerminalNotAtFacility(
+            f"terminal {settlement.terminal_id!r} is registered to {terminal.facility_code!r}, "
+            f"not {settlement.batch.facility_code!r}"
+        )
+    await reconcile_settlement_on(conn, settlement.batch)
+
+
+async def reconcile_settlement_on(
+    conn: asyncpg.Connection, batch: SettlementBatch
+) -> SettlementOutcome:
+    """``reconcile_settlement`` inside the caller's transaction."""
     if batch.facility_code not in FACILITIES_BY_CODE:
         raise domain.UnknownFacility(f"no facility has the code {batch.facility_code!r}")
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtext($1))", f"settlement/{batch.batch_id}"
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"settlement/{batch.batch_id}")
+    earlier = await store.settlement(conn, batch.batch_id)
+    if earlier is not None:
+        return SettlementOutcome(
+            batch_id=batch.batch_id,
+            reconciled=earlier["status"] == "reconciled",
+            differences=[
+                SettlementDifference.model_validate(d) for d in json.loads(earlier["differences"])
+            ],
+            reported_yen=int(earlier["reported_yen"]),
+            fee_yen=int(earlier["fee_yen"]),
+            replayed=True,
         )
-        earlier = await store.settlement(conn, batch.batch_id)
-        if earlier is not None:
-            return SettlementOutcome(
-                batch_id=batch.batch_id,
-                reconciled=earlier["status"] == "reconciled",
-                differences=[
-                    SettlementDifference.model_validate(d)
-                    for d in json.loads(earlier["differences"])
-                ],
-                reported_yen=int(earlier["reported_yen"]),
-                fee_yen=int(earlier["fee_yen"]),
-                replayed=True,
-            )
-        accounts = [domain.receivable_account(line.method, line.brand) for line in batch.lines]
-        ledger = await store.ledger_day(conn, batch.facility_code, batch.business_date, accounts)
-        differences = domain.reconcile(batch.lines, ledger)
-        posting = domain.settlement_posting(batch.facility_code, batch.business_date, batch.lines)
-        if posting is not None:
-            await store.insert_posting(conn, posting)
-        await store.insert_settlement(
-            conn, batch, differences, posting.posting_id if posting else None
+    accounts = [domain.receivable_account(line.method, line.brand) for line in batch.lines]
+    ledger = await store.ledger_day(conn, batch.facility_code, batch.business_date, accounts)
+    differences = domain.reconcile(batch.lines, ledger)
+    posting = domain.settlement_posting(batch.facility_code, batch.business_date, batch.lines)
+    if posting is not None:
+        await store.insert_posting(conn, posting)
+    await store.insert_settlement(conn, batch, differences, posting.posting_id if posting else None)
+    reported = sum(line.amount_yen for line in batch.lines)
+    fee = sum(line.fee_yen for line in batch.lines)
+    event: Event
+    if differences:
+        event = SettlementMismatchV1(
+            batch_id=batch.batch_id,
+            facility_code=batch.facility_code,
+            business_date=batch.business_date,
+            differences=differences,
         )
-        reported = sum(line.amount_yen for line in batch.lines)
-        fee = sum(line.fee_yen for line in batch.lines)
-        event: Event
-        if differences:
-            event = SettlementMismatchV1(
-                batch_id=batch.batch_id,
-                facility_code=batch.facility_code,
-                business_date=batch.business_date,
-                differences=differences,
-            )
-        else:
-            event = SettlementReconciledV1(
-                batch_id=batch.batch_id,
-                facility_code=batch.facility_code,
-                business_date=batch.business_date,
-                gross_yen=reported,
-                fee_yen=fee,
-                net_yen=reported - fee,
-            )
-        await add_events(conn, [_event(event)])
+    else:
+        event = SettlementReconciledV1(
+            batch_id=batch.batch_id,
+            facility_code=batch.facility_code,
+            business_date=batch.business_date,
+            gross_yen=reported,
+            fee_yen=fee,
+            net_yen=reported - fee,
+        )
+    await add_events(conn, [_event(event)])
     return SettlementOutcome(
         batch_id=batch.batch_id,
         reconciled=not differences,

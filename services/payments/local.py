@@ -38,11 +38,14 @@ def _secret(home: Path) -> str:
 
 
 def terminal_nats_user(namespace: str, credentials: dict[str, str]) -> NatsUser:
-    """A terminal may publish on its own subject only, and read only its own replies."""
+    """A terminal may publish on its own subjects only, and read only its own replies."""
+    own = [credentials["subject"]]
+    if "settlement_subject" in credentials:
+        own.append(credentials["settlement_subject"])
     return NatsUser(
         user=credentials["nats_user"],
         password=credentials["nats_password"],
-        publish=(absolute(namespace, credentials["subject"]),),
+        publish=tuple(absolute(namespace, s) for s in own),
         subscribe=(f"{credentials['inbox_prefix']}.>",),
     )
 

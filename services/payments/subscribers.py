@@ -16,21 +16,28 @@ from typing import Any
 import asyncpg
 
 from contracts.applications import ApplicationPaymentRequestedV1
-from contracts.envelope import Envelope
-from contracts.payments import TerminalTransactionV1, terminal_subject
+from contracts.envelope import Envelope, Event
+from contracts.payments import (
+    TerminalSettlementV1,
+    TerminalTransactionV1,
+    terminal_settlement_subject,
+    terminal_subject,
+)
 from contracts.subjects import APPLICATIONS, TERMINALS
 from services.payments import handlers
 from services.payments.domain import PaymentError
 from services.payments.settings import payments_settings
-from services.runtime.consumer import Refused
+from services.runtime.consumer import Handler, Refused
 from services.runtime.service import ConsumerBinding, ServiceContext
 from services.runtime.streams import ConsumerDecl
 
-TERMINAL_TRANSACTIONS = ConsumerDecl(
+TERMINAL_MESSAGES = ConsumerDecl(
     durable="payments_terminals",
     stream=TERMINALS,
-    subjects=(TerminalTransactionV1.subject,),
+    subjects=("terminals.>",),
 )
+"""Everything terminals publish: transactions and settlement batches, each checked against
+its own subject by ``admit_terminal``."""
 
 APPLICATION_FEES = ConsumerDecl(
     durable="payments_application_fees",
@@ -53,6 +60,26 @@ def admit_terminal_message(subject: str, event: Envelope[Any]) -> str | None:
     if event.id != tx.message_id:
         return f"ce-id must be {tx.message_id!r} (terminal/transaction id), not {event.id!r}"
     return None
+
+
+def admit_terminal_settlement(subject: str, event: Envelope[Any]) -> str | None:
+    """Why a terminal's settlement batch is refused before it is reconciled, or None."""
+    settlement: TerminalSettlementV1 = event.data
+    facility, terminal = settlement.batch.facility_code, settlement.terminal_id
+    expected = terminal_settlement_subject(facility, terminal)
+    if subject.split(".")[-5:] != expected.split("."):
+        return f"subject {subject!r} is not terminal {terminal!r}'s own subject ({expected})"
+    if event.id != settlement.message_id:
+        return f"ce-id must be {settlement.message_id!r} (terminal/batch id), not {event.id!r}"
+    return None
+
+
+def admit_terminal(subject: str, event: Envelope[Any]) -> str | None:
+    """Each terminal subject carries one kind of message: anything else is refused (not
+    skipped), so a terminal publishing the wrong kind hears about it in the DLQ."""
+    if isinstance(event.data, TerminalSettlementV1):
+        return admit_terminal_settlement(subject, event)
+    return admit_terminal_message(subject, event)
 
 
 def mask_card_numbers(body: bytes) -> bytes:
@@ -91,15 +118,16 @@ def consumers(_ctx: ServiceContext) -> Sequence[ConsumerBinding]:
     ) -> None:
         await handlers.record_terminal_transaction(conn, event, known_terminals)
 
+    from_terminals: dict[type[Event], Handler] = {
+        TerminalTransactionV1: refusing(record_terminal_transaction),
+        TerminalSettlementV1: refusing(handlers.record_terminal_settlement),
+    }
     return [
         ConsumerBinding(
             APPLICATION_FEES,
             {ApplicationPaymentRequestedV1: refusing(create_payment_request)},
         ),
         ConsumerBinding(
-            TERMINAL_TRANSACTIONS,
-            {TerminalTransactionV1: refusing(record_terminal_transaction)},
-            admit=admit_terminal_message,
-            scrub=mask_card_numbers,
+            TERMINAL_MESSAGES, from_terminals, admit=admit_terminal, scrub=mask_card_numbers
         ),
     ]

@@ -10,7 +10,12 @@ import asyncpg
 from nats.js import JetStreamContext
 
 from contracts.envelope import CE_ID, CE_SOURCE, CE_SPECVERSION, CE_TIME, CE_TYPE, NATS_MSG_ID
-from contracts.payments import TerminalTransactionV1, terminal_subject
+from contracts.payments import (
+    TerminalSettlementV1,
+    TerminalTransactionV1,
+    terminal_settlement_subject,
+    terminal_subject,
+)
 from contracts.subjects import absolute
 from services.payments import store
 
@@ -70,6 +75,30 @@ async def terminal_publishes(
     relative = subject or terminal_subject(payload["facility_code"], payload["terminal_id"])
     data = body if body is not None else json.dumps(payload, ensure_ascii=False).encode()
     ack = await js.publish(absolute(namespace, relative), data, headers=headers)
+    return int(ack.seq)
+
+
+async def terminal_settles(
+    js: JetStreamContext,
+    namespace: str,
+    terminal_id: str,
+    batch: dict[str, Any],
+    *,
+    subject: str | None = None,
+) -> int:
+    """Publish a terminal's settlement batch as the terminal does (a CloudEvent)."""
+    message_id = f"{terminal_id}/{batch['batch_id']}"
+    headers = {
+        CE_SPECVERSION: "1.0",
+        CE_ID: message_id,
+        CE_SOURCE: f"/terminals/{terminal_id}",
+        CE_TYPE: TerminalSettlementV1.event_type,
+        CE_TIME: datetime.now(JST).isoformat(),
+        NATS_MSG_ID: message_id,
+    }
+    relative = subject or terminal_settlement_subject(batch["facility_code"], terminal_id)
+    body = json.dumps({"terminal_id": terminal_id, "batch": batch}, ensure_ascii=False).encode()
+    ack = await js.publish(absolute(namespace, relative), body, headers=headers)
     return int(ack.seq)
 
 

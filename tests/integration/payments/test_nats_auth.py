@@ -31,6 +31,7 @@ from tests.integration.helpers import wait_for
 from tests.integration.payments.helpers import (
     assert_ledger_balances,
     terminal_publishes,
+    terminal_settles,
     transaction,
 )
 
@@ -55,7 +56,10 @@ def auth_server(tmp_path: Path, namespace: str) -> Iterator[EmbeddedNats]:
 
 
 def as_dict(creds: TerminalCredentials) -> dict[str, str]:
-    return dataclasses.asdict(creds) | {"inbox_prefix": creds.inbox_prefix}
+    return dataclasses.asdict(creds) | {
+        "inbox_prefix": creds.inbox_prefix,
+        "settlement_subject": creds.settlement_subject,
+    }
 
 
 async def add_users(server: EmbeddedNats, namespace: str, users: list[NatsUser]) -> None:
@@ -164,6 +168,17 @@ async def test_a_terminal_cannot_publish_as_another_terminal_or_for_another_faci
 
     own = transaction(civic.terminal_id, "OK1")
     assert await terminal.publish(namespace, own, civic.subject) > 0
+    assert terminal.nc is not None
+    day = {
+        "batch_id": "S1",
+        "facility_code": "shiminka",
+        "business_date": "2026-11-24",
+        "processor": "PayPay",
+        "lines": [{"method": "qr", "brand": "PayPay", "count": 1, "amount_yen": 300}],
+    }
+    await terminal_settles(
+        terminal.nc.jetstream(timeout=1.0), namespace, civic.terminal_id, day
+    )  # its own settlement subject is allowed too
     as_museum = transaction(museum.terminal_id, "BAD1", facility_code="bijutsukan")
     with pytest.raises(nats.errors.TimeoutError):
         await terminal.publish(namespace, as_museum, museum.subject)
@@ -179,7 +194,7 @@ async def test_a_terminal_cannot_publish_as_another_terminal_or_for_another_faci
     assert await wait_for(posted) == 1
     await asyncio.sleep(0.3)
     info = await admin.jetstream().stream_info(TERMINALS.stream_name(namespace))
-    assert info.state.messages == 1  # the refused publishes never reached the stream
+    assert info.state.messages == 2  # the refused publishes never reached the stream
     assert await posted() == 1
     violations = server_violations(auth_server, civic.nats_user)
     assert violations == [

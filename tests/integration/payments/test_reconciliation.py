@@ -11,8 +11,9 @@ from nats.js import JetStreamContext
 
 from contracts.payments import SettlementMismatchV1, SettlementReconciledV1
 from services.payments.handlers import register_terminal
+from services.runtime.dlq import list_dead_letters
 from tests.integration.helpers import wait_for
-from tests.integration.payments.helpers import terminal_publishes, transaction
+from tests.integration.payments.helpers import terminal_publishes, terminal_settles, transaction
 from tests.integration.payments.test_terminal_ingestion import published
 
 STAFF = {"authorization": "Bearer tok-finance"}
@@ -175,3 +176,35 @@ async def test_settlements_need_a_staff_credential_and_valid_lines(payments: Any
     no_lines = await payments.http.post("/settlements", json=batch("B-4", []), headers=STAFF)
     assert no_lines.status_code == 422
     assert "lines" in no_lines.text
+
+
+async def test_a_terminal_settles_its_own_facility_s_day_over_nats(
+    payments: Any, js: JetStreamContext, namespace: str
+) -> None:
+    await a_day_at_the_civic_affairs_counter(payments, js, namespace)
+    [terminal] = await payments.pool.fetch("SELECT terminal_id FROM terminals")
+    t = terminal["terminal_id"]
+    planted = batch(
+        "T-1", [{"method": "emoney", "brand": "交通系IC", "count": 1, "amount_yen": 250}]
+    )
+    await terminal_settles(js, namespace, t, planted)
+    [event] = await wait_for(lambda: published(js, namespace, SettlementMismatchV1))
+    assert event["differences"][0]["amount_difference_yen"] == 50
+
+    # For another facility, or a transaction sent on the settlement subject: refused.
+    await terminal_settles(js, namespace, t, batch("T-2", planted["lines"], "bijutsukan"))
+    await terminal_publishes(
+        js,
+        namespace,
+        transaction(t, "C9"),
+        subject=f"terminals.shiminka.{t}.settlement.v1",
+    )
+
+    async def two_dead() -> list[Any]:
+        letters = await list_dead_letters(js, namespace)
+        return letters if len(letters) == 2 else []
+
+    reasons = sorted(d.reason for d in await wait_for(two_dead))
+    assert "TerminalNotAtFacility" in reasons[0]
+    assert "is not terminal" in reasons[1]
+    assert await payments.pool.fetchval("SELECT count(*) FROM settlements") == 1
