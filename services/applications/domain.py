@@ -205,12 +205,14 @@ def submit(
     return app, event
 
 
-def request_fee(app: Application, procedure: Procedure, now: datetime) -> Decision:
-    """submitted -> awaiting_payment: ask payments to collect the procedure's fee.
+def fee_due_at_submission(app: Application) -> bool:
+    """An online application with a fee asks for it as it is submitted; at the counter or by
+    mail, staff ask for it (``request_fee``) when the applicant is ready to pay."""
+    return app.channel is Channel.ONLINE and app.fee_yen > 0
 
-    A separate step from submission: the applicant (online) or the counter staff ask for the
-    fee when the applicant is ready to pay, and the fee event then carries who pays.
-    """
+
+def request_fee(app: Application, procedure: Procedure, now: datetime) -> Decision:
+    """submitted -> awaiting_payment: ask payments to collect the procedure's fee."""
     _aware(now)
     if app.fee_yen <= 0:
         raise NoFeeDue(f"application {app.id}: procedure {app.procedure_code} has no fee")

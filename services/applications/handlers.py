@@ -165,6 +165,9 @@ def submit_application(
         )
         await store.insert_application(conn, app)
         await add_events(conn, [ctx.new_event(event, time=app.submitted_at)])
+        if domain.fee_due_at_submission(app):
+            # Online applicants pay online: the fee (手数料) is asked for at once.
+            app = await _save(ctx, conn, *domain.request_fee(app, procedure, now))
         return app
 
     return effect

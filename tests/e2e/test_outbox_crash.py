@@ -64,9 +64,9 @@ async def test_killed_between_commit_and_publish_loses_no_event(
     async with httpx.AsyncClient(timeout=5.0) as http:
         # -- commit, then the relay kills its own process before publishing -------------------
         crashing = await start(http, CITYHALL_FAULT_KILL_BEFORE_PUBLISH="1")
-        resp = await http.post(
-            f"{url}/applications", json={"procedure_code": "JUMINHYO", "channel": "online"}
-        )
+        # A fee-free procedure: one state change, one event (a fee would add its request).
+        body = {"procedure_code": "SHIMIN_NO_KOE", "form": {"subject": "道路", "body": "穴"}}
+        resp = await http.post(f"{url}/applications", json=body)
         assert resp.status_code == 201, resp.text
         application_id = resp.json()["id"]
 

@@ -9,6 +9,7 @@ from typing import Any
 from nats.js import JetStreamContext
 
 from contracts import ApplicationSubmittedV1
+from contracts.applications import ApplicationPaymentRequestedV1
 from contracts.subjects import APPLICATIONS
 
 
@@ -42,9 +43,17 @@ async def test_submitted_application_is_counted_by_channel(
     body = await wait_for(counted)
     assert body == {"online": 2, "counter": 1, "mail": 0, "total": 3, "online_share": 0.6667}
 
-    info = await js.stream_info(APPLICATIONS.stream_name(namespace))
-    assert info.state.messages == 3
-    msg = await js.get_msg(APPLICATIONS.stream_name(namespace), seq=1)
+    stream = APPLICATIONS.stream_name(namespace)
+    info = await js.stream_info(stream)
+    types = [
+        (await js.get_msg(stream, seq=seq)).headers["ce-type"]  # type: ignore[index]
+        for seq in range(1, info.state.messages + 1)
+    ]
+    # Each online JUMINHYO (300 yen) also asks payments for its fee; the counter one does not.
+    assert types.count(ApplicationSubmittedV1.event_type) == 3
+    assert types.count(ApplicationPaymentRequestedV1.event_type) == 2
+    assert len(types) == 5
+    msg = await js.get_msg(stream, seq=1)
     assert msg.headers is not None
     assert msg.headers["ce-type"] == ApplicationSubmittedV1.event_type
     assert msg.headers["Nats-Msg-Id"] == msg.headers["ce-id"]

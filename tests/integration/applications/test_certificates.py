@@ -24,7 +24,7 @@ async def issue(applications: Any, js: JetStreamContext, namespace: str) -> dict
     body = {"procedure_code": "JUMINHYO", "form": {"copies": 1, "purpose": "勤務先への提出"}}
     app = (await http.post("/applications", json=body, headers=CITIZEN)).json()
     url = f"/applications/{app['id']}"
-    await http.post(f"{url}/fee-request", headers=CITIZEN)
+    assert app["status"] == "awaiting_payment"
     await publish_envelope(js, namespace, captured(app["id"]))
 
     async def paid() -> bool:

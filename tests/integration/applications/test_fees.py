@@ -56,10 +56,15 @@ async def submit_and_ask_fee(applications: Any, body: dict[str, Any]) -> dict[st
     http = applications.http
     resp = await http.post("/applications", json=body, headers=CITIZEN)
     assert resp.status_code == 201, resp.text
-    assert resp.json()["status"] == "submitted"
-    resp = await http.post(f"/applications/{resp.json()['id']}/fee-request", headers=CITIZEN)
-    assert resp.status_code == 200, resp.text
     app: dict[str, Any] = resp.json()
+    if body.get("channel", "online") == "online":
+        assert app["status"] == "awaiting_payment"  # online: the fee is asked for at once
+        return app
+    assert app["status"] == "submitted"  # counter and mail: staff ask when the applicant pays
+    resp = await http.post(f"/applications/{app['id']}/fee-request", headers=CITIZEN)
+    assert resp.status_code == 200, resp.text
+    app = resp.json()
+    assert app["status"] == "awaiting_payment"
     return app
 
 
@@ -127,13 +132,16 @@ async def test_a_capture_for_an_application_not_awaiting_payment_changes_nothing
 
 async def test_nothing_is_reviewed_or_approved_unpaid(applications: Any) -> None:
     http = applications.http
-    app = (await http.post("/applications", json={"procedure_code": "JUMINHYO"})).json()
+    body = {"procedure_code": "JUMINHYO", "channel": "counter"}
+    app = (await http.post("/applications", json=body)).json()
     url = f"/applications/{app['id']}"
     resp = await http.post(f"{url}/review", headers=STAFF)
     assert resp.status_code == 409
     assert "300 yen is not paid" in resp.json()["detail"]
     await http.post(f"{url}/fee-request", headers=STAFF)
-    assert (await http.post(f"{url}/review", headers=STAFF)).status_code == 409
+    resp = await http.post(f"{url}/review", headers=STAFF)
+    assert resp.status_code == 409
+    assert "is awaiting_payment: cannot start review" in resp.json()["detail"]
     assert (await http.post(f"{url}/approve", headers=STAFF)).status_code == 409
     assert await status_of(applications, app["id"]) == "awaiting_payment"
 
