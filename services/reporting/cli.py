@@ -28,7 +28,7 @@ def rebuild_command() -> None:
         TimeElapsedColumn,
     )
 
-    from services.reporting.rebuild import rebuild
+    from services.reporting.rebuild import RebuildError, rebuild
     from services.runtime.settings import load_settings
 
     settings = load_settings("reporting")
@@ -52,7 +52,11 @@ def rebuild_command() -> None:
             done_by[name] = done_by.get(name, 0) + done
             bar.update(tasks[name], completed=done_by[name], total=max(total, done_by[name]))
 
-        report = asyncio.run(rebuild(settings, progress=progress, on_start=on_start))
+        try:
+            report = asyncio.run(rebuild(settings, progress=progress, on_start=on_start))
+        except RebuildError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
     for name, applied in report.applied.items():
         console.print(f"{name}: {applied} events applied")
     if report.skipped_invalid:

@@ -54,7 +54,7 @@ FETCH_WAIT_S = 0.5
 
 
 class RebuildError(RuntimeError):
-    """The rebuild could not finish; the live read-models were left as they were."""
+    """The rebuild could not start or finish; the live read-models were left as they were."""
 
 
 @dataclass
@@ -188,6 +188,12 @@ def shadow_schema(live: str) -> str:
     return f"{live}_rebuild"
 
 
+def rebuild_lock(live: str) -> str:
+    """The advisory lock key one rebuild of ``live`` holds (not the migrator's: that one is
+    the schema's own name)."""
+    return f"rebuild of {live}"
+
+
 async def rebuild(
     settings: ServiceSettings,
     *,
@@ -197,6 +203,25 @@ async def rebuild(
 ) -> RebuildReport:
     """Replay the streams into a shadow schema and swap its rows in; see the module doc."""
     live, shadow = settings.schema_name, shadow_schema(settings.schema_name)
+    guard = await asyncpg.connect(settings.dsn)
+    try:
+        if not await guard.fetchval(
+            "SELECT pg_try_advisory_lock(hashtext($1))", rebuild_lock(live)
+        ):
+            raise RebuildError(f"another rebuild of schema {live} is running")
+        return await _rebuild(settings, live, shadow, bindings, progress, on_start)
+    finally:
+        await guard.close()  # the session's advisory lock goes with it
+
+
+async def _rebuild(
+    settings: ServiceSettings,
+    live: str,
+    shadow: str,
+    bindings: Sequence[ConsumerBinding],
+    progress: Progress | None,
+    on_start: Callable[[dict[str, int]], None] | None,
+) -> RebuildReport:
     await _drop_schema(settings.dsn, shadow)
     shadow_pool = await db.create_pool(settings.dsn, shadow, min_size=1, max_size=2)
     live_pool = await db.create_pool(settings.dsn, live, min_size=1, max_size=1)

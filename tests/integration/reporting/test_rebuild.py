@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import asyncpg
+import pytest
 from nats.js import JetStreamContext
 
 from services.reporting.lag import projection_lag
-from services.reporting.rebuild import rebuild, shadow_schema
+from services.reporting.rebuild import RebuildError, rebuild, rebuild_lock, shadow_schema
 from services.reporting.subscribers import BINDINGS
 from tests.integration.helpers import publish_envelope, wait_for
 from tests.integration.reporting.events import application
@@ -115,3 +117,21 @@ async def test_projection_lag_counts_events_not_yet_applied(
     assert apps.stream_last_seq == 4
     assert apps.last_applied_seq == 1
     assert apps.seconds_behind >= 0.2
+
+
+async def test_a_second_rebuild_while_one_runs_is_refused(
+    start_service: Any, database_url: str
+) -> None:
+    reporting = await start_service("reporting")
+    settings = reporting.ctx.settings
+    holder = await asyncpg.connect(database_url)  # stands in for a rebuild in progress
+    try:
+        await holder.execute(
+            "SELECT pg_advisory_lock(hashtext($1))", rebuild_lock(settings.schema_name)
+        )
+        with pytest.raises(RebuildError, match="another rebuild"):
+            await rebuild(settings)
+    finally:
+        await holder.close()
+    report = await rebuild(settings)  # once the first has finished, it runs
+    assert report.failed == []
