@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +22,21 @@ dlq_app = typer.Typer(
 )
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(dlq_app, name="dlq")
+
+
+def _load_operator_env() -> None:
+    """Commands run beside `cityhall up` (dlq list, reporting rebuild, demo, ...) reach its
+    servers as the operator: `up` writes <home>/operator.env; read it when NATS_URL is unset.
+    Variables already set win; `up` and `serve` themselves never read it."""
+    if os.environ.get("NATS_URL") or sys.argv[1:2] in (["up"], ["serve"]):
+        return
+    path = Path(os.environ.get("CITYHALL_HOME") or ".cityhall") / "operator.env"
+    if not path.is_file():
+        return
+    for line in path.read_text().splitlines():
+        name, sep, value = line.partition("=")
+        if sep and name and name not in os.environ:
+            os.environ[name] = value
 
 
 def _env(name: str) -> str | None:
@@ -217,4 +233,5 @@ _add_service_commands()
 
 
 def main() -> None:
+    _load_operator_env()
     app()

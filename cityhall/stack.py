@@ -93,6 +93,7 @@ class LocalExtras:
 
 
 ADMIN_NATS_USER = "cityhall"
+OPERATOR_ENV = "operator.env"
 
 
 def service_nats_user(namespace: str, service: str, password: str) -> NatsUser:
@@ -272,6 +273,7 @@ class LocalStack:
             self.services.append(proc)
             proc.start()
         console.print(f"services  starting: {', '.join(SERVICE_NAMES)} (logs in {cfg.home}/logs)")
+        self._write_operator_env(nats_url, urls)
         self._wait_ready(started)
 
     def _nats_authorization(self) -> str:
@@ -297,6 +299,23 @@ class LocalStack:
         self.nats.reload()
         console.print("nats      users changed; configuration reloaded")
         return True
+
+    def _write_operator_env(self, nats_url: str, urls: dict[str, str]) -> None:
+        """``<home>/operator.env``: what `cityhall dlq list`, `reporting rebuild`, `demo`, ...
+        need to reach this stack (read by the CLI when NATS_URL is not set). Mode 0600."""
+        if self.nats_passwords and self.nats is not None:
+            password = self.nats_passwords[ADMIN_NATS_USER]
+            nats_url = f"nats://{ADMIN_NATS_USER}:{password}@{self.nats.host}:{self.nats.port}"
+        lines = {
+            "NATS_URL": nats_url,
+            "CITYHALL_NAMESPACE": self.config.namespace,
+            "CITYHALL_HOME": str(self.config.home),
+            **{f"{s.upper()}_DATABASE_URL": urls[s] for s in SERVICE_NAMES},
+        }
+        path = self.config.home / OPERATOR_ENV
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.writelines(f"{k}={v}\n" for k, v in lines.items())
 
     def _start_sidecar(self, sidecar: Sidecar) -> None:
         log = (self.config.home / "logs" / f"{sidecar.name}.log").open("ab")
@@ -358,9 +377,8 @@ class LocalStack:
             if self.nats_passwords:
                 console.print(
                     f"           authentication on: users and passwords in "
-                    f"{self.config.home}/nats-users.json (operator user "
-                    f"'{ADMIN_NATS_USER}': NATS_URL=nats://{ADMIN_NATS_USER}:<password>@"
-                    f"{self.nats.host}:{self.nats.port})"
+                    f"{self.config.home}/nats-users.json; other `cityhall` commands connect "
+                    f"as the operator with {self.config.home}/{OPERATOR_ENV}"
                 )
         if self.postgres is not None:
             console.print(f"PostgreSQL {self.postgres.url(DATABASE)}")
