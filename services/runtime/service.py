@@ -67,6 +67,9 @@ class ConsumerBinding:
     """Optional masking of dead-lettered bodies (see consumer.Scrub)."""
 
 
+BackgroundJob = Callable[[], Awaitable[None]]
+
+
 @dataclass(frozen=True)
 class ServiceDefinition:
     name: str
@@ -75,7 +78,7 @@ class ServiceDefinition:
     router: APIRouter | None = None
     """HTTP routes; they reach the running service through ``Depends(service_context)``."""
     consumers: Callable[[ServiceContext], Sequence[ConsumerBinding]] = lambda _ctx: ()
-    background: Callable[[ServiceContext], Sequence[Callable[[], Awaitable[None]]]] = lambda _ctx: ()
+    background: Callable[[ServiceContext], Sequence[BackgroundJob]] = lambda _ctx: ()
     """Long-running jobs (expiry sweeps, retry workers); started after the subscribers,
     cancelled first at shutdown. Each should loop until cancelled."""
     description: str = ""
@@ -157,7 +160,9 @@ class Runtime:
         ctx = ServiceContext(settings=s, pool=pool, broker=broker)
         self.ctx = ctx
         await broker.connect()
-        await provision_streams(ctx.js, StreamSettings(namespace=s.namespace))
+        await provision_streams(
+            ctx.js, StreamSettings(namespace=s.namespace, replicas=s.stream_replicas)
+        )
         for binding in self.defn.consumers(ctx):
             decl = self._subscribe(ctx, binding)
             await provision_consumer(ctx.js, decl, s.namespace)

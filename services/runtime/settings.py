@@ -119,6 +119,13 @@ class ServiceSettings(BaseSettings):
     inbox_retention_days: float = Field(
         default=0, ge=0, validation_alias=AliasChoices("INBOX_RETENTION_DAYS")
     )
+    stream_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=5,
+        validation_alias=AliasChoices("STREAM_REPLICAS"),
+        description="JetStream replicas of each stream: 3 on a three-node NATS cluster.",
+    )
     consumer_batch_size: int = Field(
         default=256,
         ge=1,
