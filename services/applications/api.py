@@ -283,6 +283,14 @@ async def submit_application(
     request: Request,
     idempotency_key: IdemHeader = None,
 ) -> JSONResponse:
+    if cmd.channel is not Channel.ONLINE and who.staff_id is None:
+        # Counter (窓口) and mail (郵送) applications are entered by staff: anyone else
+        # claiming those channels would skew the online usage rate.
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            f"{cmd.channel.value} applications are entered by staff: "
+            "send a staff credential (Authorization: Bearer <token>)",
+        )
     idem = _key(idempotency_key, who, request, cmd.model_dump(mode="json"))
     trust = trust_config(settings_of(ctx))
     effect = handlers.submit_application(ctx, cmd, who.applicant_id, trust)

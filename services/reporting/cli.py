@@ -118,9 +118,11 @@ def demo_command(
                 plan,
                 lambda n: bar.advance(pay, n),
             )
+            token_file = settings.home.resolve() / "applications" / "staff.token"
+            staff_token = token_file.read_text().strip() if token_file.is_file() else None
             async with httpx.AsyncClient(base_url=settings.applications_url, timeout=10) as http:
                 accepted, refused = await demo.submit_applications(
-                    http, applications, seed, lambda n: bar.advance(apply, n)
+                    http, applications, seed, lambda n: bar.advance(apply, n), staff_token
                 )
         return sent, accepted, refused
 

@@ -246,12 +246,20 @@ def form_for(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 async def submit_applications(
-    http: httpx.AsyncClient, count: int, seed: int, progress: Callable[[int], None]
+    http: httpx.AsyncClient,
+    count: int,
+    seed: int,
+    progress: Callable[[int], None],
+    staff_token: str | None = None,
 ) -> tuple[int, int]:
     """Citizens and staff apply over HTTP (``http`` is a client on the applications service);
     return (accepted, refused by the service)."""
     rng = random.Random(seed)
     accepted = refused = 0
+    staff_headers = {"Authorization": f"Bearer {staff_token}"} if staff_token else {}
+    # Without a staff credential only citizens apply (counter and mail entries are staff's).
+    channels = (Channel.ONLINE, Channel.COUNTER, Channel.MAIL) if staff_token else (Channel.ONLINE,)
+    weights = (45, 45, 10) if staff_token else (1,)
     if count:
         page = (await http.get("/procedures", params={"online": "true", "limit": 200})).json()
         procedures = page["items"]
@@ -259,12 +267,12 @@ async def submit_applications(
         # card, so its online applications go to group-1 procedures.
         group_1 = [p for p in procedures if p["group"] == 1] or procedures
         for _ in range(count):
-            channel = rng.choices((Channel.ONLINE, Channel.COUNTER, Channel.MAIL), (45, 45, 10))[0]
+            channel = rng.choices(channels, weights)[0]
             p = rng.choice(group_1 if channel is Channel.ONLINE else procedures)
             headers = (
                 {"X-Applicant-Id": str(uuid.UUID(int=rng.getrandbits(128)))}
                 if channel is Channel.ONLINE
-                else {}
+                else staff_headers
             )
             resp = await http.post(
                 "/applications",

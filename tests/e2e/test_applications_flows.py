@@ -222,7 +222,8 @@ async def test_idempotent_retries_and_illegal_transitions(service: Service) -> N
     retry = await http.post("/applications", json=body, headers=keyed)
     assert first.status_code == retry.status_code == 201
     assert retry.json() == first.json()
-    other = await http.post("/applications", json=body | {"channel": "mail"}, headers=keyed)
+    another = {"procedure_code": "SHIMIN_NO_KOE", "form": {"subject": "道路", "body": "段差"}}
+    other = await http.post("/applications", json=another, headers=keyed)
     assert other.status_code == 422
     mine = (await http.get("/applications", headers=citizen)).json()
     assert mine["total"] == 1

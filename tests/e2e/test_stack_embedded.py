@@ -124,9 +124,11 @@ async def test_up_runs_embedded_servers_and_keeps_data(
     async with httpx.AsyncClient(timeout=5.0) as http:
         # -- first run: initdb, bootstrap, one application counted ---------------------------
         first = await start_stack(processes, home, http)
+        token = (home / "applications" / "staff.token").read_text().strip()
         resp = await http.post(
             f"{first.urls['applications']}/applications",
             json={"procedure_code": "JUMINHYO", "channel": "counter"},
+            headers={"Authorization": f"Bearer {token}"},  # counter entries are staff's
         )
         assert resp.status_code == 201, resp.text
 

@@ -89,10 +89,13 @@ async def test_stack_serves_the_first_flow_in_one_trace(
 
         # -- two applications, counted by channel --------------------------------------------
         created = []
+        # Mail entries are staff's: `up` made a local staff token under its home.
+        token = (home / "applications" / "staff.token").read_text().strip()
         for channel in ("online", "mail"):
             resp = await http.post(
                 f"{urls['applications']}/applications",
                 json={"procedure_code": "JUMINHYO", "channel": channel},
+                headers={"Authorization": f"Bearer {token}"} if channel == "mail" else {},
             )
             assert resp.status_code == 201, resp.text
             created.append(resp.json())

@@ -6,6 +6,7 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
 from nats.js import JetStreamContext
 
 from contracts import ApplicationSubmittedV1
@@ -25,14 +26,18 @@ async def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05
 
 
 async def test_submitted_application_is_counted_by_channel(
-    start_service: Any, js: JetStreamContext, namespace: str
+    start_service: Any, js: JetStreamContext, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("APPLICATIONS_STAFF_TOKENS", "counter01=first-flow-staff-token")
     applications = await start_service("applications")
     reporting = await start_service("reporting")
+    staff = {"Authorization": "Bearer first-flow-staff-token"}  # counter entries are staff's
 
     for channel in ("online", "online", "counter"):
         resp = await applications.http.post(
-            "/applications", json={"procedure_code": "JUMINHYO", "channel": channel}
+            "/applications",
+            json={"procedure_code": "JUMINHYO", "channel": channel},
+            headers=staff if channel == "counter" else {},
         )
         assert resp.status_code == 201, resp.text
 

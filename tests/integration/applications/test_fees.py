@@ -54,14 +54,15 @@ async def status_of(applications: Any, app_id: str) -> str:
 
 async def submit_and_ask_fee(applications: Any, body: dict[str, Any]) -> dict[str, Any]:
     http = applications.http
-    resp = await http.post("/applications", json=body, headers=CITIZEN)
+    online = body.get("channel", "online") == "online"
+    resp = await http.post("/applications", json=body, headers=CITIZEN if online else STAFF)
     assert resp.status_code == 201, resp.text
     app: dict[str, Any] = resp.json()
     if body.get("channel", "online") == "online":
         assert app["status"] == "awaiting_payment"  # online: the fee is asked for at once
         return app
     assert app["status"] == "submitted"  # counter and mail: staff ask when the applicant pays
-    resp = await http.post(f"/applications/{app['id']}/fee-request", headers=CITIZEN)
+    resp = await http.post(f"/applications/{app['id']}/fee-request", headers=STAFF)
     assert resp.status_code == 200, resp.text
     app = resp.json()
     assert app["status"] == "awaiting_payment"
@@ -133,7 +134,7 @@ async def test_a_capture_for_an_application_not_awaiting_payment_changes_nothing
 async def test_nothing_is_reviewed_or_approved_unpaid(applications: Any) -> None:
     http = applications.http
     body = {"procedure_code": "JUMINHYO", "channel": "counter"}
-    app = (await http.post("/applications", json=body)).json()
+    app = (await http.post("/applications", json=body, headers=STAFF)).json()
     url = f"/applications/{app['id']}"
     resp = await http.post(f"{url}/review", headers=STAFF)
     assert resp.status_code == 409

@@ -90,3 +90,16 @@ async def test_an_applicant_lists_only_their_own_whatever_the_filter(application
     assert listed["total"] == 0
     listed = (await applications.http.get("/applications", headers=citizen)).json()
     assert [a["id"] for a in listed["items"]] == [mine.json()["id"]]
+
+
+async def test_counter_and_mail_entries_need_a_staff_credential(applications: Any) -> None:
+    """Anyone could otherwise claim the counter channel and skew the online usage rate."""
+    http = applications.http
+    citizen = {"X-Applicant-Id": str(uuid.uuid4())}
+    for channel in ("counter", "mail"):
+        body = TAX | {"channel": channel, "form": TAX_FORM}
+        for headers in ({}, citizen, {"Authorization": "Bearer not-a-real-staff-token"}):
+            resp = await http.post("/applications", json=body, headers=headers)
+            assert resp.status_code == 401, (channel, headers, resp.text)
+        assert (await http.post("/applications", json=body, headers=STAFF)).status_code == 201
+    assert await applications.pool.fetchval("SELECT count(*) FROM applications") == 2

@@ -36,14 +36,23 @@ def test_the_demo_plan_is_seeded_and_turns_from_cash_toward_cashless() -> None:
     assert all(p["amount_yen"] in (300, 450, 750, 200, 400) for p in captures)
 
 
+DEMO_STAFF_TOKEN = "demo-counter-staff-token"
+
+
 def test_without_registered_terminals_the_demo_says_what_to_run(tmp_path: Path) -> None:
     with pytest.raises(demo.NoTerminals, match="cityhall terminals register"):
         demo.registered_terminals(tmp_path)
 
 
 async def test_demo_traffic_goes_through_the_real_services_into_the_kpis(
-    start_service: Any, js: JetStreamContext, namespace: str, nats_url: str, tmp_path: Path
+    start_service: Any,
+    js: JetStreamContext,
+    namespace: str,
+    nats_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("APPLICATIONS_STAFF_TOKENS", f"demo={DEMO_STAFF_TOKEN}")
     applications = await start_service("applications")
     payments = await start_service("payments")
     reporting = await start_service("reporting")
@@ -53,7 +62,9 @@ async def test_demo_traffic_goes_through_the_real_services_into_the_kpis(
     plan = list(demo.plan_transactions(terminals, 3, 40, date(2026, 11, 24), seed=3))
 
     sent = await demo.publish_payments(nats_url, namespace, plan, lambda _n: None)
-    accepted, refused = await demo.submit_applications(applications.http, 30, 3, lambda _n: None)
+    accepted, refused = await demo.submit_applications(
+        applications.http, 30, 3, lambda _n: None, DEMO_STAFF_TOKEN
+    )
 
     assert sent == len(plan)
     assert (accepted, refused) == (30, 0)
