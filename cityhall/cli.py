@@ -194,6 +194,48 @@ def dlq_list(
     Console().print(table)
 
 
+@dlq_app.command("replay")
+def dlq_replay(
+    seq: Annotated[
+        list[int] | None, typer.Option("--seq", help="DLQ sequence(s) to replay (see `dlq list`).")
+    ] = None,
+    consumer: Annotated[
+        str | None, typer.Option(help="Replay every dead letter of this consumer.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100_000)] = 10_000,
+) -> None:
+    """Re-drive dead letters after a fix: each goes back on its original subject and leaves
+    the DLQ; consumers that already applied the event drop the copy (inbox)."""
+    from contracts.subjects import DEFAULT_NAMESPACE
+    from services.runtime.dlq import list_dead_letters, replay_dead_letters
+
+    if not seq and not consumer:
+        typer.echo("say which: --seq N (repeatable) or --consumer NAME", err=True)
+        raise typer.Exit(2)
+
+    async def run() -> list[int]:
+        import nats
+
+        nc = await nats.connect(_env("NATS_URL") or "nats://127.0.0.1:4223")
+        try:
+            ns = _env("CITYHALL_NAMESPACE") or DEFAULT_NAMESPACE
+            js = nc.jetstream()
+            letters = await list_dead_letters(js, ns, limit=limit, consumer=consumer)
+            if seq:
+                wanted = set(seq)
+                missing = wanted - {d.dlq_seq for d in letters}
+                if missing:
+                    typer.echo(f"no such dead letter: {sorted(missing)}", err=True)
+                    raise typer.Exit(1)
+                letters = [d for d in letters if d.dlq_seq in wanted]
+            return await replay_dead_letters(js, ns, letters)
+        finally:
+            await nc.close()
+
+    replayed = asyncio.run(run())
+    typer.echo(f"replayed {len(replayed)} dead letter(s): {replayed}")
+
+
 @contracts_app.command("export")
 def contracts_export(
     check: Annotated[bool, typer.Option(help="Only report stale files; exit 1 if any.")] = False,

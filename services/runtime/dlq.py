@@ -131,3 +131,28 @@ async def list_dead_letters(
         seq -= 1
     letters.reverse()
     return letters
+
+
+async def replay_dead_letters(
+    js: JetStreamContext, namespace: str, letters: list[DeadLetter]
+) -> list[int]:
+    """Re-drive dead letters after a fix: publish each original message again on its original
+    subject, then remove it from the DLQ. Returns the DLQ sequences replayed.
+
+    The replay keeps the CloudEvents id, so a consumer that did process the event drops the
+    copy in its inbox; only the consumers that had failed it apply it now. The ``Nats-Msg-Id``
+    is derived from the dead letter, so replaying the same letter twice inside the duplicate
+    window publishes it once. A letter that fails again comes back to the DLQ with a new reason.
+    """
+    replayed: list[int] = []
+    stream = DLQ.stream_name(namespace)
+    for letter in letters:
+        if not letter.subject:
+            continue
+        # Nats-Expected-Stream came with the DLQ publish: it names the DLQ, not the original.
+        headers = {k: v for k, v in letter.headers.items() if not k.startswith("Nats-Expected")}
+        headers[NATS_MSG_ID] = f"replay.{letter.stream}.{letter.stream_seq}.{letter.dlq_seq}"
+        await js.publish(letter.subject, letter.body, headers=headers)
+        await js.delete_msg(stream, letter.dlq_seq)
+        replayed.append(letter.dlq_seq)
+    return replayed

@@ -249,3 +249,48 @@ async def test_a_message_redelivered_past_max_deliver_is_dead_lettered_on_arriva
     assert "delivered 3 times" in letter.reason
     info = await js.stream_info(DLQ.stream_name(namespace))
     assert info.state.messages == 1
+
+
+async def test_a_dead_letter_replayed_after_the_fix_is_applied_once_and_leaves_the_dlq(
+    pool: asyncpg.Pool, js: JetStreamContext, namespace: str
+) -> None:
+    from services.runtime.dlq import replay_dead_letters
+
+    await provision(js, namespace)
+    poison, fine = submitted(), submitted()
+    fixed = False
+
+    async def handler(conn: asyncpg.Connection, env: Envelope[Any]) -> None:
+        await conn.execute("INSERT INTO seen VALUES ($1)", env.id)
+        if env.id == poison.id and not fixed:
+            raise ValueError("procedure not in the catalog yet")
+
+    consumer = EventConsumer(
+        decl=probe_decl(max_deliver=1),
+        handlers={ApplicationSubmittedV1: handler},
+        pool=pool,
+        dead_letters=DeadLetters(js, namespace),
+        backoff_s=(0.05,),
+    )
+    for env in (poison, fine):
+        await publish_envelope(js, namespace, env)
+
+    async def poison_dead() -> bool:
+        return consumer.stats.dead_lettered == 1 and consumer.stats.processed == 1
+
+    await run_consumer(js, namespace, consumer, until=poison_dead)
+    letters = await list_dead_letters(js, namespace)
+    assert [d.headers["ce-id"] for d in letters] == [poison.id]
+
+    fixed = True  # the catalog now has the procedure
+    assert await replay_dead_letters(js, namespace, letters) == [letters[0].dlq_seq]
+    # The other event is published again too, as a copy: the inbox must drop it.
+    await publish_envelope(js, namespace, fine, msg_id="a-copy-of-fine")
+
+    async def all_applied() -> bool:
+        return consumer.stats.processed == 2 and consumer.stats.duplicates == 1
+
+    await run_consumer(js, namespace, consumer, until=all_applied)
+    seen = [r["event_id"] for r in await pool.fetch("SELECT event_id FROM seen ORDER BY 1")]
+    assert sorted(seen) == sorted([poison.id, fine.id])
+    assert await list_dead_letters(js, namespace) == []
