@@ -11,7 +11,6 @@ first response; the same key with another request is refused (422).
 
 from __future__ import annotations
 
-import hmac
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
@@ -30,6 +29,7 @@ from services.applications.forms import FormInvalid
 from services.applications.handlers import IdempotencyKey
 from services.applications.identity import IdentityRefused
 from services.applications.settings import ApplicationsSettings, trust_config
+from services.runtime.auth import bearer_token, staff_id_for
 from services.runtime.service import ServiceContext, service_context
 
 router = APIRouter()
@@ -39,11 +39,7 @@ T = TypeVar("T")
 
 def settings_of(ctx: ServiceContext) -> ApplicationsSettings:
     """This service's own settings, read once per running service."""
-    found: ApplicationsSettings | None = ctx.__dict__.get("applications_settings")
-    if found is None:
-        found = ApplicationsSettings()
-        ctx.__dict__["applications_settings"] = found
-    return found
+    return ctx.provide(ApplicationsSettings, ApplicationsSettings)
 
 
 # -- callers ----------------------------------------------------------------------------------
@@ -76,13 +72,13 @@ def caller(
     x_applicant_id: Annotated[uuid.UUID | None, Header()] = None,
 ) -> Caller:
     if authorization is not None:
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token:
+        token = bearer_token(authorization)
+        if token is None:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "expected 'Bearer <token>'")
-        for staff_id, secret in settings_of(ctx).staff_tokens.items():
-            if hmac.compare_digest(secret.get_secret_value().encode(), token.encode()):
-                return Caller(staff_id=staff_id)
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown staff credential")
+        staff_id = staff_id_for(token, settings_of(ctx).staff_tokens)
+        if staff_id is None:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown staff credential")
+        return Caller(staff_id=staff_id)
     return Caller(applicant_id=x_applicant_id)
 
 

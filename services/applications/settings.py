@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.applications.identity import TrustConfig
+from services.runtime.auth import StaffTokens
 
 
 class ApplicationsSettings(BaseSettings):
@@ -17,7 +17,7 @@ class ApplicationsSettings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
-    staff_tokens: Annotated[dict[str, SecretStr], NoDecode] = Field(
+    staff_tokens: StaffTokens = Field(
         default_factory=dict,
         validation_alias=AliasChoices("APPLICATIONS_STAFF_TOKENS"),
         description=(
@@ -45,19 +45,6 @@ class ApplicationsSettings(BaseSettings):
         validation_alias=AliasChoices("APPLICATIONS_JPKI_CRL"),
         description="CRL file (PEM or DER) of those CAs; re-read when the file changes.",
     )
-
-    @field_validator("staff_tokens", mode="before")
-    @classmethod
-    def _pairs(cls, value: Any) -> Any:
-        if not isinstance(value, str):
-            return value
-        pairs: dict[str, str] = {}
-        for item in filter(None, (p.strip() for p in value.split(","))):
-            staff_id, sep, token = item.partition("=")
-            if not sep or not staff_id.strip() or len(token.strip()) < 16:
-                raise ValueError("expected staff_id=token pairs, tokens of 16+ characters")
-            pairs[staff_id.strip()] = token.strip()
-        return pairs
 
 
 def trust_config(settings: ApplicationsSettings) -> TrustConfig:

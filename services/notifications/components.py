@@ -32,13 +32,12 @@ class Components:
     """The running sender worker (set by the background job), for tests and benchmarks."""
 
 
-_by_context: dict[int, tuple[ServiceContext, Components]] = {}
-
-
 def components(ctx: ServiceContext) -> Components:
-    found = _by_context.get(id(ctx))
-    if found is not None and found[0] is ctx:
-        return found[1]
+    """The running service's notifier and channels, built on first use."""
+    return ctx.provide(Components, _build)
+
+
+def _build() -> Components:
     settings = load_notification_settings()
     http = httpx.AsyncClient(follow_redirects=False)
     built = Components(
@@ -49,14 +48,13 @@ def components(ctx: ServiceContext) -> Components:
         },
         http=http,
     )
-    _by_context[id(ctx)] = (ctx, built)
     return built
 
 
 async def release(ctx: ServiceContext) -> None:
-    found = _by_context.pop(id(ctx), None)
+    found = ctx.provided(Components)
     if found is not None:
-        await found[1].http.aclose()
-        email = found[1].channels.get(NotificationChannel.EMAIL)
+        await found.http.aclose()
+        email = found.channels.get(NotificationChannel.EMAIL)
         if isinstance(email, EmailChannel):
             await email.aclose()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hmac
 import io
 import json
 import time
@@ -25,23 +24,22 @@ from contracts.payments import (
 )
 from services.payments import domain, handlers, store, webhook
 from services.payments.settings import payments_settings
+from services.runtime.auth import bearer_token, staff_id_for
 from services.runtime.service import ServiceContext, service_context
 
 router = APIRouter(tags=["payments"])
 Ctx = Annotated[ServiceContext, Depends(service_context)]
 
 
-def staff_member(request: Request) -> str:
+def staff_member(request: Request, ctx: Ctx) -> str:
     """The staff member calling (``Authorization: Bearer <token>``, PAYMENTS_STAFF_TOKENS)."""
-    configured = payments_settings().staff_tokens
-    if configured is None:
+    configured = payments_settings(ctx).staff_tokens
+    if not configured:
         raise HTTPException(503, detail="PAYMENTS_STAFF_TOKENS is not configured")
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token:
-        for pair in configured.get_secret_value().split(","):
-            staff_id, _, expected = pair.strip().partition(":")
-            if expected and hmac.compare_digest(token.encode(), expected.encode()):
-                return staff_id
+    token = bearer_token(request.headers.get("authorization"))
+    staff_id = staff_id_for(token, configured) if token else None
+    if staff_id is not None:
+        return staff_id
     raise HTTPException(
         401,
         detail="a staff credential is required (Authorization: Bearer <token>)",
@@ -247,7 +245,7 @@ async def payment_request(application_id: uuid.UUID, ctx: Ctx) -> PaymentRequest
     row = await store.payment_request_of(ctx.pool, application_id)
     if row is None:
         raise http_error(domain.UnknownPaymentRequest(f"no request for {application_id}"))
-    base = payments_settings().provider_url.rstrip("/")
+    base = payments_settings(ctx).provider_url.rstrip("/")
     return PaymentRequestOut(
         **{k: row[k] for k in PaymentRequestOut.model_fields if k != "pay_url"},
         pay_url=f"{base}/checkout?reference={row['reference']}&amount_yen={row['amount_yen']}",
@@ -265,7 +263,7 @@ class WebhookAccepted(BaseModel):
     responses={401: {"description": "bad signature or stale timestamp"}, 409: {}},
 )
 async def provider_webhook(request: Request, ctx: Ctx) -> WebhookAccepted:
-    settings = payments_settings()
+    settings = payments_settings(ctx)
     if settings.provider_secret is None:
         raise HTTPException(503, detail="PAYMENT_PROVIDER_SECRET is not configured")
     body = await request.body()

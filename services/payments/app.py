@@ -21,7 +21,7 @@ def background(ctx: ServiceContext) -> Sequence[Callable[[], Awaitable[None]]]:
         """Load the 34 facilities (contracts.facilities) into the schema, once at start-up."""
         await store.sync_facilities(ctx.pool)
 
-    sweep_s = payments_settings().expiry_sweep_s
+    sweep_s = payments_settings(ctx).expiry_sweep_s
 
     async def expire_payment_requests() -> None:
         """Cancel application fee requests whose time ran out (loops until cancelled)."""

@@ -5,6 +5,9 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.runtime.auth import StaffTokens
+from services.runtime.service import ServiceContext
+
 
 class PaymentsSettings(BaseSettings):
     """Online payment, the provider's webhook and staff access. Environment names per field."""
@@ -39,13 +42,14 @@ class PaymentsSettings(BaseSettings):
         validation_alias=AliasChoices("PAYMENT_EXPIRY_SWEEP_S"),
         description="How often expired payment requests are cancelled.",
     )
-    staff_tokens: SecretStr | None = Field(
-        default=None,
+    staff_tokens: StaffTokens = Field(
+        default_factory=dict,
         validation_alias=AliasChoices("PAYMENTS_STAFF_TOKENS"),
-        description="Staff credentials as staff_id:token pairs, comma-separated; unset = no "
+        description="Staff credentials as staff_id=token pairs, comma-separated; unset = no "
         "staff API.",
     )
 
 
-def payments_settings() -> PaymentsSettings:
-    return PaymentsSettings()
+def payments_settings(ctx: ServiceContext) -> PaymentsSettings:
+    """This service's own settings, read once per running service."""
+    return ctx.provide(PaymentsSettings, PaymentsSettings)

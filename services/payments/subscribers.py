@@ -103,12 +103,13 @@ def refusing(
     return handle
 
 
-def consumers(_ctx: ServiceContext) -> Sequence[ConsumerBinding]:
-    ttl_s = payments_settings().request_ttl_s
-
+def consumers(ctx: ServiceContext) -> Sequence[ConsumerBinding]:
     async def create_payment_request(
         conn: asyncpg.Connection, event: Envelope[ApplicationPaymentRequestedV1]
     ) -> None:
+        # Read when handling (settings are built once per running service): the contracts
+        # export lists these bindings without a running service.
+        ttl_s = payments_settings(ctx).request_ttl_s
         await handlers.create_payment_request(conn, event, ttl_s)
 
     known_terminals: dict[str, str] = {}  # per running service, so per schema

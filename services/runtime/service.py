@@ -17,7 +17,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import nats.errors
@@ -53,6 +53,7 @@ from services.runtime.telemetry import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,19 @@ class ServiceContext:
     broker: NatsBroker
     relay: OutboxRelay | None = None
     consumers: list[EventConsumer] = field(default_factory=list)
+    _provided: dict[type, Any] = field(default_factory=dict, repr=False)
+
+    def provide(self, kind: type[T], build: Callable[[], T]) -> T:
+        """The running service's one ``kind`` (its own settings, clients), built on first use."""
+        if kind not in self._provided:
+            self._provided[kind] = build()
+        found: T = self._provided[kind]
+        return found
+
+    def provided(self, kind: type[T]) -> T | None:
+        """The ``kind`` built by ``provide``, if it was."""
+        found: T | None = self._provided.get(kind)
+        return found
 
     @property
     def source(self) -> str:

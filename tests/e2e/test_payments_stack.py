@@ -23,7 +23,7 @@ from contracts.payments import TerminalTransactionV1, terminal_subject
 from tests.e2e.helpers import Processes, clean_env, wait_until
 from tests.e2e.test_stack_embedded import start_stack, stop_stack
 
-STAFF = {"authorization": "Bearer tok-e2e"}
+STAFF = {"authorization": "Bearer tok-e2e-000000001"}
 
 
 def capture(creds: dict[str, str], tx_id: str, facility: str | None = None) -> dict[str, Any]:
@@ -56,7 +56,7 @@ async def publish(nc: Any, subject: str, body: dict[str, Any]) -> None:
 async def test_a_terminal_registered_while_the_stack_runs_publishes_only_on_its_own_subject(
     processes: Processes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PAYMENTS_STAFF_TOKENS", "e2e:tok-e2e")
+    monkeypatch.setenv("PAYMENTS_STAFF_TOKENS", "e2e=tok-e2e-000000001")
     home = tmp_path / "home"
     async with httpx.AsyncClient(timeout=5.0) as http:
         run = await start_stack(processes, home, http)
@@ -130,7 +130,7 @@ async def test_a_terminal_registered_while_the_stack_runs_publishes_only_on_its_
 async def test_an_application_fee_is_paid_through_the_provider_simulator_sidecar(
     processes: Processes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PAYMENTS_STAFF_TOKENS", "e2e:tok-e2e")
+    monkeypatch.setenv("PAYMENTS_STAFF_TOKENS", "e2e=tok-e2e-000000001")
     home = tmp_path / "home"
     async with httpx.AsyncClient(timeout=5.0) as http:
         run = await start_stack(processes, home, http)

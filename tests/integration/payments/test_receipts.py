@@ -11,12 +11,12 @@ from services.payments.handlers import register_terminal
 from tests.integration.helpers import wait_for
 from tests.integration.payments.helpers import terminal_publishes, transaction
 
-STAFF = {"authorization": "Bearer tok-counter"}
+STAFF = {"authorization": "Bearer tok-counter-0000001"}
 
 
 @pytest.fixture(autouse=True)
 def staff_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PAYMENTS_STAFF_TOKENS", "madoguchi02:tok-counter")
+    monkeypatch.setenv("PAYMENTS_STAFF_TOKENS", "madoguchi02=tok-counter-0000001")
 
 
 async def receipts(payments: Any) -> list[str]:

@@ -16,13 +16,15 @@ from tests.integration.helpers import wait_for
 from tests.integration.payments.helpers import terminal_publishes, terminal_settles, transaction
 from tests.integration.payments.test_terminal_ingestion import published
 
-STAFF = {"authorization": "Bearer tok-finance"}
+STAFF = {"authorization": "Bearer tok-finance-0000001"}
 DAY = "2026-11-24"
 
 
 @pytest.fixture(autouse=True)
 def staff_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PAYMENTS_STAFF_TOKENS", "kaikei01:tok-finance,madoguchi02:tok-counter")
+    monkeypatch.setenv(
+        "PAYMENTS_STAFF_TOKENS", "kaikei01=tok-finance-0000001,madoguchi02=tok-counter-0000001"
+    )
 
 
 async def a_day_at_the_civic_affairs_counter(

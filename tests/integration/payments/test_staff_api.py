@@ -14,12 +14,12 @@ from tests.integration.helpers import wait_for
 from tests.integration.payments.helpers import revenue_yen, terminal_publishes, transaction
 from tests.integration.payments.test_terminal_ingestion import published
 
-STAFF = {"authorization": "Bearer tok-counter"}
+STAFF = {"authorization": "Bearer tok-counter-0000001"}
 
 
 @pytest.fixture(autouse=True)
 def staff_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PAYMENTS_STAFF_TOKENS", "madoguchi02:tok-counter")
+    monkeypatch.setenv("PAYMENTS_STAFF_TOKENS", "madoguchi02=tok-counter-0000001")
 
 
 async def captured(payments: Any, js: JetStreamContext, namespace: str) -> list[dict[str, Any]]:
