@@ -256,18 +256,9 @@ def contracts_export(
 
 def _add_service_commands() -> None:
     """A service may bring its own commands: ``services/<name>/cli.py`` with ``register(app)``."""
-    from importlib import import_module
+    from services.registry import service_modules
 
-    from services.registry import SERVICE_NAMES
-
-    for name in SERVICE_NAMES:
-        module_name = f"services.{name}.cli"
-        try:
-            module = import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue
-            raise
+    for _name, module in service_modules("cli"):
         module.register(app)
 
 

@@ -134,19 +134,9 @@ def nats_passwords(home: Path) -> dict[str, str]:
 
 def local_extras(home: Path) -> dict[str, LocalExtras]:
     """Each service's optional local set-up, by service name."""
-    from importlib import import_module
+    from services.registry import service_modules
 
-    extras: dict[str, LocalExtras] = {}
-    for name in SERVICE_NAMES:
-        module_name = f"services.{name}.local"
-        try:
-            module = import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue
-            raise
-        extras[name] = module.prepare(home)
-    return extras
+    return {name: module.prepare(home) for name, module in service_modules("local")}
 
 
 @dataclass
