@@ -5,7 +5,9 @@ A consumer receives a fetched batch of JetStream messages and:
 1. reads each message's CloudEvents headers and validates its body against the contract; a
    message that is not a valid event goes to the DLQ with the reason (it can never succeed);
 2. applies the valid ones in one transaction: inbox rows first (``ON CONFLICT DO NOTHING``
-   tells which events are new), then the handler of each new event, in stream order;
+   tells which events are new), then the handler of each new event, in stream order. A
+   ``Batched`` handler takes each run of consecutive new events of its type in one call, so
+   it can write them with set-based SQL (a few statements per batch, not per event);
 3. acks only after the commit. Nothing is ever acked first.
 
 When the batch transaction fails, a transient error (database unreachable, deadlock) NAKs the
@@ -18,13 +20,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 from nats.aio.msg import Msg
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
 from contracts import EVENT_TYPES
 from contracts.envelope import Envelope, EnvelopeError, Event, RawEvent
@@ -39,6 +42,26 @@ tracer = trace.get_tracer("cityhall.consumer")
 Handler = Callable[[asyncpg.Connection, Envelope[Any]], Awaitable[None]]
 """Applies one event's effects on an open transaction. Raise to refuse the event."""
 
+BatchHandler = Callable[[asyncpg.Connection, Sequence[Envelope[Any]]], Awaitable[None]]
+"""Applies the effects of several events, in stream order, on an open transaction."""
+
+
+@dataclass(frozen=True)
+class Batched:
+    """A handler that takes a run of consecutive events of its type in one call.
+
+    The consumer hands it every run of new (not yet processed) events that share this
+    handler, in stream order; it must have the same effects as applying them one by one. If
+    it raises, the batch is retried one event per transaction (``apply`` with one event), so
+    one bad event is dead-lettered alone. Called with one event it is a plain ``Handler``.
+    """
+
+    apply: BatchHandler
+
+    async def __call__(self, conn: asyncpg.Connection, event: Envelope[Any]) -> None:
+        await self.apply(conn, (event,))
+
+
 Admit = Callable[[str, Envelope[Any]], str | None]
 """Optional check of a valid event against the NATS subject it came on: a reason to refuse
 it (it is dead-lettered at once), or None. For producers outside cityhall (terminals)."""
@@ -51,6 +74,15 @@ body, the original is also erased from its stream (a card number must not be kep
 class Refused(Exception):
     """Raised by a handler for an event that can never succeed (a refund above the capture):
     dead-lettered at once with this message as the reason, without retries."""
+
+
+MAX_SPAN_LINKS = 128
+"""Links to producers' spans kept on one batch span (the SDK's default limit)."""
+
+
+def _link(headers: Mapping[str, str]) -> Link | None:
+    context = trace.get_current_span(context_from_headers(headers)).get_span_context()
+    return Link(context) if context.is_valid else None
 
 
 # Delay before a NAKed message comes back, by delivery attempt (1st, 2nd, ...).
@@ -171,26 +203,20 @@ class EventConsumer:
                 types,
             )
         }
+        run: list[_Item] = []  # consecutive new events that share one Batched handler
         for item in items:
             env = item.envelope
             if env.id not in new_ids:
                 self.stats.duplicates += 1
                 continue
             new_ids.discard(env.id)  # a second copy in the same batch is a duplicate too
-            with tracer.start_as_current_span(
-                f"{item.msg.subject} process",
-                context=context_from_headers(env.trace_headers),
-                kind=SpanKind.CONSUMER,
-                attributes={
-                    "messaging.system": "nats",
-                    "messaging.operation": "process",
-                    "messaging.destination.name": item.msg.subject,
-                    "messaging.message.id": env.id,
-                    "messaging.consumer.group.name": self.name,
-                    "cloudevents.event_type": env.type,
-                    "cloudevents.event_subject": env.subject,
-                },
-            ) as span:
+            if run and item.handler is not run[0].handler:
+                await self._apply_run(conn, run)
+                run = []
+            if isinstance(item.handler, Batched):
+                run.append(item)
+                continue
+            with self._span([item]) as span:
                 try:
                     await item.handler(conn, env)
                 except Exception as exc:
@@ -198,6 +224,58 @@ class EventConsumer:
                     span.set_status(Status(StatusCode.ERROR, str(exc)))
                     raise
             self.stats.processed += 1
+        if run:
+            await self._apply_run(conn, run)
+
+    async def _apply_run(self, conn: asyncpg.Connection, run: Sequence[_Item]) -> None:
+        handler = run[0].handler
+        assert isinstance(handler, Batched)
+        with self._span(run) as span:
+            try:
+                await handler.apply(conn, [item.envelope for item in run])
+            except Exception as exc:
+                span.record_exception(exc)
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                raise
+        self.stats.processed += len(run)
+
+    def _span(self, run: Sequence[_Item]) -> AbstractContextManager[Span]:
+        """The CONSUMER span of one event (a child of its producer's span), or of a run of
+        events taken together (linked to each producer's span, as OpenTelemetry's messaging
+        conventions do for a batch)."""
+        first = run[0]
+        attributes: dict[str, Any] = {
+            "messaging.system": "nats",
+            "messaging.operation": "process",
+            "messaging.destination.name": first.msg.subject,
+            "messaging.consumer.group.name": self.name,
+            "cloudevents.event_type": first.envelope.type,
+        }
+        if len(run) == 1:
+            env = first.envelope
+            attributes["messaging.message.id"] = env.id
+            attributes["cloudevents.event_subject"] = env.subject
+            return tracer.start_as_current_span(
+                f"{first.msg.subject} process",
+                context=context_from_headers(env.trace_headers),
+                kind=SpanKind.CONSUMER,
+                attributes=attributes,
+            )
+        attributes["messaging.batch.message_count"] = len(run)
+        links: list[Link] = []
+        seen: set[str] = set()
+        for item in run:
+            parent = item.envelope.trace_headers.get("traceparent")
+            if parent and parent not in seen and len(links) < MAX_SPAN_LINKS:
+                seen.add(parent)
+                if (link := _link(item.envelope.trace_headers)) is not None:
+                    links.append(link)
+        return tracer.start_as_current_span(
+            f"{self.name} process {first.envelope.type}",
+            kind=SpanKind.CONSUMER,
+            attributes=attributes,
+            links=links,
+        )
 
     async def _process_alone(self, item: _Item) -> None:
         try:

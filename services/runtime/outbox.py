@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -23,11 +24,16 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+from nats.js import JetStreamContext, api
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 from contracts.envelope import Envelope, Event
-from services.runtime.telemetry import current_trace_headers
+from contracts.subjects import absolute
+from services.runtime.telemetry import context_from_headers, current_trace_headers
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("cityhall.outbox")
 
 NOTIFY_CHANNEL = "cityhall_outbox"
 
@@ -89,13 +95,91 @@ class OutboxRow:
 Publish = Callable[[OutboxRow], Awaitable[int]]
 """Publishes one row and returns the stream sequence from the PubAck (raises on failure)."""
 
+PublishBatch = Callable[[Sequence[OutboxRow]], Awaitable[list[int | BaseException]]]
+"""Publishes rows in order; for each, the stream sequence from its PubAck or the error."""
+
+
+def per_row(publish: Publish) -> PublishBatch:
+    """A batch publisher from a one-row one: the rows are published concurrently."""
+
+    async def publish_batch(rows: Sequence[OutboxRow]) -> list[int | BaseException]:
+        results = await asyncio.gather(*(publish(r) for r in rows), return_exceptions=True)
+        return [r if isinstance(r, int | BaseException) else TypeError(repr(r)) for r in results]
+
+    return publish_batch
+
+
+def jetstream_publisher(
+    js: JetStreamContext,
+    namespace: str,
+    stream_of: Callable[[str], str],
+    *,
+    timeout_s: float = 10.0,
+) -> PublishBatch:
+    """Publish a batch with ``publish_async``: every row is sent at once on the connection
+    (the server keeps their order) and the PubAcks are awaited together, instead of a round
+    trip per row.
+
+    Each run of rows written in the same trace (one request, one consumer batch) gets one
+    PRODUCER span, a child of that trace; its context replaces the row's ``traceparent`` so the
+    consumers' spans descend from it.
+    """
+
+    async def publish_batch(rows: Sequence[OutboxRow]) -> list[int | BaseException]:
+        results: list[int | BaseException | None] = [None] * len(rows)
+        futures: dict[int, asyncio.Future[api.PubAck]] = {}
+        index = 0
+        for _, run in itertools.groupby(rows, key=lambda r: r.trace_headers.get("traceparent")):
+            group = list(run)
+            first = group[0]
+            with tracer.start_as_current_span(
+                f"{first.subject} publish",
+                context=context_from_headers(first.trace_headers),
+                kind=SpanKind.PRODUCER,
+                attributes={
+                    "messaging.system": "nats",
+                    "messaging.operation": "publish",
+                    "messaging.destination.name": absolute(namespace, first.subject),
+                    "messaging.batch.message_count": len(group),
+                },
+            ):
+                producer = current_trace_headers()
+                for row in group:
+                    headers = row.headers()
+                    headers.update(producer)
+                    try:
+                        futures[index] = await js.publish_async(
+                            absolute(namespace, row.subject),
+                            row.payload.encode(),
+                            headers=headers,
+                            stream=stream_of(row.subject),
+                            wait_stall=timeout_s,
+                        )
+                    except Exception as error:
+                        results[index] = error
+                    index += 1
+        if futures:
+            _done, pending = await asyncio.wait(futures.values(), timeout=timeout_s)
+            for future in pending:
+                future.cancel()
+        for i, future in futures.items():
+            if future.cancelled():
+                results[i] = TimeoutError(f"no PubAck in {timeout_s} s")
+            elif (failure := future.exception()) is not None:
+                results[i] = failure
+            else:
+                results[i] = int(future.result().seq)
+        return [r if r is not None else RuntimeError("not published") for r in results]
+
+    return publish_batch
+
 
 class OutboxRelay:
     def __init__(
         self,
         pool: asyncpg.Pool,
         schema: str,
-        publish: Publish,
+        publish: PublishBatch,
         *,
         batch_size: int = 500,
         poll_interval_s: float = 1.0,
@@ -193,8 +277,7 @@ class OutboxRelay:
         if self._kill_before_publish:
             log.warning("fault injection: killing the process before publishing")
             os.kill(os.getpid(), signal.SIGKILL)
-        # Published concurrently on one connection: the server keeps their order.
-        results = await asyncio.gather(*(self._publish(r) for r in rows), return_exceptions=True)
+        results = await self._publish(rows)
         done = [(r.seq, res) for r, res in zip(rows, results, strict=True) if isinstance(res, int)]
         failed = [res for res in results if isinstance(res, BaseException)]
         if done:

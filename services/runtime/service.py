@@ -29,7 +29,6 @@ from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.nats.security import NatsUserPassword
 from nats.js import JetStreamContext
-from opentelemetry import context as otel_context
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from contracts.envelope import Envelope, Event
@@ -37,7 +36,7 @@ from contracts.subjects import absolute
 from services.runtime import db
 from services.runtime.consumer import Admit, EventConsumer, Handler, Scrub
 from services.runtime.dlq import DeadLetters
-from services.runtime.outbox import OutboxRelay, OutboxRow
+from services.runtime.outbox import OutboxRelay, PublishBatch, jetstream_publisher
 from services.runtime.settings import ServiceSettings
 from services.runtime.streams import (
     ConsumerDecl,
@@ -46,7 +45,6 @@ from services.runtime.streams import (
     provision_streams,
 )
 from services.runtime.telemetry import (
-    context_from_headers,
     setup_logging,
     setup_tracing,
     shutdown_tracing,
@@ -244,33 +242,18 @@ class Runtime:
 
         return decl
 
-    def _publisher(self, ctx: ServiceContext) -> Callable[[OutboxRow], Any]:
+    def _publisher(self, ctx: ServiceContext) -> PublishBatch:
         namespace = ctx.settings.namespace
         from contracts.subjects import STREAMS
 
+        @functools.cache
         def stream_of(subject: str) -> str:
             for decl in STREAMS:
                 if any(subject.startswith(p.removesuffix(">")) for p in decl.subjects):
                     return decl.stream_name(namespace)
             raise ValueError(f"no stream captures subject {subject!r}")
 
-        async def publish(row: OutboxRow) -> int:
-            # Publish inside the trace of the request that wrote the row, so the publish span
-            # (FastStream's telemetry middleware) and the consumers' spans join that trace.
-            token = otel_context.attach(context_from_headers(row.trace_headers))
-            try:
-                ack = await ctx.broker.publish(
-                    row.payload.encode(),
-                    absolute(namespace, row.subject),
-                    headers=row.headers(),
-                    stream=stream_of(row.subject),
-                    timeout=10.0,
-                )
-            finally:
-                otel_context.detach(token)
-            return int(ack.seq)
-
-        return publish
+        return jetstream_publisher(ctx.js, namespace, stream_of)
 
     async def stop(self) -> None:
         ctx = self.ctx

@@ -15,7 +15,7 @@ from contracts import ApplicationSubmittedV1, Channel
 from contracts.envelope import Envelope, Event
 from contracts.subjects import STREAMS, absolute
 from services.runtime import db as rdb
-from services.runtime.outbox import OutboxRow
+from services.runtime.outbox import PublishBatch, jetstream_publisher
 
 T = TypeVar("T")
 
@@ -79,13 +79,14 @@ async def runtime_pool(database_url: str, schema: str) -> asyncpg.Pool:
     return pool
 
 
-def raw_publisher(js: JetStreamContext, namespace: str) -> Callable[[OutboxRow], Awaitable[int]]:
-    """The relay's publish step on plain nats-py (the service uses FastStream's broker)."""
+def raw_publisher(js: JetStreamContext, namespace: str) -> PublishBatch:
+    """The relay's publish step as the service builds it (publish_async, PubAcks awaited
+    together), on a plain nats-py connection."""
 
-    async def publish(row: OutboxRow) -> int:
-        ack = await js.publish(
-            absolute(namespace, row.subject), row.payload.encode(), headers=row.headers()
-        )
-        return int(ack.seq)
+    def stream_of(subject: str) -> str:
+        for decl in STREAMS:
+            if any(subject.startswith(p.removesuffix(">")) for p in decl.subjects):
+                return decl.stream_name(namespace)
+        raise ValueError(subject)
 
-    return publish
+    return jetstream_publisher(js, namespace, stream_of)

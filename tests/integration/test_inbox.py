@@ -14,7 +14,7 @@ from nats.js import JetStreamContext
 from contracts import ApplicationSubmittedV1
 from contracts.envelope import Envelope
 from contracts.subjects import APPLICATIONS, DLQ
-from services.runtime.consumer import EventConsumer
+from services.runtime.consumer import Batched, EventConsumer
 from services.runtime.dlq import DeadLetters, list_dead_letters
 from services.runtime.streams import ConsumerDecl, provision_consumer
 from tests.integration.helpers import (
@@ -185,6 +185,71 @@ async def test_a_handler_that_keeps_failing_is_retried_then_dead_lettered_withou
     assert letter.deliveries == 3
     assert "ValueError: procedure JUMINHYO is not in the catalog" in letter.reason
     assert json.loads(letter.body)["application_id"] == str(poison.data.application_id)  # type: ignore[attr-defined]
+
+
+async def test_a_batched_handler_takes_runs_of_new_events_in_stream_order(
+    pool: asyncpg.Pool, js: JetStreamContext, namespace: str
+) -> None:
+    await provision(js, namespace)
+    first = [submitted() for _ in range(20)]
+    calls: list[list[str]] = []
+
+    async def apply(conn: asyncpg.Connection, events: Any) -> None:
+        calls.append([e.id for e in events])
+        await conn.executemany("INSERT INTO seen VALUES ($1)", [(e.id,) for e in events])
+
+    for env in first:
+        await publish_envelope(js, namespace, env)
+    # The first event again under another Nats-Msg-Id: only the inbox can tell.
+    await publish_envelope(js, namespace, first[0], msg_id="again")
+    consumer = EventConsumer(
+        decl=probe_decl(),
+        handlers={ApplicationSubmittedV1: Batched(apply)},
+        pool=pool,
+        dead_letters=DeadLetters(js, namespace),
+    )
+
+    async def all_seen() -> bool:
+        return consumer.stats.processed + consumer.stats.duplicates == 21
+
+    await run_consumer(js, namespace, consumer, until=all_seen)
+    assert [i for call in calls for i in call] == [e.id for e in first]  # in order, once each
+    assert len(calls) < len(first), "events were handed over in runs, not one by one"
+    assert consumer.stats.duplicates == 1
+    assert await pool.fetchval("SELECT count(*) FROM seen") == 20
+
+
+async def test_a_bad_event_in_a_batched_run_is_dead_lettered_alone(
+    pool: asyncpg.Pool, js: JetStreamContext, namespace: str
+) -> None:
+    await provision(js, namespace)
+    poison = submitted()
+    others = [submitted() for _ in range(6)]
+
+    async def apply(conn: asyncpg.Connection, events: Any) -> None:
+        await conn.executemany("INSERT INTO seen VALUES ($1)", [(e.id,) for e in events])
+        if any(e.id == poison.id for e in events):
+            raise ValueError("not in the catalog")
+
+    for env in [*others[:3], poison, *others[3:]]:
+        await publish_envelope(js, namespace, env)
+    consumer = EventConsumer(
+        decl=probe_decl(max_deliver=2),
+        handlers={ApplicationSubmittedV1: Batched(apply)},
+        pool=pool,
+        dead_letters=DeadLetters(js, namespace),
+        backoff_s=(0.05,),
+    )
+
+    async def settled() -> bool:
+        return consumer.stats.dead_lettered == 1 and consumer.stats.processed == 6
+
+    await run_consumer(js, namespace, consumer, until=settled)
+    seen = {r["event_id"] for r in await pool.fetch("SELECT event_id FROM seen")}
+    assert seen == {e.id for e in others}
+    [letter] = await list_dead_letters(js, namespace)
+    assert letter.headers["ce-id"] == poison.id
+    assert "ValueError: not in the catalog" in letter.reason
 
 
 async def test_transient_errors_are_retried_past_max_deliver_and_applied_once(

@@ -103,12 +103,12 @@ async def test_failed_publish_keeps_the_row_for_the_next_round(
     publish = raw_publisher(js, namespace)
     calls = 0
 
-    async def flaky(row):  # type: ignore[no-untyped-def]
+    async def flaky(rows):  # type: ignore[no-untyped-def]
         nonlocal calls
         calls += 1
         if calls == 1:
-            raise TimeoutError("no PubAck")
-        return await publish(row)
+            return [TimeoutError("no PubAck") for _ in rows]
+        return await publish(rows)
 
     relay = OutboxRelay(pool, f"{namespace}_outbox", flaky, poll_interval_s=0.05)
     assert await relay.drain_once() == 0
