@@ -87,25 +87,38 @@ def _my_numbers(value: Any, where: list[str]) -> list[str]:
     return []
 
 
-def check_form(schema: dict[str, Any], answers: dict[str, Any]) -> None:
-    """Raise ``FormInvalid`` naming each bad field of ``answers``.
+class Form:
+    """A procedure's form with its compiled validator, built once and reused for every
+    application to that procedure (see ``procedures.ProcedureCache``)."""
 
-    A My Number is refused wherever it appears: the city may not collect it (番号法 art. 20).
-    """
-    validator = Draft202012Validator(schema, format_checker=_FORMATS)
-    problems: list[FieldProblem] = [
-        FieldProblem(f, "a My Number (個人番号) must not be sent")
-        for f in _my_numbers(answers, ["form"])
-    ]
-    if problems:
-        raise FormInvalid(problems)
-    for error in sorted(validator.iter_errors(answers), key=lambda e: list(e.absolute_path)):
-        if error.validator == "required":
-            message = "this field is required"
-        elif error.validator == "additionalProperties":
-            message = "this field is not part of the form"
-        else:
-            message = error.message
-        problems.extend(FieldProblem(name, message) for name in _fields(error))
-    if problems:
-        raise FormInvalid(problems)
+    def __init__(self, schema: dict[str, Any]) -> None:
+        self.schema = schema
+        self._validator = Draft202012Validator(schema, format_checker=_FORMATS)
+
+    def check(self, answers: dict[str, Any]) -> None:
+        """Raise ``FormInvalid`` naming each bad field of ``answers``.
+
+        A My Number is refused wherever it appears: the city may not collect it (番号法 art. 20).
+        """
+        problems: list[FieldProblem] = [
+            FieldProblem(f, "a My Number (個人番号) must not be sent")
+            for f in _my_numbers(answers, ["form"])
+        ]
+        if problems:
+            raise FormInvalid(problems)
+        errors = self._validator.iter_errors(answers)
+        for error in sorted(errors, key=lambda e: list(e.absolute_path)):
+            if error.validator == "required":
+                message = "this field is required"
+            elif error.validator == "additionalProperties":
+                message = "this field is not part of the form"
+            else:
+                message = error.message
+            problems.extend(FieldProblem(name, message) for name in _fields(error))
+        if problems:
+            raise FormInvalid(problems)
+
+
+def check_form(schema: dict[str, Any], answers: dict[str, Any]) -> None:
+    """``Form(schema).check(answers)``, for a form used once."""
+    Form(schema).check(answers)

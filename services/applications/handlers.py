@@ -26,8 +26,8 @@ from services.applications.domain import (
     ApplicationStatus,
     Procedure,
 )
-from services.applications.forms import check_form
 from services.applications.identity import TrustConfig, VerifiedIdentity
+from services.applications.procedures import ProcedureCache
 from services.runtime.outbox import add_events
 from services.runtime.service import ServiceContext
 
@@ -144,26 +144,36 @@ def submit_application(
     applicant_id: uuid.UUID | None,
     trust: TrustConfig,
 ) -> Callable[[asyncpg.Connection], Awaitable[Application]]:
+    procedures = ctx.provide(ProcedureCache, ProcedureCache)
+
     async def effect(conn: asyncpg.Connection) -> Application:
-        procedure = await store.get_procedure(conn, cmd.procedure_code)
-        if procedure is None:
-            raise UnknownProcedure(f"no procedure {cmd.procedure_code!r} in the catalog")
-        check_form(procedure.form_schema, cmd.form)
-        now = datetime.now(UTC)
-        verified = None
-        if cmd.identity is not None:
-            verified = _verify_identity(cmd, trust, now)
-        elif domain.needs_signature(procedure, cmd.channel):
-            raise domain.refuse_unsigned(procedure)
-        app, event = domain.submit(
-            procedure,
-            cmd.channel,
-            now,
-            applicant_id=applicant_id,
-            form=cmd.form,
-            identity=verified,
-        )
-        await store.insert_application(conn, app)
+        # The procedure comes from the cache; the INSERT checks it is still the version that
+        # was decided on, and if not, the decision is made again on the row as it is now
+        # (share-locked, so the second INSERT holds). See services.applications.procedures.
+        for fresh in (False, True):
+            cached = await procedures.get(conn, cmd.procedure_code, fresh=fresh)
+            if cached is None:
+                raise UnknownProcedure(f"no procedure {cmd.procedure_code!r} in the catalog")
+            procedure = cached.procedure
+            cached.form.check(cmd.form)
+            now = datetime.now(UTC)
+            verified = None
+            if cmd.identity is not None:
+                verified = _verify_identity(cmd, trust, now)
+            elif domain.needs_signature(procedure, cmd.channel):
+                raise domain.refuse_unsigned(procedure)
+            app, event = domain.submit(
+                procedure,
+                cmd.channel,
+                now,
+                applicant_id=applicant_id,
+                form=cmd.form,
+                identity=verified,
+            )
+            if await store.insert_application(conn, app, procedure_version=cached.version):
+                break
+        else:
+            raise AssertionError("a share-locked procedure changed")  # pragma: no cover
         await add_events(conn, [ctx.new_event(event, time=app.submitted_at)])
         if domain.fee_due_at_submission(app):
             # Online applicants pay online: the fee (手数料) is asked for at once.

@@ -53,13 +53,20 @@ def _application(row: asyncpg.Record) -> Application:
     )
 
 
-async def insert_application(conn: asyncpg.Connection, app: Application) -> None:
-    await conn.execute(
+async def insert_application(
+    conn: asyncpg.Connection, app: Application, *, procedure_version: str | None = None
+) -> bool:
+    """Insert ``app``; with ``procedure_version``, only if its procedure's row still has that
+    version (``xmin``, see ``get_procedure_with_version``), checked in the same statement.
+    Returns whether the row was inserted."""
+    result: str = await conn.execute(
         """INSERT INTO applications (id, procedure_code, channel, status, submitted_at,
                                      applicant_id, form, fee_yen, identity_name,
                                      identity_address, identity_birth_date, identity_cert_serial,
                                      identity_cert_issuer, identity_checked_at, identity_result)
-           VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11, $12, $13, $14, $15)""",
+           SELECT $1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11, $12, $13, $14, $15
+           WHERE $16::text IS NULL
+              OR EXISTS (SELECT FROM procedures WHERE code = $2 AND xmin::text = $16::text)""",
         app.id,
         app.procedure_code,
         app.channel.value,
@@ -81,7 +88,9 @@ async def insert_application(conn: asyncpg.Connection, app: Application) -> None
             if app.identity
             else (None,) * 7
         ),
+        procedure_version,
     )
+    return result == "INSERT 0 1"
 
 
 async def update_application(conn: asyncpg.Connection, app: Application) -> None:
@@ -186,6 +195,22 @@ async def get_procedure(conn: Conn, code: str) -> Procedure | None:
         code,
     )
     return None if row is None else _procedure(row)
+
+
+async def get_procedure_with_version(
+    conn: asyncpg.Connection, code: str
+) -> tuple[Procedure, str] | None:
+    """The procedure and its row's version, share-locked until the transaction ends (so the
+    version holds for an application inserted in it).
+
+    The version is PostgreSQL's ``xmin``: every UPDATE of the row gives it a new one, whoever
+    writes it (the import command runs in its own process)."""
+    row = await conn.fetchrow(
+        f"""SELECT {_PROC_COLUMNS}, xmin::text AS version FROM procedures WHERE code = $1
+            FOR SHARE""",
+        code,
+    )
+    return None if row is None else (_procedure(row), row["version"])
 
 
 async def get_procedures(conn: Conn, codes: list[str]) -> dict[str, Procedure]:
