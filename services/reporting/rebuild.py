@@ -40,7 +40,7 @@ from services.reporting import store
 from services.reporting.app import DEFINITION
 from services.reporting.subscribers import BINDINGS
 from services.runtime import db
-from services.runtime.consumer import Handler
+from services.runtime.consumer import Batched, Handler
 from services.runtime.service import ConsumerBinding, migrations_for
 from services.runtime.settings import ServiceSettings
 
@@ -168,13 +168,34 @@ async def _apply_items(
             [env.type for env, _ in items],
         )
     }
+    # As the live consumer does: each run of new events sharing a Batched projection in one
+    # call (set-based), any other handler one event at a time.
     applied = 0
+    run: list[Envelope[Any]] = []
+    run_handler: Batched | None = None
     for env, handler in items:
-        if env.id in new_ids:
-            new_ids.discard(env.id)
+        if env.id not in new_ids:
+            continue
+        new_ids.discard(env.id)
+        if run and handler is not run_handler:
+            await _apply_run(conn, run_handler, run)
+            run = []
+        if isinstance(handler, Batched):
+            run.append(env)
+            run_handler = handler
+        else:
             await handler(conn, env)
-            applied += 1
+        applied += 1
+    if run:
+        await _apply_run(conn, run_handler, run)
     return applied
+
+
+async def _apply_run(
+    conn: asyncpg.Connection, handler: Batched | None, run: Sequence[Envelope[Any]]
+) -> None:
+    assert handler is not None
+    await handler.apply(conn, run)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ READ_MODEL_TABLES: tuple[str, ...] = (
     "application_steps",
     "procedures",
     "settlements",
+    "turnaround_monthly",
+    "turnaround_histogram",
 )
 """Every projection table, in the order a rebuild copies them (the inbox comes with them)."""
 
@@ -94,42 +96,58 @@ async def applications_by(
 
 TurnaroundKey = Literal["procedure_code", "month"]
 
+# percentile_cont over a histogram: the value at 0-based rank r is the mean of the first bin
+# whose running count exceeds r (bins are ordered, so their means are too); p interpolates
+# between the values at ranks floor(p (n - 1)) and ceil(p (n - 1)).
+_PERCENTILE = """(min(v) FILTER (WHERE upto > floor({p} * (n - 1)))
+       + max({p} * (n - 1) - floor({p} * (n - 1)))
+       * (min(v) FILTER (WHERE upto > ceil({p} * (n - 1)))
+          - min(v) FILTER (WHERE upto > floor({p} * (n - 1)))))::float8"""
+
 
 async def turnaround_by(
     conn: Conn, keys: Sequence[TurnaroundKey], f: ApplicationFilter
 ) -> list[asyncpg.Record]:
     """Applications submitted (by month of submission), how many were completed (certificate
     issued or approved), closed otherwise, and the submitted -> certificate issued times
-    (median and 90th percentile, interpolated, in seconds)."""
-    cols = {"procedure_code": "a.procedure_code", "month": "a.month"}
-    names = [cols[k] for k in keys]
-    select = "".join(f"{c}, " for c in names)
-    group = f"GROUP BY {', '.join(names)} ORDER BY {', '.join(names)}" if names else ""
-    where = _APPLICATION_WHERE.format(code="a.procedure_code", month="a.month")
+    (median and 90th percentile, interpolated, in seconds), from the read-models the
+    projection keeps (``turnaround_monthly``, ``turnaround_histogram``)."""
+    names = ", ".join(keys)
+    select = "".join(f"{k}, " for k in keys)
+    group = f"GROUP BY {names}" if keys else ""
+    partition = f"PARTITION BY {names}" if keys else ""
+    join = f"LEFT JOIN pct USING ({names})" if keys else "LEFT JOIN pct ON true"
+    order = f"ORDER BY {names}" if keys else ""
+    where = _APPLICATION_WHERE.format(code="procedure_code", month="month")
     return list(
         await conn.fetch(
-            f"""WITH outcome AS (
-                    SELECT application_id,
-                           min(occurred_at) FILTER (WHERE step = 'certificate_issued') AS issued,
-                           bool_or(step IN ('certificate_issued', 'approved')) AS completed,
-                           bool_or(step IN ('rejected', 'withdrawn')) AS closed
-                    FROM application_steps GROUP BY application_id)
-                SELECT {select}
-                    count(*)::bigint AS submitted,
-                    count(*) FILTER (WHERE o.completed)::bigint AS completed,
-                    count(*) FILTER (WHERE o.closed AND NOT o.completed)::bigint AS closed,
-                    count(o.issued)::bigint AS certificates_issued,
-                    percentile_cont(0.5) WITHIN GROUP (
-                        ORDER BY extract(epoch FROM o.issued - a.submitted_at))
-                        AS median_seconds,
-                    percentile_cont(0.9) WITHIN GROUP (
-                        ORDER BY extract(epoch FROM o.issued - a.submitted_at))
-                        AS p90_seconds
-                FROM application_facts a
-                LEFT JOIN outcome o USING (application_id)
-                LEFT JOIN procedures p USING (procedure_code)
-                WHERE {where}
-                {group}""",
+            f"""WITH counts AS (
+                    SELECT {select}
+                        coalesce(sum(submitted), 0)::bigint AS submitted,
+                        coalesce(sum(completed), 0)::bigint AS completed,
+                        coalesce(sum(closed), 0)::bigint AS closed,
+                        coalesce(sum(certificates_issued), 0)::bigint AS certificates_issued
+                    FROM turnaround_monthly LEFT JOIN procedures p USING (procedure_code)
+                    WHERE {where}
+                    {group}),
+                bins AS (
+                    SELECT {select} bin, sum(count) AS count, sum(seconds) / sum(count) AS v
+                    FROM turnaround_histogram LEFT JOIN procedures p USING (procedure_code)
+                    WHERE {where}
+                    GROUP BY {select} bin),
+                ranked AS (
+                    SELECT {select} v,
+                        sum(count) OVER ({partition} ORDER BY bin) AS upto,
+                        sum(count) OVER ({partition}) AS n
+                    FROM bins),
+                pct AS (
+                    SELECT {select}
+                        {_PERCENTILE.format(p="0.5")} AS median_seconds,
+                        {_PERCENTILE.format(p="0.9")} AS p90_seconds
+                    FROM ranked {group})
+                SELECT counts.*, pct.median_seconds, pct.p90_seconds
+                FROM counts {join}
+                {order}""",
             *_application_args(f),
         )
     )

@@ -28,22 +28,24 @@ from services.runtime.consumer import Handler
 from services.runtime.service import ConsumerBinding, ServiceContext
 from services.runtime.streams import ConsumerDecl
 
+# One Batched projection per consumer: the runtime hands it every run of new events of these
+# types in stream order, so a fetched batch is applied with a few set-based statements.
 APPLICATION_PROJECTIONS: dict[type[Event], Handler] = {
-    ApplicationSubmittedV1: projections.record_application_submitted,
-    CertificateIssuedV1: projections.record_certificate_issued,
-    ApplicationApprovedV1: projections.record_application_approved,
-    ApplicationRejectedV1: projections.record_application_rejected,
-    ApplicationWithdrawnV1: projections.record_application_withdrawn,
-    ProcedureRegisteredV1: projections.record_procedure_facts,
-    ProcedureUpdatedV1: projections.record_procedure_facts,
-    ProcedureOnlinedV1: projections.record_procedure_facts,
+    ApplicationSubmittedV1: projections.record_application_events,
+    CertificateIssuedV1: projections.record_application_events,
+    ApplicationApprovedV1: projections.record_application_events,
+    ApplicationRejectedV1: projections.record_application_events,
+    ApplicationWithdrawnV1: projections.record_application_events,
+    ProcedureRegisteredV1: projections.record_application_events,
+    ProcedureUpdatedV1: projections.record_application_events,
+    ProcedureOnlinedV1: projections.record_application_events,
 }
 PAYMENT_PROJECTIONS: dict[type[Event], Handler] = {
-    PaymentCapturedV1: projections.record_payment_captured,
-    PaymentRefundedV1: projections.record_payment_refunded,
-    PaymentVoidedV1: projections.record_payment_voided,
-    SettlementReconciledV1: projections.record_settlement_reconciled,
-    SettlementMismatchV1: projections.record_settlement_mismatch,
+    PaymentCapturedV1: projections.record_payment_events,
+    PaymentRefundedV1: projections.record_payment_events,
+    PaymentVoidedV1: projections.record_payment_events,
+    SettlementReconciledV1: projections.record_payment_events,
+    SettlementMismatchV1: projections.record_payment_events,
 }
 
 APPLICATION_EVENTS = ConsumerDecl(
