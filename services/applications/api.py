@@ -251,6 +251,14 @@ def http_error(exc: Exception) -> HTTPException:
     raise exc
 
 
+async def _answer(outcome: Awaitable[tuple[int, Any]]) -> JSONResponse:
+    try:
+        code, body = await outcome
+    except (domain.ApplicationError, FormInvalid, IdentityRefused) as exc:
+        raise http_error(exc) from exc
+    return JSONResponse(body, status_code=code)
+
+
 async def _respond(
     ctx: ServiceContext,
     idempotency: IdempotencyKey | None,
@@ -258,11 +266,7 @@ async def _respond(
     render: Callable[[T], Any],
     status_code: int = status.HTTP_200_OK,
 ) -> JSONResponse:
-    try:
-        code, body = await handlers.in_transaction(ctx, idempotency, effect, render, status_code)
-    except (domain.ApplicationError, FormInvalid, IdentityRefused) as exc:
-        raise http_error(exc) from exc
-    return JSONResponse(body, status_code=code)
+    return await _answer(handlers.in_transaction(ctx, idempotency, effect, render, status_code))
 
 
 def _key(key: str | None, who: Caller, request: Request, body: Any) -> IdempotencyKey | None:
@@ -298,8 +302,9 @@ async def submit_application(
         )
     idem = _key(idempotency_key, who, request, cmd.model_dump(mode="json"))
     trust = trust_config(settings_of(ctx))
-    effect = handlers.submit_application(ctx, cmd, who.applicant_id, trust)
-    return await _respond(ctx, idem, effect, _render, status.HTTP_201_CREATED)
+    return await _answer(
+        handlers.submit_application(ctx, cmd, who.applicant_id, trust, idem, _render)
+    )
 
 
 @router.get("/applications", response_model=ApplicationPage, tags=["applications"])

@@ -24,10 +24,12 @@ from services.applications.domain import (
     Application,
     ApplicationError,
     ApplicationStatus,
+    Decision,
     Procedure,
 )
-from services.applications.identity import TrustConfig, VerifiedIdentity
-from services.applications.procedures import ProcedureCache
+from services.applications.forms import FormInvalid
+from services.applications.identity import IdentityRefused, TrustConfig, VerifiedIdentity
+from services.applications.procedures import CachedProcedure, ProcedureCache
 from services.runtime.outbox import add_events
 from services.runtime.service import ServiceContext
 
@@ -90,16 +92,21 @@ async def in_transaction(
                 conn, idempotency.key, idempotency.request_hash
             )
             if stored is not None:
-                if stored.request_hash != idempotency.request_hash:
-                    raise IdempotencyKeyReused(
-                        "this Idempotency-Key was already used with a different request; "
-                        "use a new key for a new request"
-                    )
-                return stored.status_code, stored.body
+                return _replay(stored, idempotency)
         body = render(await effect(conn))
         if idempotency is not None:
             await store.store_idempotent_response(conn, idempotency.key, status_code, body)
     return status_code, body
+
+
+def _replay(stored: store.StoredResponse, idempotency: IdempotencyKey) -> tuple[int, Any]:
+    """The first response to this key, if this is the same request."""
+    if stored.request_hash != idempotency.request_hash:
+        raise IdempotencyKeyReused(
+            "this Idempotency-Key was already used with a different request; "
+            "use a new key for a new request"
+        )
+    return stored.status_code, stored.body
 
 
 async def _save(
@@ -138,49 +145,87 @@ def _verify_identity(cmd: SubmitApplication, trust: TrustConfig, now: datetime) 
         raise
 
 
-def submit_application(
+def _decide_submission(
+    cmd: SubmitApplication,
+    cached: CachedProcedure | None,
+    applicant_id: uuid.UUID | None,
+    trust: TrustConfig,
+) -> Decision:
+    """The new application and its events, or the reason it is refused (no I/O)."""
+    if cached is None:
+        raise UnknownProcedure(f"no procedure {cmd.procedure_code!r} in the catalog")
+    procedure = cached.procedure
+    cached.form.check(cmd.form)
+    now = datetime.now(UTC)
+    verified = None
+    if cmd.identity is not None:
+        verified = _verify_identity(cmd, trust, now)
+    elif domain.needs_signature(procedure, cmd.channel):
+        raise domain.refuse_unsigned(procedure)
+    app, submitted = domain.submit(
+        procedure, cmd.channel, now, applicant_id=applicant_id, form=cmd.form, identity=verified
+    )
+    events: list[Event] = [submitted]
+    if domain.fee_due_at_submission(app):
+        # Online applicants pay online: the fee (手数料) is asked for at once.
+        app, asked = domain.request_fee(app, procedure, now)
+        events.extend(asked)
+    return app, events
+
+
+async def submit_application(
     ctx: ServiceContext,
     cmd: SubmitApplication,
     applicant_id: uuid.UUID | None,
     trust: TrustConfig,
-) -> Callable[[asyncpg.Connection], Awaitable[Application]]:
+    idempotency: IdempotencyKey | None,
+    render: Callable[[Application], Any],
+) -> tuple[int, Any]:
+    """POST /applications: (status, JSON body), replayed for a retry with the same key.
+
+    The busiest command, so it is written for few round trips: the procedure comes from the
+    cache (services.applications.procedures), so the application is decided before the
+    database is touched; then one statement inserts it, claims the Idempotency-Key with the
+    response and checks the cached procedure is still current, and the outbox gets its events,
+    in one transaction. When the procedure has changed, it is read again (share-locked) and
+    the application decided again. A refused request claims its key as ``in_transaction``
+    does and rolls back, so a retry of a request that was accepted gets its first response
+    even if it would be refused now, and a refusal stores nothing.
+    """
     procedures = ctx.provide(ProcedureCache, ProcedureCache)
-
-    async def effect(conn: asyncpg.Connection) -> Application:
-        # The procedure comes from the cache; the INSERT checks it is still the version that
-        # was decided on, and if not, the decision is made again on the row as it is now
-        # (share-locked, so the second INSERT holds). See services.applications.procedures.
-        for fresh in (False, True):
-            cached = await procedures.get(conn, cmd.procedure_code, fresh=fresh)
-            if cached is None:
-                raise UnknownProcedure(f"no procedure {cmd.procedure_code!r} in the catalog")
-            procedure = cached.procedure
-            cached.form.check(cmd.form)
-            now = datetime.now(UTC)
-            verified = None
-            if cmd.identity is not None:
-                verified = _verify_identity(cmd, trust, now)
-            elif domain.needs_signature(procedure, cmd.channel):
-                raise domain.refuse_unsigned(procedure)
-            app, event = domain.submit(
-                procedure,
-                cmd.channel,
-                now,
-                applicant_id=applicant_id,
-                form=cmd.form,
-                identity=verified,
-            )
-            if await store.insert_application(conn, app, procedure_version=cached.version):
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        for attempt in range(3):
+            try:
+                cached = await procedures.get(conn, cmd.procedure_code, fresh=attempt > 0)
+                app, events = _decide_submission(cmd, cached, applicant_id, trust)
+            except (ApplicationError, FormInvalid, IdentityRefused):
+                if idempotency is not None:
+                    stored = await store.claim_idempotency_key(
+                        conn, idempotency.key, idempotency.request_hash
+                    )
+                    if stored is not None:
+                        return _replay(stored, idempotency)
+                raise
+            assert cached is not None
+            body = render(app)
+            claim = None
+            if idempotency is not None:
+                claim = store.KeyClaim(idempotency.key, idempotency.request_hash, 201, body)
+            written = await store.insert_submission(conn, app, cached.version, claim)
+            if written is store.SubmissionWrite.INSERTED:
                 break
+            if written is store.SubmissionWrite.KEY_TAKEN:
+                assert idempotency is not None
+                stored = await store.stored_response(conn, idempotency.key)
+                if stored is not None:
+                    return _replay(stored, idempotency)
+                # Swept away since (older than the retention): claim it anew.
         else:
-            raise AssertionError("a share-locked procedure changed")  # pragma: no cover
-        await add_events(conn, [ctx.new_event(event, time=app.submitted_at)])
-        if domain.fee_due_at_submission(app):
-            # Online applicants pay online: the fee (手数料) is asked for at once.
-            app = await _save(ctx, conn, *domain.request_fee(app, procedure, now))
-        return app
-
-    return effect
+            raise RuntimeError(f"procedure {cmd.procedure_code!r} keeps changing; try again")
+        first, *rest = events
+        envelopes = [ctx.new_event(first, time=app.submitted_at)]
+        await add_events(conn, envelopes + [ctx.new_event(e) for e in rest])
+    return 201, body
 
 
 Step = Callable[[asyncpg.Connection], Awaitable[Application]]

@@ -6,6 +6,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -53,20 +54,46 @@ def _application(row: asyncpg.Record) -> Application:
     )
 
 
-async def insert_application(
-    conn: asyncpg.Connection, app: Application, *, procedure_version: str | None = None
-) -> bool:
-    """Insert ``app``; with ``procedure_version``, only if its procedure's row still has that
-    version (``xmin``, see ``get_procedure_with_version``), checked in the same statement.
-    Returns whether the row was inserted."""
-    result: str = await conn.execute(
-        """INSERT INTO applications (id, procedure_code, channel, status, submitted_at,
-                                     applicant_id, form, fee_yen, identity_name,
-                                     identity_address, identity_birth_date, identity_cert_serial,
-                                     identity_cert_issuer, identity_checked_at, identity_result)
-           SELECT $1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11, $12, $13, $14, $15
-           WHERE $16::text IS NULL
-              OR EXISTS (SELECT FROM procedures WHERE code = $2 AND xmin::text = $16::text)""",
+class SubmissionWrite(Enum):
+    """What ``insert_submission`` did."""
+
+    INSERTED = "inserted"
+    PROCEDURE_CHANGED = "procedure_changed"
+    """The procedure's row is no longer the version decided on: nothing was written."""
+    KEY_TAKEN = "key_taken"
+    """The Idempotency-Key was already claimed (the other transaction has ended): nothing was
+    written; read what it holds with ``stored_response``."""
+
+
+@dataclass(frozen=True)
+class KeyClaim:
+    """An Idempotency-Key to claim together with the response it will replay."""
+
+    key: str
+    request_hash: str
+    status_code: int
+    body: Any
+
+
+_INSERT_APPLICATION = """INSERT INTO applications (id, procedure_code, channel, status,
+        submitted_at, applicant_id, form, fee_yen, identity_name, identity_address,
+        identity_birth_date, identity_cert_serial, identity_cert_issuer, identity_checked_at,
+        identity_result)
+    SELECT $1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11, $12, $13, $14, $15"""
+
+
+async def insert_submission(
+    conn: asyncpg.Connection, app: Application, procedure_version: str, claim: KeyClaim | None
+) -> SubmissionWrite:
+    """A new application in one statement (one round trip): only if its procedure's row still
+    has ``procedure_version`` (``xmin``, see ``get_procedure_with_version``) and, with
+    ``claim``, only if its Idempotency-Key is claimed by this very statement, response and all.
+
+    A key held by a transaction still open makes the statement wait for it to end, as
+    ``claim_idempotency_key`` does.
+    """
+    unchanged = "unchanged AS (SELECT FROM procedures WHERE code = $2 AND xmin::text = $16::text)"
+    args: list[Any] = [
         app.id,
         app.procedure_code,
         app.channel.value,
@@ -89,8 +116,28 @@ async def insert_application(
             else (None,) * 7
         ),
         procedure_version,
-    )
-    return result == "INSERT 0 1"
+    ]
+    if claim is None:
+        sql = f"""WITH {unchanged},
+                  app AS ({_INSERT_APPLICATION} FROM unchanged RETURNING id)"""
+    else:
+        sql = f"""WITH {unchanged},
+                  claim AS (INSERT INTO idempotency_keys (key, request_hash, status_code, response)
+                            SELECT $17, $18, $19, $20::jsonb FROM unchanged
+                            ON CONFLICT (key) DO NOTHING RETURNING key),
+                  app AS ({_INSERT_APPLICATION} FROM claim RETURNING id)"""
+        args += [
+            claim.key,
+            claim.request_hash,
+            claim.status_code,
+            json.dumps(claim.body, ensure_ascii=False),
+        ]
+    outcome = "SELECT EXISTS (SELECT FROM unchanged) AS unchanged, EXISTS (SELECT FROM app) AS done"
+    row = await conn.fetchrow(f"{sql} {outcome}", *args)
+    assert row is not None
+    if row["done"]:
+        return SubmissionWrite.INSERTED
+    return SubmissionWrite.KEY_TAKEN if row["unchanged"] else SubmissionWrite.PROCEDURE_CHANGED
 
 
 async def update_application(conn: asyncpg.Connection, app: Application) -> None:
@@ -337,10 +384,17 @@ async def claim_idempotency_key(
     )
     if claimed is not None:
         return None
+    stored = await stored_response(conn, key)
+    assert stored is not None
+    return stored
+
+
+async def stored_response(conn: asyncpg.Connection, key: str) -> StoredResponse | None:
     row = await conn.fetchrow(
         "SELECT request_hash, status_code, response FROM idempotency_keys WHERE key = $1", key
     )
-    assert row is not None
+    if row is None:
+        return None
     return StoredResponse(row["request_hash"], row["status_code"], json.loads(row["response"]))
 
 

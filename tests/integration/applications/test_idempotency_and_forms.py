@@ -51,6 +51,18 @@ async def test_the_same_key_with_another_body_is_refused(applications: Any) -> N
     assert await applications.pool.fetchval("SELECT count(*) FROM applications") == 1
 
 
+async def test_the_same_key_with_another_body_that_would_be_refused_names_the_key(
+    applications: Any,
+) -> None:
+    http = applications.http
+    headers = CITIZEN | {"Idempotency-Key": "k-3"}
+    assert (await http.post("/applications", json=OPINION, headers=headers)).status_code == 201
+    incomplete = OPINION | {"form": {"subject": "公園"}}
+    resp = await http.post("/applications", json=incomplete, headers=headers)
+    assert resp.status_code == 422
+    assert resp.json()["detail"][0]["loc"] == ["header", "Idempotency-Key"]
+
+
 async def test_keys_belong_to_their_caller(applications: Any) -> None:
     http = applications.http
     mine = await http.post(

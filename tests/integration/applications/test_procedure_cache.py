@@ -55,3 +55,20 @@ async def test_an_unknown_procedure_is_refused_until_it_is_imported(
     assert unknown.json()["detail"][0]["loc"] == ["body", "procedure_code"]
     await import_rows([ROW], tmp_path, database_url=database_url, namespace=namespace)
     assert (await http.post("/applications", json=dog)).status_code == 201
+
+
+async def test_a_retry_replays_its_first_response_even_after_the_form_changed(
+    applications: Any, database_url: str, namespace: str, tmp_path: Path
+) -> None:
+    where = {"database_url": database_url, "namespace": namespace}
+    http = applications.http
+    await import_rows([ROW], tmp_path, **where)
+    dog = {"procedure_code": "INU_TOROKU", "form": {"dog_name": "ポチ"}}
+    headers = {"Idempotency-Key": "dog-1"}
+    first = await http.post("/applications", json=dog, headers=headers)
+    assert first.status_code == 201, first.text
+    stricter = ROW | {"form_schema": {"type": "object", "required": ["dog_name", "breed"]}}
+    await import_rows([stricter], tmp_path, **where)
+    again = await http.post("/applications", json=dog, headers=headers)
+    assert (again.status_code, again.json()) == (201, first.json())
+    assert await applications.pool.fetchval("SELECT count(*) FROM applications") == 1
