@@ -88,13 +88,17 @@ class Servers:
 
 
 @contextlib.contextmanager
-def servers(*, sync_interval: str = "2m", postgres: bool = True) -> Iterator[Servers]:
+def servers(
+    *, sync_interval: str = "2m", postgres: bool = True, nats_from_env: bool = True
+) -> Iterator[Servers]:
     """NATS (JetStream, file storage) and PostgreSQL: ``NATS_URL``/``DATABASE_URL`` when set,
-    else embedded servers of the benchmark's own in a temporary directory."""
+    else embedded servers of the benchmark's own in a temporary directory. With
+    ``nats_from_env=False`` the NATS server is always the benchmark's own (its
+    ``sync_interval`` is then known)."""
     with tempfile.TemporaryDirectory(prefix="cityhall-bench-") as tmp:
         work = Path(tmp)
         embedded_nats = embedded_pg = None
-        nats_url = os.environ.get("NATS_URL")
+        nats_url = os.environ.get("NATS_URL") if nats_from_env else None
         database_url = os.environ.get("DATABASE_URL")
         try:
             if not nats_url:

@@ -389,16 +389,21 @@ def contains_card_number(text: str) -> bool:
     return _PAN_LIKE.search(text) is not None
 
 
-def _strings(value: Any) -> list[str]:
+def _holds_card_number(value: Any) -> bool:
+    """True when a string (or an integer) anywhere in ``value`` looks like a card number.
+
+    Walks the parsed payload without building lists, and skips strings too short to hold
+    12 digits: this runs on every terminal message.
+    """
     if isinstance(value, str):
-        return [value]
+        return len(value) >= 12 and _PAN_LIKE.search(value) is not None
     if isinstance(value, dict):
-        return [s for k, v in value.items() for s in (*_strings(k), *_strings(v))]
+        return any(_holds_card_number(k) or _holds_card_number(v) for k, v in value.items())
     if isinstance(value, list | tuple):
-        return [s for v in value for s in _strings(v)]
+        return any(_holds_card_number(v) for v in value)
     if isinstance(value, int) and not isinstance(value, bool):
-        return [str(value)]
-    return []
+        return abs(value) >= 10**11 and _PAN_LIKE.search(str(value)) is not None
+    return False
 
 
 class TerminalTransactionKind(StrEnum):
@@ -508,7 +513,7 @@ class TerminalTransactionV1(Event):
     @model_validator(mode="before")
     @classmethod
     def _no_card_number(cls, data: Any) -> Any:
-        if any(contains_card_number(s) for s in _strings(data)):
+        if _holds_card_number(data):
             raise ValueError(
                 "a full card number (PAN) is refused: send card.token, card.brand and "
                 "card.last4 instead"
@@ -580,7 +585,7 @@ class ProviderPaymentConfirmation(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _no_card_number(cls, data: Any) -> Any:
-        if any(contains_card_number(s) for s in _strings(data)):
+        if _holds_card_number(data):
             raise ValueError("a full card number (PAN) is refused")
         return data
 
@@ -641,7 +646,7 @@ class TerminalSettlementV1(Event):
     @model_validator(mode="before")
     @classmethod
     def _no_card_number(cls, data: Any) -> Any:
-        if any(contains_card_number(s) for s in _strings(data)):
+        if _holds_card_number(data):
             raise ValueError("a full card number (PAN) is refused")
         return data
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -111,30 +112,49 @@ async def record_terminal_transaction(
     event: Envelope[TerminalTransactionV1],
     known_terminals: dict[str, str] | None = None,
 ) -> None:
-    """Post a terminal's capture, refund or void once, for ever, with its event.
+    """Post a terminal's capture, refund or void once, for ever, with its event."""
+    await record_terminal_transactions(conn, [event], known_terminals)
 
-    ``known_terminals`` (terminal id -> facility) spares a query per message: a terminal's
+
+async def record_terminal_transactions(
+    conn: asyncpg.Connection,
+    events: Sequence[Envelope[TerminalTransactionV1]],
+    known_terminals: dict[str, str] | None = None,
+) -> None:
+    """Post terminals' captures, refunds and voids once, for ever, each with its event, in the
+    order they came: each run of captures with a few statements for the whole run, a refund or
+    void on its own (it reads the capture it reverses, which may be in the run before it).
+
+    ``known_terminals`` (terminal id -> facility) spares a query per batch: a terminal's
     facility never changes once registered, and only registered terminals are remembered.
     """
-    tx = event.data
-    facility = (known_terminals or {}).get(tx.terminal_id)
-    if facility is None:
-        terminal = await store.get_terminal(conn, tx.terminal_id)
-        if terminal is None:
+    known = known_terminals if known_terminals is not None else {}
+    unknown = {e.data.terminal_id for e in events} - known.keys()
+    if unknown:
+        known.update(await store.facilities_of_terminals(conn, sorted(unknown)))
+    for event in events:
+        tx = event.data
+        facility = known.get(tx.terminal_id)
+        if facility is None:
             raise domain.UnknownTerminal(f"terminal {tx.terminal_id!r} is not registered")
-        facility = terminal.facility_code
-        if known_terminals is not None:
-            known_terminals[tx.terminal_id] = facility
-    if facility != tx.facility_code:
-        raise domain.TerminalNotAtFacility(
-            f"terminal {tx.terminal_id!r} is registered to {facility!r}, not {tx.facility_code!r}"
-        )
-    if tx.kind is TerminalTransactionKind.CAPTURE:
-        await _capture(conn, tx)
-    elif tx.kind is TerminalTransactionKind.REFUND:
-        await _refund(conn, tx)
-    else:
-        await _void(conn, tx)
+        if facility != tx.facility_code:
+            raise domain.TerminalNotAtFacility(
+                f"terminal {tx.terminal_id!r} is registered to {facility!r}, "
+                f"not {tx.facility_code!r}"
+            )
+    captures: list[TerminalTransactionV1] = []
+    for event in events:
+        tx = event.data
+        if tx.kind is TerminalTransactionKind.CAPTURE:
+            captures.append(tx)
+            continue
+        await _capture_many(conn, captures)
+        captures = []
+        if tx.kind is TerminalTransactionKind.REFUND:
+            await _refund(conn, tx)
+        else:
+            await _void(conn, tx)
+    await _capture_many(conn, captures)
 
 
 async def _claim(
@@ -142,36 +162,50 @@ async def _claim(
 ) -> bool:
     """Take the (terminal, transaction id) key; False when it was posted before, maybe long
     ago (nothing must change then)."""
-    return await store.claim_terminal_transaction(
-        conn,
-        tx.terminal_id,
-        tx.transaction_id,
-        tx.kind.value,
-        payment_id,
-        tx.amount_yen,
-        tx.occurred_at,
+    return bool(await store.claim_terminal_transactions(conn, [_claim_of(tx, payment_id)]))
+
+
+def _claim_of(tx: TerminalTransactionV1, payment_id: uuid.UUID) -> store.TerminalClaim:
+    return store.TerminalClaim(
+        tx.terminal_id, tx.transaction_id, tx.kind.value, payment_id, tx.amount_yen, tx.occurred_at
     )
 
 
-async def _capture(conn: asyncpg.Connection, tx: TerminalTransactionV1) -> None:
-    payment_id = uuid.uuid5(_IDS, tx.message_id)
-    if not await _claim(conn, tx, payment_id):
+async def _capture_many(conn: asyncpg.Connection, txs: Sequence[TerminalTransactionV1]) -> None:
+    """Captures: claim their keys, then post the new ones (payment, receipt, ledger) and
+    announce each as PaymentCaptured, a statement per table for all of them."""
+    if not txs:
         return
-    capture = store.NewCapture(
-        payment_id=payment_id,
-        facility_code=tx.facility_code,
-        terminal_id=tx.terminal_id,
-        channel=PaymentChannel.TERMINAL.value,
-        method=tx.method,
-        brand=tx.brand,
-        amount_yen=tx.amount_yen,
-        item=tx.item,
-        occurred_at=tx.occurred_at,
-        fiscal_year=domain.fiscal_year(tx.occurred_at),
-        card_token=tx.card.token if tx.card else None,
-        card_last4=tx.card.last4 if tx.card else None,
+    ids = [uuid.uuid5(_IDS, tx.message_id) for tx in txs]
+    claimed = await store.claim_terminal_transactions(
+        conn, [_claim_of(tx, pid) for tx, pid in zip(txs, ids, strict=True)]
     )
-    receipt = await _record_capture(conn, capture)
+    new: list[tuple[TerminalTransactionV1, uuid.UUID]] = []
+    for tx, payment_id in zip(txs, ids, strict=True):
+        key = (tx.terminal_id, tx.transaction_id)
+        if key in claimed:
+            claimed.discard(key)  # a second copy in the same run was posted by the first
+            new.append((tx, payment_id))
+    if not new:
+        return
+    records = []
+    for tx, payment_id in new:
+        capture = store.NewCapture(
+            payment_id=payment_id,
+            facility_code=tx.facility_code,
+            terminal_id=tx.terminal_id,
+            channel=PaymentChannel.TERMINAL.value,
+            method=tx.method,
+            brand=tx.brand,
+            amount_yen=tx.amount_yen,
+            item=tx.item,
+            occurred_at=tx.occurred_at,
+            fiscal_year=domain.fiscal_year(tx.occurred_at),
+            card_token=tx.card.token if tx.card else None,
+            card_last4=tx.card.last4 if tx.card else None,
+        )
+        records.append((capture, _posting_of(capture)))
+    receipts = await store.record_captures(conn, records)
     await add_events(
         conn,
         [
@@ -189,13 +223,13 @@ async def _capture(conn: asyncpg.Connection, tx: TerminalTransactionV1) -> None:
                     receipt_number=receipt,
                 )
             )
+            for (tx, payment_id), receipt in zip(new, receipts, strict=True)
         ],
     )
 
 
-async def _record_capture(conn: asyncpg.Connection, capture: store.NewCapture) -> str:
-    """Payment, receipt number and balanced ledger posting; returns the receipt number."""
-    posting = domain.capture_posting(
+def _posting_of(capture: store.NewCapture) -> domain.Posting:
+    return domain.capture_posting(
         capture.payment_id,
         capture.facility_code,
         capture.method,
@@ -203,7 +237,11 @@ async def _record_capture(conn: asyncpg.Connection, capture: store.NewCapture) -
         capture.amount_yen,
         capture.occurred_at,
     )
-    return await store.record_capture(conn, capture, posting)
+
+
+async def _record_capture(conn: asyncpg.Connection, capture: store.NewCapture) -> str:
+    """Payment, receipt number and balanced ledger posting; returns the receipt number."""
+    return await store.record_capture(conn, capture, _posting_of(capture))
 
 
 async def _original(conn: asyncpg.Connection, tx: TerminalTransactionV1) -> domain.PaymentState:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -26,6 +28,7 @@ from services.payments.domain import (
     Posting,
     PostingKind,
 )
+from services.payments.domain import receipt_number as format_receipt_number
 
 
 async def sync_facilities(conn: asyncpg.Connection | asyncpg.Pool) -> None:
@@ -91,6 +94,33 @@ async def list_terminals(conn: asyncpg.Connection | asyncpg.Pool) -> list[Termin
 # --- payments ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class TerminalClaim:
+    """A terminal transaction to record under its (terminal, transaction id) key."""
+
+    terminal_id: str
+    transaction_id: str
+    kind: str
+    payment_id: uuid.UUID
+    amount_yen: int
+    occurred_at: datetime
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.terminal_id, self.transaction_id)
+
+
+async def facilities_of_terminals(
+    conn: asyncpg.Connection | asyncpg.Pool, terminal_ids: Sequence[str]
+) -> dict[str, str]:
+    """Registered terminals among ``terminal_ids`` and the facility each belongs to."""
+    rows = await conn.fetch(
+        "SELECT terminal_id, facility_code FROM terminals WHERE terminal_id = ANY($1::text[])",
+        list(terminal_ids),
+    )
+    return {r["terminal_id"]: r["facility_code"] for r in rows}
+
+
 async def claim_terminal_transaction(
     conn: asyncpg.Connection,
     terminal_id: str,
@@ -101,80 +131,108 @@ async def claim_terminal_transaction(
     occurred_at: datetime,
 ) -> bool:
     """Record a terminal's transaction id; False when it was posted before (for ever)."""
-    inserted = await conn.fetchval(
+    claim = TerminalClaim(terminal_id, transaction_id, kind, payment_id, amount_yen, occurred_at)
+    return bool(await claim_terminal_transactions(conn, [claim]))
+
+
+async def claim_terminal_transactions(
+    conn: asyncpg.Connection, claims: Sequence[TerminalClaim]
+) -> set[tuple[str, str]]:
+    """Record terminal transaction ids in one statement; the keys that were new (a key posted
+    before, maybe long ago, or twice in ``claims``, is claimed once)."""
+    rows = await conn.fetch(
         """INSERT INTO terminal_transactions
                (terminal_id, transaction_id, kind, payment_id, amount_yen, occurred_at)
-           VALUES ($1, $2, $3, $4, $5, $6)
-           ON CONFLICT (terminal_id, transaction_id) DO NOTHING RETURNING true""",
-        terminal_id,
-        transaction_id,
-        kind,
-        payment_id,
-        amount_yen,
-        occurred_at,
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[], $5::bigint[],
+                                $6::timestamptz[])
+           ON CONFLICT (terminal_id, transaction_id) DO NOTHING
+           RETURNING terminal_id, transaction_id""",
+        [c.terminal_id for c in claims],
+        [c.transaction_id for c in claims],
+        [c.kind for c in claims],
+        [c.payment_id for c in claims],
+        [c.amount_yen for c in claims],
+        [c.occurred_at for c in claims],
     )
-    return bool(inserted)
+    return {(r["terminal_id"], r["transaction_id"]) for r in rows}
 
 
 async def record_capture(conn: asyncpg.Connection, p: NewCapture, posting: Posting) -> str:
-    """Number the receipt, write the payment, its receipt and its ledger posting in one
-    statement (one round trip: ingestion speed); return the receipt number.
+    """Number the receipt, write the payment, its receipt and its ledger posting; return the
+    receipt number."""
+    [number] = await record_captures(conn, [(p, posting)])
+    return number
 
-    The number is ``domain.receipt_number`` (``<facility>-<fiscal year>-<6-digit serial>``),
-    formed here from the counter in the same statement.
+
+async def record_captures(
+    conn: asyncpg.Connection, captures: Sequence[tuple[NewCapture, Posting]]
+) -> list[str]:
+    """Number the receipts, then write the payments, receipts and balanced ledger postings of
+    many captures with one statement per table (ingestion speed); the receipt numbers, in
+    order.
+
+    Receipts are numbered per facility and fiscal year (``domain.receipt_number``) in the
+    order of ``captures``: each counter is advanced once by the batch's count (its row stays
+    locked until the transaction ends, so numbers are never given twice or skipped).
     """
-    debit, credit = posting.entries
-    assert debit.debit_yen == credit.credit_yen == p.amount_yen, "a capture is one amount"
-    number = await conn.fetchval(
-        """WITH serial AS (
-               INSERT INTO receipt_counters (facility_code, fiscal_year, last_number)
-               VALUES ($2, $15, 1)
-               ON CONFLICT (facility_code, fiscal_year)
-               DO UPDATE SET last_number = receipt_counters.last_number + 1
-               RETURNING last_number),
-           num AS (
-               SELECT last_number,
-                      $2 || '-' || $15::text || '-' || lpad(last_number::text, 6, '0') AS rn
-               FROM serial),
-           pay AS (
-               INSERT INTO payments (payment_id, facility_code, terminal_id, channel, method,
-                                     brand, amount_yen, item, occurred_at, receipt_number,
-                                     application_id, card_token, card_last4)
-               SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, num.rn, $10, $11, $12 FROM num
-               RETURNING payment_id),
-           rec AS (
-               INSERT INTO receipts (receipt_number, facility_code, fiscal_year, serial,
-                                     payment_id)
-               SELECT num.rn, $2, $15, num.last_number, pay.payment_id FROM num, pay),
-           post AS (
-               INSERT INTO postings (posting_id, facility_code, kind, payment_id, business_date)
-               SELECT $13, $2, 'capture', pay.payment_id, $14 FROM pay
-               RETURNING posting_id),
-           entries AS (
-               INSERT INTO ledger_entries (posting_id, account, debit_yen, credit_yen)
-               SELECT post.posting_id, e.account, e.debit, e.credit
-               FROM post, (VALUES ($16, $7::bigint, 0::bigint), ($17, 0::bigint, $7::bigint))
-                          AS e(account, debit, credit))
-           SELECT rn FROM num""",
-        p.payment_id,
-        p.facility_code,
-        p.terminal_id,
-        p.channel,
-        p.method.value,
-        p.brand,
-        p.amount_yen,
-        p.item,
-        p.occurred_at,
-        p.application_id,
-        p.card_token,
-        p.card_last4,
-        posting.posting_id,
-        posting.business_date,
-        p.fiscal_year,
-        debit.account,
-        credit.account,
+    wanted = Counter((c.facility_code, c.fiscal_year) for c, _ in captures)
+    keys = sorted(wanted)  # one lock order for every writer: no deadlock between replicas
+    counters = await conn.fetch(
+        """INSERT INTO receipt_counters (facility_code, fiscal_year, last_number)
+           SELECT * FROM unnest($1::text[], $2::int[], $3::int[])
+           ON CONFLICT (facility_code, fiscal_year)
+           DO UPDATE SET last_number = receipt_counters.last_number + EXCLUDED.last_number
+           RETURNING facility_code, fiscal_year, last_number""",
+        [f for f, _ in keys],
+        [y for _, y in keys],
+        [wanted[k] for k in keys],
     )
-    return str(number)
+    serial = {
+        (r["facility_code"], r["fiscal_year"]): r["last_number"]
+        - wanted[(r["facility_code"], r["fiscal_year"])]
+        for r in counters
+    }
+    serials: list[int] = []
+    for c, _ in captures:
+        serial[(c.facility_code, c.fiscal_year)] += 1
+        serials.append(serial[(c.facility_code, c.fiscal_year)])
+    numbers = [
+        format_receipt_number(c.facility_code, c.fiscal_year, n)
+        for (c, _), n in zip(captures, serials, strict=True)
+    ]
+    pays = [c for c, _ in captures]
+    await conn.execute(
+        """INSERT INTO payments (payment_id, facility_code, terminal_id, channel, method, brand,
+                                 amount_yen, item, occurred_at, receipt_number, application_id,
+                                 card_token, card_last4)
+           SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                $6::text[], $7::bigint[], $8::text[], $9::timestamptz[],
+                                $10::text[], $11::uuid[], $12::text[], $13::text[])""",
+        [c.payment_id for c in pays],
+        [c.facility_code for c in pays],
+        [c.terminal_id for c in pays],
+        [c.channel for c in pays],
+        [c.method.value for c in pays],
+        [c.brand for c in pays],
+        [c.amount_yen for c in pays],
+        [c.item for c in pays],
+        [c.occurred_at for c in pays],
+        numbers,
+        [c.application_id for c in pays],
+        [c.card_token for c in pays],
+        [c.card_last4 for c in pays],
+    )
+    await conn.execute(
+        """INSERT INTO receipts (receipt_number, facility_code, fiscal_year, serial, payment_id)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::uuid[])""",
+        numbers,
+        [c.facility_code for c in pays],
+        [c.fiscal_year for c in pays],
+        serials,
+        [c.payment_id for c in pays],
+    )
+    await insert_postings(conn, [posting for _, posting in captures])
+    return numbers
 
 
 @dataclass(frozen=True)
@@ -261,22 +319,33 @@ async def mark_voided(conn: asyncpg.Connection, payment_id: uuid.UUID) -> None:
 
 
 async def insert_posting(conn: asyncpg.Connection, posting: Posting) -> None:
+    await insert_postings(conn, [posting])
+
+
+async def insert_postings(conn: asyncpg.Connection, postings: Sequence[Posting]) -> None:
+    """Postings and their entries, one statement each: the ledger's trigger checks at the end
+    of the entries' statement that every posting it touched balances."""
     await conn.execute(
         """INSERT INTO postings (posting_id, facility_code, kind, payment_id, reverses,
                                  business_date, memo)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
-        posting.posting_id,
-        posting.facility_code,
-        posting.kind.value,
-        posting.payment_id,
-        posting.reverses,
-        posting.business_date,
-        posting.memo,
+           SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::uuid[],
+                                $6::date[], $7::text[])""",
+        [p.posting_id for p in postings],
+        [p.facility_code for p in postings],
+        [p.kind.value for p in postings],
+        [p.payment_id for p in postings],
+        [p.reverses for p in postings],
+        [p.business_date for p in postings],
+        [p.memo for p in postings],
     )
-    await conn.executemany(
+    entries = [(p.posting_id, e) for p in postings for e in p.entries]
+    await conn.execute(
         """INSERT INTO ledger_entries (posting_id, account, debit_yen, credit_yen)
-           VALUES ($1, $2, $3, $4)""",
-        [(posting.posting_id, e.account, e.debit_yen, e.credit_yen) for e in posting.entries],
+           SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bigint[])""",
+        [posting_id for posting_id, _ in entries],
+        [e.account for _, e in entries],
+        [e.debit_yen for _, e in entries],
+        [e.credit_yen for _, e in entries],
     )
 
 

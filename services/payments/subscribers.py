@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -27,7 +27,7 @@ from contracts.subjects import APPLICATIONS, TERMINALS
 from services.payments import handlers
 from services.payments.domain import PaymentError
 from services.payments.settings import payments_settings
-from services.runtime.consumer import Handler, Refused
+from services.runtime.consumer import Batched, Handler, Refused
 from services.runtime.service import ConsumerBinding, ServiceContext
 from services.runtime.streams import ConsumerDecl
 
@@ -44,6 +44,8 @@ APPLICATION_FEES = ConsumerDecl(
     stream=APPLICATIONS,
     subjects=(ApplicationPaymentRequestedV1.subject,),
 )
+
+T = TypeVar("T")
 
 _DIGIT_RUN = re.compile(r"\d(?:[ -]?\d){11,18}")
 
@@ -89,13 +91,13 @@ def mask_card_numbers(body: bytes) -> bytes:
 
 
 def refusing(
-    handler: Callable[[asyncpg.Connection, Envelope[Any]], Awaitable[None]],
-) -> Callable[[asyncpg.Connection, Envelope[Any]], Awaitable[None]]:
+    handler: Callable[[asyncpg.Connection, T], Awaitable[None]],
+) -> Callable[[asyncpg.Connection, T], Awaitable[None]]:
     """Map the payment rules' refusals to dead letters with the reason (the one place)."""
 
-    async def handle(conn: asyncpg.Connection, event: Envelope[Any]) -> None:
+    async def handle(conn: asyncpg.Connection, events: T) -> None:
         try:
-            await handler(conn, event)
+            await handler(conn, events)
         except PaymentError as exc:
             raise Refused(f"{type(exc).__name__}: {exc}") from exc
 
@@ -114,13 +116,13 @@ def consumers(ctx: ServiceContext) -> Sequence[ConsumerBinding]:
 
     known_terminals: dict[str, str] = {}  # per running service, so per schema
 
-    async def record_terminal_transaction(
-        conn: asyncpg.Connection, event: Envelope[TerminalTransactionV1]
+    async def record_terminal_transactions(
+        conn: asyncpg.Connection, events: Sequence[Envelope[TerminalTransactionV1]]
     ) -> None:
-        await handlers.record_terminal_transaction(conn, event, known_terminals)
+        await handlers.record_terminal_transactions(conn, events, known_terminals)
 
     from_terminals: dict[type[Event], Handler] = {
-        TerminalTransactionV1: refusing(record_terminal_transaction),
+        TerminalTransactionV1: Batched(refusing(record_terminal_transactions)),
         TerminalSettlementV1: refusing(handlers.record_terminal_settlement),
     }
     return [

@@ -1,0 +1,540 @@
+"""Benchmark: terminal to dashboard, against a raw NATS + PostgreSQL pipeline in the same run.
+
+    .venv/bin/python bench/pipeline.py [--events 60000] [--json out.json]
+
+Every figure comes from one run on one machine, because this machine's speed drifts:
+
+1. **Raw references** (nats-py and asyncpg alone, no cityhall code), on the same servers:
+   JetStream ``publish_async`` rate; and the raw one-hop pipeline of the performance issue:
+   publish -> pull ``fetch(500)`` -> one PostgreSQL transaction per batch that upserts 100
+   counters and records the processed ids -> ack, publisher and consumer in one process.
+2. **Terminal to dashboard**: payments and reporting run as processes (``cityhall serve``);
+   the benchmark publishes ``--events`` terminal captures from 34 terminals (one per
+   facility) as fast as JetStream takes them, each through payments (validation, dedupe,
+   double-entry ledger, receipt number, outbox) -> PaymentCaptured -> reporting's
+   projection. The clock stops when reporting's read model counts every one.
+3. **Freshness**: ``--rate`` events/s paced for ``--fresh-s`` seconds while a client polls
+   the KPI (``GET /kpi/cashless-share``) over HTTP; an event's latency is from its publish
+   to the first query answer that counts it (the pipeline keeps stream order, so the n-th
+   published is visible once the count reaches n).
+4. **sync_interval: always**: step 1's raw publish and step 2 again on a nats-server that
+   fsyncs every write, to show what that durability costs.
+
+Memory: the services' peak RSS (VmHWM) over all of it. The NATS server is always the
+benchmark's own (to set ``sync_interval``); PostgreSQL is ``DATABASE_URL`` when set, else
+embedded. Everything it creates is removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import nats
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness
+from harness import figure, percentile, progress
+
+from contracts.envelope import CE_ID, CE_SOURCE, CE_SPECVERSION, CE_TIME, CE_TYPE
+from contracts.facilities import FACILITIES
+from contracts.payments import TerminalTransactionV1, terminal_subject
+from contracts.subjects import absolute
+from services.payments import store as payments_store
+from services.payments.handlers import register_terminal
+from services.runtime import db
+from services.runtime.streams import DUPLICATE_WINDOW_S
+
+BRANDS = [("qr", "PayPay"), ("qr", "d払い"), ("emoney", "交通系IC"), ("credit", "Visa")]
+AMOUNT_YEN = 300
+Message = tuple[str, bytes, dict[str, str]]
+
+
+# -- messages ---------------------------------------------------------------------------------
+
+
+def terminal_message(terminal_id: str, facility: str, n: int, run: str) -> Message:
+    """A capture as a terminal publishes it: CloudEvents headers, JSON body."""
+    method, brand = BRANDS[n % len(BRANDS)]
+    tx_id = f"{run}-{n:08d}"
+    now = datetime.now(UTC).isoformat()
+    body = {
+        "transaction_id": tx_id,
+        "terminal_id": terminal_id,
+        "facility_code": facility,
+        "kind": "capture",
+        "method": method,
+        "brand": brand,
+        "amount_yen": AMOUNT_YEN,
+        "item": "住民票の写し",
+        "occurred_at": now,
+    }
+    if method == "credit":
+        body["card"] = {"token": f"tok_{tx_id.replace('-', '_')}", "brand": brand, "last4": "4242"}
+    msg_id = f"{terminal_id}/{tx_id}"
+    headers = {
+        CE_SPECVERSION: "1.0",
+        CE_ID: msg_id,
+        CE_SOURCE: f"/terminals/{terminal_id}",
+        CE_TYPE: TerminalTransactionV1.event_type,
+        CE_TIME: now,
+        "content-type": "application/json",
+        "Nats-Msg-Id": msg_id,
+    }
+    return terminal_subject(facility, terminal_id), json.dumps(body).encode(), headers
+
+
+async def publish_all(js: JetStreamContext, messages: Sequence[Message], namespace: str) -> float:
+    """Publish with ``publish_async`` (PubAcks awaited together); seconds until all acked."""
+    started = time.perf_counter()
+    futures = [
+        await js.publish_async(absolute(namespace, s), b, headers=dict(h)) for s, b, h in messages
+    ]
+    acks = await asyncio.gather(*futures, return_exceptions=True)
+    failed = [a for a in acks if isinstance(a, BaseException)]
+    if failed:
+        raise SystemExit(f"{len(failed)} publishes failed, first: {failed[0]!r}")
+    return time.perf_counter() - started
+
+
+async def wait_for_count(
+    conn: asyncpg.Connection, sql: str, target: int, timeout_s: float, every_s: float = 0.02
+) -> float:
+    """Poll ``sql`` until it reaches ``target``; the perf_counter time when it did."""
+    deadline = time.perf_counter() + timeout_s
+    while True:
+        value = await conn.fetchval(sql) or 0
+        now = time.perf_counter()
+        if value >= target:
+            return now
+        if now > deadline:
+            raise SystemExit(f"timed out: {value} of {target} after {timeout_s} s ({sql})")
+        await asyncio.sleep(every_s)
+
+
+# -- 1. raw references ------------------------------------------------------------------------
+
+
+async def raw_publish(nc: nats.NATS, namespace: str, count: int) -> float:
+    js = nc.jetstream()
+    stream = f"{namespace.upper()}_RAWPUB"
+    await js.add_stream(
+        StreamConfig(
+            name=stream,
+            subjects=[f"{namespace}.rawpub.>"],
+            storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW_S,
+        )
+    )
+    try:
+        messages = [terminal_message("raw-t01", "shiminka", n, "raw") for n in range(count)]
+        messages = [(f"rawpub.{s}", b, h) for s, b, h in messages]
+        seconds = await publish_all(js, messages, namespace)
+        return count / seconds
+    finally:
+        await js.delete_stream(stream)
+
+
+async def raw_pipeline(nc: nats.NATS, database_url: str, namespace: str, count: int) -> float:
+    """The issue's one-hop reference: publish -> fetch(500) -> one transaction per batch
+    (100 counters upserted, processed ids recorded) -> ack. Events per second."""
+    js = nc.jetstream()
+    stream = f"{namespace.upper()}_RAWPIPE"
+    schema = f"{namespace}_raw"
+    await js.add_stream(
+        StreamConfig(
+            name=stream,
+            subjects=[f"{namespace}.rawpipe.>"],
+            storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW_S,
+        )
+    )
+    await js.add_consumer(
+        stream,
+        ConsumerConfig(
+            durable_name="raw",
+            ack_policy=AckPolicy.EXPLICIT,
+            max_ack_pending=20_000,
+            ack_wait=30,
+        ),
+    )
+    conn = await asyncpg.connect(database_url)
+    await conn.execute(f'CREATE SCHEMA "{schema}"')
+    await conn.execute(
+        f'CREATE TABLE "{schema}".counters (k int PRIMARY KEY, n bigint NOT NULL);'
+        f'CREATE TABLE "{schema}".processed (id text PRIMARY KEY)'
+    )
+    sub = await js.pull_subscribe_bind("raw", stream=stream)
+    done = 0
+
+    async def consume() -> None:
+        nonlocal done
+        while done < count:
+            try:
+                msgs = await sub.fetch(500, timeout=0.05)
+            except nats.errors.TimeoutError:
+                continue
+            ids = [m.headers["Nats-Msg-Id"] for m in msgs if m.headers]
+            keys = [hash(i) % 100 for i in ids]
+            async with conn.transaction():
+                await conn.execute(
+                    f'INSERT INTO "{schema}".processed SELECT unnest($1::text[]) '
+                    "ON CONFLICT DO NOTHING",
+                    ids,
+                )
+                await conn.execute(
+                    f'INSERT INTO "{schema}".counters (k, n) '
+                    "SELECT k, count(*) FROM unnest($1::int[]) AS t(k) GROUP BY k "
+                    "ON CONFLICT (k) DO UPDATE SET n = counters.n + EXCLUDED.n",
+                    keys,
+                )
+            for m in msgs:
+                await m.ack()
+            done += len(msgs)
+
+    try:
+        messages = [terminal_message("raw-t01", "shiminka", n, "pipe") for n in range(count)]
+        messages = [(f"rawpipe.{s}", b, h) for s, b, h in messages]
+        started = time.perf_counter()
+        consumer = asyncio.create_task(consume())
+        await publish_all(js, messages, namespace)
+        await asyncio.wait_for(consumer, timeout=300)
+        seconds = time.perf_counter() - started
+        total = await conn.fetchval(f'SELECT sum(n) FROM "{schema}".counters')
+        if total != count:
+            raise SystemExit(f"raw pipeline counted {total}, expected {count}")
+        return count / seconds
+    finally:
+        await sub.unsubscribe()
+        await js.delete_stream(stream)
+        await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        await conn.close()
+
+
+# -- 2-3. the platform ------------------------------------------------------------------------
+
+
+@dataclass
+class Platform:
+    namespace: str
+    nats_url: str
+    database_url: str
+    payments: harness.ServiceProcess
+    reporting: harness.ServiceProcess
+    terminals: list[tuple[str, str]]  # (terminal id, facility code)
+    published: int = 0
+
+    def messages(self, count: int, run: str) -> list[Message]:
+        out = []
+        for i in range(count):
+            n = self.published + i
+            terminal_id, facility = self.terminals[n % len(self.terminals)]
+            out.append(terminal_message(terminal_id, facility, n, run))
+        self.published += count
+        return out
+
+
+@contextlib.asynccontextmanager
+async def platform(
+    nats_url: str, database_url: str, env: dict[str, str]
+) -> AsyncIterator[Platform]:
+    namespace = harness.new_namespace("pipe")
+    payments = harness.ServiceProcess("payments", nats_url, database_url, namespace, env=env)
+    reporting = harness.ServiceProcess("reporting", nats_url, database_url, namespace, env=env)
+    try:
+        payments.start()
+        reporting.start()
+        await payments.wait_ready()
+        await reporting.wait_ready()
+        pool = await db.create_pool(database_url, payments.schema, min_size=1, max_size=2)
+        try:
+            terminals = []
+            for facility in FACILITIES:
+                creds = await register_terminal(pool, facility.code)
+                terminals.append((creds.terminal_id, creds.facility_code))
+        finally:
+            await pool.close()
+        yield Platform(namespace, nats_url, database_url, payments, reporting, terminals)
+    finally:
+        payments.stop()
+        reporting.stop()
+        await harness.cleanup(nats_url, database_url, namespace)
+
+
+@dataclass
+class E2E:
+    events: int
+    seconds: float
+    payments_posted_s: float
+    publish_s: float
+    payments_cpu_s: float
+    reporting_cpu_s: float
+
+    @property
+    def per_s(self) -> float:
+        return self.events / self.seconds
+
+
+async def terminal_to_dashboard(p: Platform, js: JetStreamContext, events: int, run: str) -> E2E:
+    """Publish ``events`` captures at full speed; time until reporting counts them all."""
+    conn = await asyncpg.connect(p.database_url)
+    try:
+        before = await conn.fetchval(
+            f'SELECT coalesce(sum(count), 0) FROM "{p.reporting.schema}".payments_daily'
+        )
+        posted_before = await conn.fetchval(
+            f'SELECT count(*) FROM "{p.payments.schema}".terminal_transactions'
+        )
+        messages = p.messages(events, run)
+        cpu0 = (p.payments.cpu_s(), p.reporting.cpu_s())
+        started = time.perf_counter()
+        publish_s = await publish_all(js, messages, p.namespace)
+        posted = await wait_for_count(
+            conn,
+            f'SELECT count(*) FROM "{p.payments.schema}".terminal_transactions',
+            posted_before + events,
+            timeout_s=600,
+            every_s=0.05,
+        )
+        counted = await wait_for_count(
+            conn,
+            f'SELECT coalesce(sum(count), 0) FROM "{p.reporting.schema}".payments_daily',
+            before + events,
+            timeout_s=600,
+        )
+        cpu1 = (p.payments.cpu_s(), p.reporting.cpu_s())
+        return E2E(
+            events=events,
+            seconds=counted - started,
+            payments_posted_s=posted - started,
+            publish_s=publish_s,
+            payments_cpu_s=cpu1[0] - cpu0[0],
+            reporting_cpu_s=cpu1[1] - cpu0[1],
+        )
+    finally:
+        await conn.close()
+
+
+async def check_exact(p: Platform) -> None:
+    """Every published capture posted once, balanced, and counted once with its yen."""
+    conn = await asyncpg.connect(p.database_url)
+    try:
+        posted = await conn.fetchval(
+            f'SELECT count(*) FROM "{p.payments.schema}".payments WHERE channel = $1', "terminal"
+        )
+        count, amount = await conn.fetchrow(
+            f'SELECT sum(count), sum(amount_yen) FROM "{p.reporting.schema}".payments_daily'
+        )
+        await conn.execute(f'SET search_path TO "{p.payments.schema}"')
+        unbalanced = await payments_store.unbalanced_postings(conn)
+    finally:
+        await conn.close()
+    problems = []
+    if posted != p.published:
+        problems.append(f"payments posted {posted} of {p.published}")
+    if count != p.published or amount != p.published * AMOUNT_YEN:
+        problems.append(f"reporting counted {count} ({amount} yen) of {p.published}")
+    if unbalanced:
+        problems.append(f"{len(unbalanced)} unbalanced postings")
+    if problems:
+        raise SystemExit("benchmark results are wrong: " + "; ".join(problems))
+
+
+async def freshness(
+    p: Platform, js: JetStreamContext, rate: int, seconds: float
+) -> tuple[list[float], float]:
+    """Latencies (ms) from publish to visible in a KPI query at a paced ``rate``; and the
+    rate actually published."""
+    tick_s = 0.01
+    per_tick = max(1, round(rate * tick_s))
+    total = int(rate * seconds)
+    messages = p.messages(total, "fresh")
+    month = datetime.now(UTC).astimezone().strftime("%Y-%m")
+    async with httpx.AsyncClient(base_url=p.reporting.url) as http:
+
+        async def visible() -> int:
+            r = await http.get("/kpi/cashless-share", params={"from": month, "to": month})
+            r.raise_for_status()
+            return int(r.json()["total"]["count"])
+
+        base = await visible()
+        sent_at: list[float] = []
+        seen: list[tuple[float, int]] = []
+        stop = asyncio.Event()
+
+        async def poll() -> None:
+            while not stop.is_set():
+                count = await visible()
+                seen.append((time.perf_counter(), count - base))
+                if count - base >= total:
+                    return
+                await asyncio.sleep(0.005)
+
+        poller = asyncio.create_task(poll())
+        futures = []
+        started = time.perf_counter()
+        for i in range(0, total, per_tick):
+            due = started + (i // per_tick) * tick_s
+            if (delay := due - time.perf_counter()) > 0:
+                await asyncio.sleep(delay)
+            for s, b, h in messages[i : i + per_tick]:
+                sent_at.append(time.perf_counter())
+                futures.append(await js.publish_async(absolute(p.namespace, s), b, headers=h))
+        sent_s = time.perf_counter() - started
+        await asyncio.gather(*futures)
+        try:
+            await asyncio.wait_for(poller, timeout=120)
+        finally:
+            stop.set()
+    latencies = []
+    j = 0
+    for i, t in enumerate(sent_at):
+        while j < len(seen) and seen[j][1] < i + 1:
+            j += 1
+        if j == len(seen):
+            raise SystemExit(f"event {i} was never seen in the KPI")
+        latencies.append((seen[j][0] - t) * 1000)
+    return latencies, total / sent_s
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    env = {k: v for k, v in (e.split("=", 1) for e in args.service_env)}
+    results: dict[str, dict[str, Any]] = {}
+    for sync in ("2m", "always") if not args.skip_always else ("2m",):
+        with harness.servers(sync_interval=sync, nats_from_env=False) as srv:
+            label = "" if sync == "2m" else "_sync_always"
+            progress(f"nats-server sync_interval={sync}; load {harness.load_average()}")
+            nc = await nats.connect(srv.nats_url)
+            js = nc.jetstream()
+            ns = harness.new_namespace("raw")
+            raw_pub = await raw_publish(nc, ns, args.raw_events)
+            figure(f"raw.publish_async_per_s{label}", round(raw_pub), "msgs/s", "nats-py")
+            if sync == "2m":
+                progress("raw one-hop pipeline")
+                raw_pipe = await raw_pipeline(nc, srv.database_url, ns, args.raw_events)
+                figure(
+                    "raw.pipeline_events_per_s",
+                    round(raw_pipe),
+                    "events/s",
+                    "publish -> fetch(500) -> 1 tx/batch (100 counters + ids) -> ack",
+                )
+                results["raw"] = {"publish": raw_pub, "pipeline": raw_pipe}
+            async with platform(srv.nats_url, srv.database_url, env) as p:
+                progress(f"warm-up ({args.warmup} events)")
+                await terminal_to_dashboard(p, js, args.warmup, "warm")
+                progress(f"terminal to dashboard: {args.events} events, sync {sync}")
+                e2e = await terminal_to_dashboard(p, js, args.events, "e2e")
+                figure(
+                    f"e2e.events_per_s{label}",
+                    round(e2e.per_s),
+                    "events/s",
+                    f"{args.events} captures, terminal publish -> reporting projection",
+                )
+                figure(
+                    f"e2e.payments_posted_per_s{label}",
+                    round(args.events / e2e.payments_posted_s),
+                    "events/s",
+                    "ledger written (before PaymentCaptured reaches reporting)",
+                )
+                figure(
+                    f"e2e.payments_cpu_us_per_event{label}",
+                    round(e2e.payments_cpu_s / args.events * 1e6),
+                    "µs",
+                    "payments process CPU per capture",
+                )
+                figure(
+                    f"e2e.reporting_cpu_us_per_event{label}",
+                    round(e2e.reporting_cpu_s / args.events * 1e6),
+                    "µs",
+                    "reporting process CPU per capture",
+                )
+                results[f"e2e{label}"] = {"per_s": e2e.per_s, "seconds": e2e.seconds}
+                if sync == "2m":
+                    figure(
+                        "e2e.ratio_to_raw_pipeline",
+                        round(e2e.per_s / raw_pipe, 3),
+                        "",
+                        "target >= 0.45",
+                    )
+                    progress(f"freshness at {args.rate}/s for {args.fresh_s} s")
+                    lat, achieved = await freshness(p, js, args.rate, args.fresh_s)
+                    figure("fresh.published_per_s", round(achieved), "events/s")
+                    figure("fresh.p50_ms", round(percentile(lat, 50), 1), "ms")
+                    figure(
+                        "fresh.p99_ms",
+                        round(percentile(lat, 99), 1),
+                        "ms",
+                        "publish -> visible in GET /kpi/cashless-share; target < 500",
+                    )
+                    figure("fresh.max_ms", round(max(lat), 1), "ms")
+                await check_exact(p)
+                for svc in (p.payments, p.reporting):
+                    rss = round(svc.peak_rss_mb(), 1)
+                    figure(f"memory.{svc.name}_peak_rss_mb{label}", rss, "MB", "target < 200")
+                    extra[f"{svc.name}_peak_rss_mb{label}"] = rss
+            await nc.close()
+    if "e2e_sync_always" in results:
+        cost = results["e2e_sync_always"]["per_s"] / results["e2e"]["per_s"]
+        figure(
+            "e2e.sync_always_vs_2m",
+            round(cost, 3),
+            "",
+            "terminal-to-dashboard rate with sync_interval: always / with 2m",
+        )
+    e2e_rate = round(results["e2e"]["per_s"])
+    raw_rate = round(results["raw"]["pipeline"])
+    extra["summary"] = {
+        "e2e_events_per_s": e2e_rate,
+        "raw_pipeline_events_per_s": raw_rate,
+        "ratio": round(e2e_rate / raw_rate, 3),
+    }
+    return extra
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=60_000, help="terminal to dashboard")
+    parser.add_argument("--warmup", type=int, default=3_000)
+    parser.add_argument("--raw-events", type=int, default=60_000)
+    parser.add_argument("--rate", type=int, default=2_000, help="freshness: events/s")
+    parser.add_argument("--fresh-s", type=float, default=15.0, help="freshness: seconds")
+    parser.add_argument("--skip-always", action="store_true", help="no sync_interval: always")
+    parser.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra setting for the services (e.g. CONSUMER_BATCH_SIZE=500)",
+    )
+    parser.add_argument("--json", help="also write the figures here")
+    args = parser.parse_args()
+    extra = asyncio.run(run(args))
+    s = extra["summary"]
+    print(
+        f"bench: e2e_events_per_s={s['e2e_events_per_s']} "
+        f"raw_pipeline_events_per_s={s['raw_pipeline_events_per_s']} ratio={s['ratio']}"
+    )
+    harness.write_results(args.json, extra)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    main()
