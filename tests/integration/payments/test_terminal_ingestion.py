@@ -230,3 +230,63 @@ async def test_the_ledger_is_append_only_and_refuses_an_unbalanced_posting(
         SELECT posting_id, 'cash', 100 FROM p"""
     with pytest.raises(asyncpg.exceptions.CheckViolationError, match="does not balance"):
         await payments.pool.execute(unbalanced)
+
+
+async def test_a_batch_of_captures_is_numbered_in_order_per_facility_and_fiscal_year(
+    payments: Any, js: JetStreamContext, namespace: str
+) -> None:
+    """The set-based path: a burst (one or two consumer batches) of captures at two
+    facilities on both sides of the fiscal-year boundary (1 April, Asia/Tokyo), a copy of one
+    of them, and a refund of a capture just before it."""
+    shiminka = await registered(payments, "shiminka")
+    museum = await registered(payments, "bijutsukan")
+    march, april = "2027-03-31T23:59:00+09:00", "2027-04-01T00:01:00+09:00"
+    sent = [
+        transaction(shiminka.terminal_id, "S1", occurred_at=march),
+        transaction(museum.terminal_id, "M1", facility_code="bijutsukan", occurred_at=march),
+        transaction(shiminka.terminal_id, "S2", occurred_at=april),
+        transaction(shiminka.terminal_id, "S3", occurred_at=march),
+        transaction(
+            shiminka.terminal_id,
+            "R1",
+            kind="refund",
+            amount_yen=100,
+            original_transaction_id="S1",
+            occurred_at=april,
+        ),
+        transaction(museum.terminal_id, "M2", facility_code="bijutsukan", occurred_at=april),
+    ]
+    [consumer] = [c for c in payments.ctx.consumers if c.name == "payments_terminals"]
+    for tx in sent:
+        await terminal_publishes(js, namespace, tx)
+    await terminal_publishes(js, namespace, sent[0], msg_id="copy-of-S1")  # past JetStream
+
+    await wait_for(lambda: asyncio.sleep(0, consumer.stats.processed >= len(sent)))
+    rows = await payments.pool.fetch(
+        """SELECT t.transaction_id, p.receipt_number FROM terminal_transactions t
+           JOIN payments p USING (payment_id) WHERE t.kind = 'capture'"""
+    )
+    assert {r["transaction_id"]: r["receipt_number"] for r in rows} == {
+        "S1": "shiminka-2026-000001",
+        "S3": "shiminka-2026-000002",
+        "S2": "shiminka-2027-000001",
+        "M1": "bijutsukan-2026-000001",
+        "M2": "bijutsukan-2027-000001",
+    }
+    assert await count(payments.pool, "payments") == 5
+    assert await count(payments.pool, "refunds") == 1
+    assert await revenue_yen(payments.pool, "shiminka") == 3 * 300 - 100
+    assert await revenue_yen(payments.pool, "bijutsukan") == 2 * 300
+    captured = await wait_for(
+        lambda: published_when(js, namespace, PaymentCapturedV1, lambda b: len(b) == 5)
+    )
+    assert sorted(b["receipt_number"] for b in captured) == sorted(
+        r["receipt_number"] for r in rows
+    )
+
+
+async def published_when(
+    js: JetStreamContext, namespace: str, event: type[Any], ready: Any
+) -> list[dict[str, Any]]:
+    bodies = await published(js, namespace, event)
+    return bodies if ready(bodies) else []
