@@ -64,6 +64,8 @@ from contracts.applications import ApplicationSubmittedV1
 PROCEDURE = "SHIMIN_NO_KOE"
 SUBMITTED_TYPE = ApplicationSubmittedV1.event_type
 SUBMITTED_SUBJECT = ApplicationSubmittedV1.subject
+GRACE_S = 10.0
+"""How long after its last request a load run waits for answers (then: timeouts)."""
 TOPICS = [
     "公園のベンチ",
     "ごみの収集日",
@@ -183,7 +185,11 @@ async def _generate(plan: LoadPlan) -> Load:
             current = await one(current, time.perf_counter())
 
     if plan.rate <= 0:
-        await asyncio.gather(*(closed_loop(c) for c in conns))
+        loops = [asyncio.create_task(closed_loop(c)) for c in conns]
+        _done, stuck = await asyncio.wait(loops, timeout=plan.seconds + GRACE_S)
+        for task in stuck:  # a request unanswered GRACE_S after the end
+            task.cancel()
+            load.statuses["timeout"] += 1
     else:
         idle: asyncio.Queue[Connection] = asyncio.Queue()
         for c in conns:
@@ -194,7 +200,7 @@ async def _generate(plan: LoadPlan) -> Load:
             done = await one(conn, due)
             idle.put_nowait(done if done is not None else await Connection.open(plan.port))
 
-        tasks = []
+        tasks = {}
         total = int(plan.seconds * plan.rate)
         for i in range(total):
             due = started + i / plan.rate
@@ -203,8 +209,16 @@ async def _generate(plan: LoadPlan) -> Load:
                 await asyncio.sleep(wait)
             else:
                 load.max_send_lag_s = max(load.max_send_lag_s, -wait)
-            tasks.append(asyncio.create_task(paced(due)))
-        await asyncio.gather(*tasks)
+            tasks[asyncio.create_task(paced(due))] = due
+        # A service that cannot keep up would make the run last as long as its backlog: give
+        # up GRACE_S after the last send, counting what is unanswered as timeouts (with
+        # the time waited so far as their latency, so the percentiles still show them).
+        _done, late = await asyncio.wait(tasks, timeout=GRACE_S)
+        gave_up = time.perf_counter()
+        for task in late:
+            task.cancel()
+            load.statuses["timeout"] += 1
+            load.latencies_s.append(gave_up - tasks[task])
     load.elapsed_s = time.perf_counter() - started
     load.cpu_s = _cpu_s() - cpu0
     for c in conns:
