@@ -7,10 +7,10 @@ BIN    := $(VENV)/bin
 UV     := $(BIN)/uv
 UV_VERSION := 0.13.8
 
-.PHONY: install run test lint format typecheck lock export clean help browser
+.PHONY: install run test bench lint format typecheck lock export clean help browser
 
 help:
-	@echo "make run | make test | make lint | make format | make typecheck | make lock | make export"
+	@echo "make run | make test | make bench | make lint | make format | make typecheck | make lock | make export"
 
 # The environment is rebuilt only when the lock file or pyproject change.
 $(VENV)/.installed: requirements.lock pyproject.toml
@@ -29,6 +29,10 @@ run: install
 
 test: install lint typecheck browser
 	$(BIN)/pytest
+
+# The performance suite (reports, never gates): one line per figure, under 10 minutes.
+bench: install
+	$(BIN)/python bench/run.py
 
 # Reporting's dashboard test drives Debian's headless Chromium; CI machines may lack it.
 browser:

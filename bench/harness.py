@@ -86,6 +86,26 @@ class Servers:
     postgres: EmbeddedPostgres | None = None
     workdir: Path | None = None
 
+    def nats_cpu_s(self) -> float | None:
+        """CPU seconds the benchmark's own nats-server has used (None: not ours)."""
+        if self.nats is None or self.nats.process is None:
+            return None
+        return process_cpu_s(self.nats.process.pid)
+
+    def postgres_cpu_s(self) -> float | None:
+        """CPU seconds of the embedded PostgreSQL and its backends (None: not ours)."""
+        if self.postgres is None or (pid := self.postgres.pid()) is None:
+            return None
+        import psutil
+
+        total = 0.0
+        root = psutil.Process(pid)
+        for proc in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                total += times.user + times.system
+        return total
+
 
 @contextlib.contextmanager
 def servers(

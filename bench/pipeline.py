@@ -283,13 +283,17 @@ class E2E:
     publish_s: float
     payments_cpu_s: float
     reporting_cpu_s: float
+    nats_cpu_s: float | None = None
+    postgres_cpu_s: float | None = None
 
     @property
     def per_s(self) -> float:
         return self.events / self.seconds
 
 
-async def terminal_to_dashboard(p: Platform, js: JetStreamContext, events: int, run: str) -> E2E:
+async def terminal_to_dashboard(
+    p: Platform, js: JetStreamContext, events: int, run: str, srv: harness.Servers
+) -> E2E:
     """Publish ``events`` captures at full speed; time until reporting counts them all."""
     conn = await asyncpg.connect(p.database_url)
     try:
@@ -301,6 +305,7 @@ async def terminal_to_dashboard(p: Platform, js: JetStreamContext, events: int, 
         )
         messages = p.messages(events, run)
         cpu0 = (p.payments.cpu_s(), p.reporting.cpu_s())
+        servers0 = (srv.nats_cpu_s(), srv.postgres_cpu_s())
         started = time.perf_counter()
         publish_s = await publish_all(js, messages, p.namespace)
         posted = await wait_for_count(
@@ -308,7 +313,7 @@ async def terminal_to_dashboard(p: Platform, js: JetStreamContext, events: int, 
             f'SELECT count(*) FROM "{p.payments.schema}".terminal_transactions',
             posted_before + events,
             timeout_s=600,
-            every_s=0.05,
+            every_s=0.2,  # a count(*) over a growing table: not too often
         )
         counted = await wait_for_count(
             conn,
@@ -317,7 +322,14 @@ async def terminal_to_dashboard(p: Platform, js: JetStreamContext, events: int, 
             timeout_s=600,
         )
         cpu1 = (p.payments.cpu_s(), p.reporting.cpu_s())
+        servers1 = (srv.nats_cpu_s(), srv.postgres_cpu_s())
+        nats_cpu, pg_cpu = (
+            None if a is None or b is None else b - a
+            for a, b in zip(servers0, servers1, strict=True)
+        )
         return E2E(
+            nats_cpu_s=nats_cpu,
+            postgres_cpu_s=pg_cpu,
             events=events,
             seconds=counted - started,
             payments_posted_s=posted - started,
@@ -439,9 +451,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 results["raw"] = {"publish": raw_pub, "pipeline": raw_pipe}
             async with platform(srv.nats_url, srv.database_url, env) as p:
                 progress(f"warm-up ({args.warmup} events)")
-                await terminal_to_dashboard(p, js, args.warmup, "warm")
+                await terminal_to_dashboard(p, js, args.warmup, "warm", srv)
                 progress(f"terminal to dashboard: {args.events} events, sync {sync}")
-                e2e = await terminal_to_dashboard(p, js, args.events, "e2e")
+                e2e = await terminal_to_dashboard(p, js, args.events, "e2e", srv)
                 figure(
                     f"e2e.events_per_s{label}",
                     round(e2e.per_s),
@@ -466,7 +478,22 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "µs",
                     "reporting process CPU per capture",
                 )
-                results[f"e2e{label}"] = {"per_s": e2e.per_s, "seconds": e2e.seconds}
+                for name, cpu in (("nats", e2e.nats_cpu_s), ("postgres", e2e.postgres_cpu_s)):
+                    if cpu is not None:
+                        figure(
+                            f"e2e.{name}_cpu_us_per_event{label}",
+                            round(cpu / args.events * 1e6),
+                            "µs",
+                            f"{name} server CPU per capture",
+                        )
+                results[f"e2e{label}"] = {
+                    "per_s": e2e.per_s,
+                    "seconds": e2e.seconds,
+                    "payments_cpu_us": e2e.payments_cpu_s / args.events * 1e6,
+                    "reporting_cpu_us": e2e.reporting_cpu_s / args.events * 1e6,
+                    "nats_cpu_us": (e2e.nats_cpu_s or 0) / args.events * 1e6,
+                    "postgres_cpu_us": (e2e.postgres_cpu_s or 0) / args.events * 1e6,
+                }
                 if sync == "2m":
                     figure(
                         "e2e.ratio_to_raw_pipeline",
@@ -501,6 +528,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         )
     e2e_rate = round(results["e2e"]["per_s"])
     raw_rate = round(results["raw"]["pipeline"])
+    extra["runs"] = results
     extra["summary"] = {
         "e2e_events_per_s": e2e_rate,
         "raw_pipeline_events_per_s": raw_rate,
