@@ -219,11 +219,17 @@ async def apply_application_rows(conn: asyncpg.Connection, rows: Sequence[Applic
         )
 
 
+_ADD_OUTCOMES = """submitted = t.submitted + EXCLUDED.submitted,
+        completed = t.completed + EXCLUDED.completed, closed = t.closed + EXCLUDED.closed,
+        certificates_issued = t.certificates_issued + EXCLUDED.certificates_issued"""
+_ADD_TIMES = "count = h.count + EXCLUDED.count, seconds = h.seconds + EXCLUDED.seconds"
+
 # One statement: the new submissions (usage by month, procedure and channel), the new steps
 # (kept as facts, whether or not their submission is here yet), and for every application either
-# touches, how its outcome changed: counted in turnaround_monthly and, once it has both a
-# submission and a certificate, in turnaround_histogram. Sibling CTEs see the tables as they
-# were before the statement, so `steps_before` is each application's steps before this batch.
+# touches, how its outcome changed: counted in the turnaround tables and, once it has both a
+# submission and a certificate, in the histograms; each at every roll-up level (0006). Sibling
+# CTEs see the tables as they were before the statement, so `steps_before` is each
+# application's steps before this batch.
 _SUBMISSIONS_AND_STEPS = f"""
 WITH sub AS (
     SELECT DISTINCT ON (t.id) t.id, t.code, t.channel, t.at
@@ -241,6 +247,14 @@ usage AS (
     GROUP BY month, procedure_code, channel
     ON CONFLICT (month, procedure_code, channel)
     DO UPDATE SET count = applications_monthly.count + EXCLUDED.count),
+usage_by_procedure AS (
+    INSERT INTO applications_by_procedure AS u (procedure_code, channel, count)
+    SELECT procedure_code, channel, count(*) FROM new_facts GROUP BY procedure_code, channel
+    ON CONFLICT (procedure_code, channel) DO UPDATE SET count = u.count + EXCLUDED.count),
+usage_by_month AS (
+    INSERT INTO applications_by_month AS u (month, channel, count)
+    SELECT month, channel, count(*) FROM new_facts GROUP BY month, channel
+    ON CONFLICT (month, channel) DO UPDATE SET count = u.count + EXCLUDED.count),
 st AS (
     SELECT DISTINCT ON (t.id, t.step) t.id, t.step, t.at
     FROM unnest($5::uuid[], $6::text[], $7::timestamptz[]) WITH ORDINALITY AS t(id, step, at, n)
@@ -292,17 +306,34 @@ monthly AS (
         (month, procedure_code, submitted, completed, closed, certificates_issued)
     SELECT month, procedure_code, sum(submitted), sum(completed), sum(closed), count(seconds)
     FROM change GROUP BY month, procedure_code
-    ON CONFLICT (month, procedure_code) DO UPDATE SET
-        submitted = t.submitted + EXCLUDED.submitted,
-        completed = t.completed + EXCLUDED.completed,
-        closed = t.closed + EXCLUDED.closed,
-        certificates_issued = t.certificates_issued + EXCLUDED.certificates_issued)
-INSERT INTO turnaround_histogram AS h (month, procedure_code, bin, count, seconds)
-SELECT month, procedure_code, turnaround_bin(seconds), count(*), sum(seconds)
-FROM change WHERE seconds IS NOT NULL
-GROUP BY month, procedure_code, turnaround_bin(seconds)
-ON CONFLICT (month, procedure_code, bin) DO UPDATE SET
-    count = h.count + EXCLUDED.count, seconds = h.seconds + EXCLUDED.seconds
+    ON CONFLICT (month, procedure_code) DO UPDATE SET {_ADD_OUTCOMES}),
+by_procedure AS (
+    INSERT INTO turnaround_by_procedure AS t
+        (procedure_code, submitted, completed, closed, certificates_issued)
+    SELECT procedure_code, sum(submitted), sum(completed), sum(closed), count(seconds)
+    FROM change GROUP BY procedure_code
+    ON CONFLICT (procedure_code) DO UPDATE SET {_ADD_OUTCOMES}),
+by_month AS (
+    INSERT INTO turnaround_by_month AS t
+        (month, submitted, completed, closed, certificates_issued)
+    SELECT month, sum(submitted), sum(completed), sum(closed), count(seconds)
+    FROM change GROUP BY month
+    ON CONFLICT (month) DO UPDATE SET {_ADD_OUTCOMES}),
+times AS (
+    SELECT month, procedure_code, turnaround_bin(seconds) AS bin, seconds
+    FROM change WHERE seconds IS NOT NULL),
+histogram AS (
+    INSERT INTO turnaround_histogram AS h (month, procedure_code, bin, count, seconds)
+    SELECT month, procedure_code, bin, count(*), sum(seconds) FROM times
+    GROUP BY month, procedure_code, bin
+    ON CONFLICT (month, procedure_code, bin) DO UPDATE SET {_ADD_TIMES}),
+procedure_histogram AS (
+    INSERT INTO turnaround_procedure_histogram AS h (procedure_code, bin, count, seconds)
+    SELECT procedure_code, bin, count(*), sum(seconds) FROM times GROUP BY procedure_code, bin
+    ON CONFLICT (procedure_code, bin) DO UPDATE SET {_ADD_TIMES})
+INSERT INTO turnaround_month_histogram AS h (month, bin, count, seconds)
+SELECT month, bin, count(*), sum(seconds) FROM times GROUP BY month, bin
+ON CONFLICT (month, bin) DO UPDATE SET {_ADD_TIMES}
 """
 
 # The catalog as last announced: per procedure, the newest facts of the batch (the later in
@@ -472,6 +503,11 @@ def _reversal_order(rev: Reversal) -> tuple[datetime, str]:
     return (rev.occurred_at, rev.reversal_id)
 
 
+_ADD_FACILITY_DAY = """count = d.count + EXCLUDED.count,
+        amount_yen = d.amount_yen + EXCLUDED.amount_yen,
+        cashless_count = d.cashless_count + EXCLUDED.cashless_count,
+        cashless_amount_yen = d.cashless_amount_yen + EXCLUDED.cashless_amount_yen"""
+
 # New captures (the first copy of each payment id), their buckets, and the refunds or voids
 # that arrived before them (waiting in payment_reversals). With $7 (the batch has reversals of
 # its own) every new capture is returned, so the replay knows where each one starts.
@@ -492,7 +528,27 @@ bucket AS (
     SELECT day, facility_code, method, brand, count(*), sum(amount_yen) FROM new
     GROUP BY day, facility_code, method, brand
     ON CONFLICT (day, facility_code, method, brand) DO UPDATE
-    SET count = d.count + EXCLUDED.count, amount_yen = d.amount_yen + EXCLUDED.amount_yen)
+    SET count = d.count + EXCLUDED.count, amount_yen = d.amount_yen + EXCLUDED.amount_yen),
+by_month AS (
+    INSERT INTO payments_monthly AS d (month, facility_code, method, brand, count, amount_yen)
+    SELECT date_trunc('month', day)::date, facility_code, method, brand, count(*),
+           sum(amount_yen)
+    FROM new GROUP BY 1, 2, 3, 4
+    ON CONFLICT (month, facility_code, method, brand) DO UPDATE
+    SET count = d.count + EXCLUDED.count, amount_yen = d.amount_yen + EXCLUDED.amount_yen),
+day_totals AS (
+    INSERT INTO payments_day_totals AS d (day, method, brand, count, amount_yen)
+    SELECT day, method, brand, count(*), sum(amount_yen) FROM new GROUP BY day, method, brand
+    ON CONFLICT (day, method, brand) DO UPDATE
+    SET count = d.count + EXCLUDED.count, amount_yen = d.amount_yen + EXCLUDED.amount_yen),
+facility_days AS (
+    INSERT INTO payments_facility_days AS d
+        (day, facility_code, count, amount_yen, cashless_count, cashless_amount_yen)
+    SELECT day, facility_code, count(*), sum(amount_yen), count(*) FILTER (WHERE method <> 'cash'),
+           coalesce(sum(amount_yen) FILTER (WHERE method <> 'cash'), 0)
+    FROM new GROUP BY day, facility_code
+    ON CONFLICT (day, facility_code) DO UPDATE
+    SET {_ADD_FACILITY_DAY})
 SELECT n.payment_id, n.day, n.facility_code, n.method, n.brand, n.amount_yen,
        r.reversal_id, r.kind, r.amount_yen AS reversed_yen, r.occurred_at
 FROM new n LEFT JOIN payment_reversals r ON r.payment_id = n.payment_id AND NOT r.applied
@@ -521,18 +577,39 @@ FOR UPDATE OF c
 # What the replay decided: each capture's state, the reversals applied, and the buckets' change
 # (an UPDATE, not an upsert: the capture made the bucket, and the CHECKs on a negative
 # candidate row of an INSERT would fire before ON CONFLICT is considered).
-_APPLY_REVERSALS = """
+_APPLY_REVERSALS = f"""
 WITH captures AS (
     UPDATE payment_captures c SET refunded_yen = u.refunded, voided = u.voided
     FROM unnest($1::uuid[], $2::bigint[], $3::bool[]) AS u(id, refunded, voided)
     WHERE c.payment_id = u.id),
 reversals AS (
-    UPDATE payment_reversals SET applied = true WHERE reversal_id = ANY($4::text[]))
-UPDATE payments_daily d SET count = d.count + u.count, amount_yen = d.amount_yen + u.amount
-FROM unnest($5::date[], $6::text[], $7::text[], $8::text[], $9::bigint[], $10::bigint[])
-     AS u(day, facility, method, brand, count, amount)
-WHERE d.day = u.day AND d.facility_code = u.facility AND d.method = u.method
-  AND d.brand = u.brand
+    UPDATE payment_reversals SET applied = true WHERE reversal_id = ANY($4::text[])),
+u AS MATERIALIZED (
+    SELECT * FROM unnest($5::date[], $6::text[], $7::text[], $8::text[], $9::bigint[],
+                         $10::bigint[]) AS u(day, facility, method, brand, count, amount)),
+daily AS (
+    UPDATE payments_daily d SET count = d.count + u.count, amount_yen = d.amount_yen + u.amount
+    FROM u
+    WHERE d.day = u.day AND d.facility_code = u.facility AND d.method = u.method
+      AND d.brand = u.brand),
+by_month AS (
+    UPDATE payments_monthly d SET count = d.count + u.count, amount_yen = d.amount_yen + u.amount
+    FROM (SELECT date_trunc('month', day)::date AS month, facility, method, brand,
+                 sum(count) AS count, sum(amount) AS amount
+          FROM u GROUP BY 1, 2, 3, 4) AS u
+    WHERE d.month = u.month AND d.facility_code = u.facility AND d.method = u.method
+      AND d.brand = u.brand),
+day_totals AS (
+    UPDATE payments_day_totals d SET count = d.count + u.count, amount_yen = d.amount_yen + u.amount
+    FROM (SELECT day, method, brand, sum(count) AS count, sum(amount) AS amount
+          FROM u GROUP BY 1, 2, 3) AS u
+    WHERE d.day = u.day AND d.method = u.method AND d.brand = u.brand)
+UPDATE payments_facility_days d SET {_ADD_FACILITY_DAY.replace("EXCLUDED", "u")}
+FROM (SELECT day, facility, sum(count) AS count, sum(amount) AS amount_yen,
+             coalesce(sum(count) FILTER (WHERE method <> 'cash'), 0) AS cashless_count,
+             coalesce(sum(amount) FILTER (WHERE method <> 'cash'), 0) AS cashless_amount_yen
+      FROM u GROUP BY 1, 2) AS u
+WHERE d.day = u.day AND d.facility_code = u.facility
 """
 
 # The newest word on each settlement batch (the later in the stream on a tie) wins.

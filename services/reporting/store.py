@@ -26,6 +26,15 @@ READ_MODEL_TABLES: tuple[str, ...] = (
     "settlements",
     "turnaround_monthly",
     "turnaround_histogram",
+    "payments_monthly",
+    "payments_day_totals",
+    "payments_facility_days",
+    "applications_by_procedure",
+    "applications_by_month",
+    "turnaround_by_procedure",
+    "turnaround_by_month",
+    "turnaround_procedure_histogram",
+    "turnaround_month_histogram",
 )
 """Every projection table, in the order a rebuild copies them (the inbox comes with them)."""
 
@@ -53,31 +62,86 @@ class PaymentFilter:
 
 
 ApplicationKey = Literal["procedure_code", "month", "department"]
-_APPLICATION_KEYS: dict[str, str] = {
-    "procedure_code": "m.procedure_code",
-    "month": "m.month",
-    "department": "p.department",
-}
-_APPLICATION_WHERE = """
+
+
+@dataclass(frozen=True)
+class _Level:
+    """One roll-up level of a read-model: its table and what it can group and filter by."""
+
+    table: str
+    procedure: bool  # has procedure_code (so department and group too, from the catalog)
+    month: bool
+
+
+def _application_level(
+    keys: Sequence[str],
+    f: ApplicationFilter,
+    finest: _Level,
+    by_procedure: _Level,
+    by_month: _Level,
+) -> _Level:
+    """The smallest level that has every key and filter: all time by procedure when no month
+    is asked for, by month when no procedure is, else the finest."""
+    months = "month" in keys or f.period.since is not None or f.period.until is not None
+    procedures = (
+        bool({"procedure_code", "department"} & set(keys))
+        or f.procedure_code is not None
+        or f.department is not None
+        or f.group is not None
+    )
+    if not procedures:
+        return by_month
+    if not months:
+        return by_procedure
+    return finest
+
+
+def _application_where(level: _Level, catalog: bool = True) -> tuple[str, str]:
+    """FROM ... JOIN and WHERE for a level (filters a level cannot have are null: the chosen
+    level has every filter that is set). ``catalog``: join the procedures (for a department or
+    group)."""
+    code = "m.procedure_code" if level.procedure else "NULL::text"
+    month = "m.month" if level.month else "NULL::date"
+    if level.procedure and catalog:
+        source = f"{level.table} m LEFT JOIN procedures p USING (procedure_code)"
+        dept, group = "p.department", "p.procedure_group"
+    else:
+        source, dept, group = f"{level.table} m", "NULL::text", "NULL::smallint"
+    where = f"""
     ($1::text IS NULL OR {code} = $1)
     AND ($2::date IS NULL OR {month} >= $2)
     AND ($3::date IS NULL OR {month} < $3)
-    AND ($4::text IS NULL OR p.department = $4)
-    AND ($5::smallint IS NULL OR p.procedure_group = $5)"""
+    AND ($4::text IS NULL OR {dept} = $4)
+    AND ($5::smallint IS NULL OR {group} = $5)"""
+    return source, where
+
+
+def _needs_catalog(keys: Sequence[str], f: ApplicationFilter) -> bool:
+    return "department" in keys or f.department is not None or f.group is not None
 
 
 def _application_args(f: ApplicationFilter) -> tuple[object, ...]:
     return (f.procedure_code, f.period.since, f.period.until, f.department, f.group)
 
 
+_USAGE = (
+    _Level("applications_monthly", procedure=True, month=True),
+    _Level("applications_by_procedure", procedure=True, month=False),
+    _Level("applications_by_month", procedure=False, month=True),
+)
+
+
 async def applications_by(
     conn: Conn, keys: Sequence[ApplicationKey], f: ApplicationFilter
 ) -> list[asyncpg.Record]:
     """Applications by channel (online, counter, mail, total), grouped by ``keys``."""
-    cols = [_APPLICATION_KEYS[k] for k in keys]
+    names = {"procedure_code": "m.procedure_code", "month": "m.month", "department": "p.department"}
+    cols = [names[k] for k in keys]
     select = "".join(f"{c}, " for c in cols)
     group = f"GROUP BY {', '.join(cols)} ORDER BY {', '.join(cols)}" if cols else ""
-    where = _APPLICATION_WHERE.format(code="m.procedure_code", month="m.month")
+    source, where = _application_where(
+        _application_level(keys, f, *_USAGE), _needs_catalog(keys, f)
+    )
     return list(
         await conn.fetch(
             f"""SELECT {select}
@@ -85,8 +149,7 @@ async def applications_by(
                    coalesce(sum(count) FILTER (WHERE channel = 'counter'), 0)::bigint AS counter,
                    coalesce(sum(count) FILTER (WHERE channel = 'mail'), 0)::bigint AS mail,
                    coalesce(sum(count), 0)::bigint AS total
-                FROM applications_monthly m
-                LEFT JOIN procedures p USING (procedure_code)
+                FROM {source}
                 WHERE {where}
                 {group}""",
             *_application_args(f),
@@ -97,12 +160,12 @@ async def applications_by(
 TurnaroundKey = Literal["procedure_code", "month"]
 
 # percentile_cont over a histogram: the value at 0-based rank r is the mean of the first bin
-# whose running count exceeds r (bins are ordered, so their means are too); p interpolates
-# between the values at ranks floor(p (n - 1)) and ceil(p (n - 1)).
-_PERCENTILE = """(min(v) FILTER (WHERE upto > floor({p} * (n - 1)))
-       + max({p} * (n - 1) - floor({p} * (n - 1)))
-       * (min(v) FILTER (WHERE upto > ceil({p} * (n - 1)))
-          - min(v) FILTER (WHERE upto > floor({p} * (n - 1)))))::float8"""
+# whose running count exceeds r (bins are ordered, so their means are too); p = num / den
+# interpolates between the values at ranks floor(p (n - 1)) and ceil(p (n - 1)), in integers.
+_PERCENTILE = """(min(v) FILTER (WHERE upto > {num} * (n - 1) / {den})
+       + (max({num} * (n - 1) % {den})::float8 / {den})
+       * (min(v) FILTER (WHERE upto > ({num} * (n - 1) + {den} - 1) / {den})
+          - min(v) FILTER (WHERE upto > {num} * (n - 1) / {den})))"""
 
 
 async def turnaround_by(
@@ -113,44 +176,72 @@ async def turnaround_by(
     (median and 90th percentile, interpolated, in seconds), from the read-models the
     projection keeps (``turnaround_monthly``, ``turnaround_histogram``)."""
     names = ", ".join(keys)
-    select = "".join(f"{k}, " for k in keys)
-    group = f"GROUP BY {names}" if keys else ""
-    partition = f"PARTITION BY {names}" if keys else ""
+    select = "".join(f"m.{k}, " for k in keys)
+    outer = "".join(f"{k}, " for k in keys)
+    group = f"GROUP BY {', '.join(f'm.{k}' for k in keys)}" if keys else ""
+    # the C collation: any order of partitions will do, and it sorts much faster
+    parts = [f'{k} COLLATE "C"' if k == "procedure_code" else k for k in keys]
+    partition = f"PARTITION BY {', '.join(parts)}" if keys else ""
     join = f"LEFT JOIN pct USING ({names})" if keys else "LEFT JOIN pct ON true"
     order = f"ORDER BY {names}" if keys else ""
-    where = _APPLICATION_WHERE.format(code="procedure_code", month="month")
+    counts = _application_level(keys, f, *_OUTCOMES)
+    times = _application_level(keys, f, *_TIMES)
+    catalog = _needs_catalog(keys, f)
+    counts_source, where = _application_where(counts, catalog)
+    times_source, _ = _application_where(times, catalog)
+    grain = {"procedure_code"} if times.procedure else set()
+    grain |= {"month"} if times.month else set()
+    exact = grain == set(keys)  # one row per key (and bin) already: nothing to add up
+    if exact:
+        totals = f"""SELECT {select} m.submitted, m.completed, m.closed, m.certificates_issued
+                     FROM {counts_source} WHERE {where}"""
+    else:
+        totals = f"""SELECT {select}
+                         coalesce(sum(submitted), 0)::bigint AS submitted,
+                         coalesce(sum(completed), 0)::bigint AS completed,
+                         coalesce(sum(closed), 0)::bigint AS closed,
+                         coalesce(sum(certificates_issued), 0)::bigint AS certificates_issued
+                     FROM {counts_source} WHERE {where} {group}"""
+    if exact:
+        bins = f"""SELECT {select} m.bin, m.count, m.seconds::float8 / m.count AS v
+                   FROM {times_source} WHERE {where}"""
+    else:
+        bins = f"""SELECT {select} m.bin, sum(m.count) AS count,
+                          sum(m.seconds)::float8 / sum(m.count) AS v
+                   FROM {times_source} WHERE {where}
+                   GROUP BY {select} m.bin"""
     return list(
         await conn.fetch(
-            f"""WITH counts AS (
-                    SELECT {select}
-                        coalesce(sum(submitted), 0)::bigint AS submitted,
-                        coalesce(sum(completed), 0)::bigint AS completed,
-                        coalesce(sum(closed), 0)::bigint AS closed,
-                        coalesce(sum(certificates_issued), 0)::bigint AS certificates_issued
-                    FROM turnaround_monthly LEFT JOIN procedures p USING (procedure_code)
-                    WHERE {where}
-                    {group}),
-                bins AS (
-                    SELECT {select} bin, sum(count) AS count, sum(seconds) / sum(count) AS v
-                    FROM turnaround_histogram LEFT JOIN procedures p USING (procedure_code)
-                    WHERE {where}
-                    GROUP BY {select} bin),
-                ranked AS (
-                    SELECT {select} v,
-                        sum(count) OVER ({partition} ORDER BY bin) AS upto,
-                        sum(count) OVER ({partition}) AS n
+            f"""WITH counts AS MATERIALIZED ({totals}),
+                bins AS MATERIALIZED ({bins}),
+                ranked AS MATERIALIZED (
+                    SELECT {outer} v,
+                        sum(count) OVER ({partition} ORDER BY bin)::bigint AS upto,
+                        sum(count) OVER ({partition})::bigint AS n
                     FROM bins),
-                pct AS (
-                    SELECT {select}
-                        {_PERCENTILE.format(p="0.5")} AS median_seconds,
-                        {_PERCENTILE.format(p="0.9")} AS p90_seconds
-                    FROM ranked {group})
+                pct AS MATERIALIZED (
+                    SELECT {outer}
+                        {_PERCENTILE.format(num=1, den=2)} AS median_seconds,
+                        {_PERCENTILE.format(num=9, den=10)} AS p90_seconds
+                    FROM ranked {f"GROUP BY {names}" if keys else ""})
                 SELECT counts.*, pct.median_seconds, pct.p90_seconds
                 FROM counts {join}
                 {order}""",
             *_application_args(f),
         )
     )
+
+
+_OUTCOMES = (
+    _Level("turnaround_monthly", procedure=True, month=True),
+    _Level("turnaround_by_procedure", procedure=True, month=False),
+    _Level("turnaround_by_month", procedure=False, month=True),
+)
+_TIMES = (
+    _Level("turnaround_histogram", procedure=True, month=True),
+    _Level("turnaround_procedure_histogram", procedure=True, month=False),
+    _Level("turnaround_month_histogram", procedure=False, month=True),
+)
 
 
 @dataclass(frozen=True)
@@ -189,25 +280,33 @@ async def coverage_series(
     """Month by month: procedures online by the end of the month (actual) and procedures
     planned to be online by then (the roadmap's quarter, or the actual date when the
     procedure went online without a plan). ``procedures`` is the catalog as it is now."""
+    # Procedures counted by the month they went (or are planned to go) online, then summed up
+    # to each month of the series: a few hundred groups, not the catalog once per month.
     return list(
         await conn.fetch(
-            """WITH cat AS (
-                   SELECT online_since, coalesce(planned_by_month, online_since) AS planned
+            """WITH cat AS MATERIALIZED (
+                   SELECT date_trunc('month', online_since)::date AS online,
+                          date_trunc('month', coalesce(planned_by_month, online_since))::date
+                              AS planned
                    FROM procedures
                    WHERE ($1::text IS NULL OR department = $1)
                      AND ($2::smallint IS NULL OR procedure_group = $2)),
                bounds AS (
-                   SELECT coalesce(
-                              $3::date,
-                              date_trunc('month', least(min(online_since), min(planned)))::date,
-                              $4::date) AS first
-                   FROM cat)
+                   SELECT coalesce($3::date, least(min(online), min(planned)), $4::date) AS first,
+                          count(*)::bigint AS procedures
+                   FROM cat),
+               online AS MATERIALIZED (
+                   SELECT online AS month, count(*) AS n FROM cat
+                   WHERE online IS NOT NULL GROUP BY online),
+               planned AS MATERIALIZED (
+                   SELECT planned AS month, count(*) AS n FROM cat
+                   WHERE planned IS NOT NULL GROUP BY planned)
                SELECT m::date AS month,
-                      (SELECT count(*) FROM cat
-                        WHERE online_since < m + interval '1 month')::bigint AS online,
-                      (SELECT count(*) FROM cat
-                        WHERE planned < m + interval '1 month')::bigint AS planned,
-                      (SELECT count(*) FROM cat)::bigint AS procedures
+                      (SELECT coalesce(sum(n), 0) FROM online o WHERE o.month <= m)::bigint
+                          AS online,
+                      (SELECT coalesce(sum(n), 0) FROM planned p WHERE p.month <= m)::bigint
+                          AS planned,
+                      bounds.procedures
                FROM bounds, generate_series(bounds.first, $4::date, interval '1 month') AS m
                ORDER BY m""",
             f.department,
@@ -219,20 +318,61 @@ async def coverage_series(
 
 
 PaymentKey = Literal["facility_code", "method", "brand", "month", "day"]
-_PAYMENT_KEYS: dict[str, str] = {
-    "facility_code": "facility_code",
-    "method": "method",
-    "brand": "brand",
-    "month": "date_trunc('month', day)::date AS month",
-    "day": "day",
-}
+
+
+@dataclass(frozen=True)
+class _PaymentLevel:
+    table: str
+    day: bool  # has day (else month)
+    facility: bool
+    method: bool  # has method and brand (else cashless_count and cashless_amount_yen)
+
+
+_PAYMENTS = (
+    _PaymentLevel("payments_monthly", day=False, facility=True, method=True),
+    _PaymentLevel("payments_day_totals", day=True, facility=False, method=True),
+    _PaymentLevel("payments_facility_days", day=True, facility=True, method=False),
+    _PaymentLevel("payments_daily", day=True, facility=True, method=True),
+)
+"""From the smallest roll-up up: the first that has every key and filter is read."""
+
+
+def _payment_level(keys: Sequence[str], f: PaymentFilter) -> _PaymentLevel:
+    day = "day" in keys
+    facility = "facility_code" in keys or f.facility_code is not None
+    method = bool({"method", "brand"} & set(keys)) or f.method is not None or f.brand is not None
+    return next(
+        level
+        for level in _PAYMENTS
+        if (level.day or not day)
+        and (level.facility or not facility)
+        and (level.method or not method)
+    )
 
 
 async def payments_by(
     conn: Conn, keys: Sequence[PaymentKey], f: PaymentFilter
 ) -> list[asyncpg.Record]:
     """Payments standing (count, yen) and their cashless part, grouped by ``keys``."""
-    select = "".join(f"{_PAYMENT_KEYS[k]}, " for k in keys)
+    level = _payment_level(keys, f)
+    period = "day" if level.day else "month"
+    month = "date_trunc('month', day)::date" if level.day else "month"
+    exprs = {
+        "facility_code": "facility_code",
+        "method": "method",
+        "brand": "brand",
+        "month": f"{month} AS month",
+        "day": "day",
+    }
+    if level.method:
+        cashless_count = "sum(count) FILTER (WHERE method <> 'cash')"
+        cashless_yen = "sum(amount_yen) FILTER (WHERE method <> 'cash')"
+        method, brand = "method", "brand"
+    else:
+        cashless_count, cashless_yen = "sum(cashless_count)", "sum(cashless_amount_yen)"
+        method, brand = "NULL::text", "NULL::text"
+    facility = "facility_code" if level.facility else "NULL::text"
+    select = "".join(f"{exprs[k]}, " for k in keys)
     names = ", ".join(keys)
     group = f"GROUP BY {names} ORDER BY {names}" if keys else ""
     return list(
@@ -240,16 +380,14 @@ async def payments_by(
             f"""SELECT {select}
                    coalesce(sum(count), 0)::bigint AS count,
                    coalesce(sum(amount_yen), 0)::bigint AS amount_yen,
-                   coalesce(sum(count) FILTER (WHERE method <> 'cash'), 0)::bigint
-                       AS cashless_count,
-                   coalesce(sum(amount_yen) FILTER (WHERE method <> 'cash'), 0)::bigint
-                       AS cashless_amount_yen
-                FROM payments_daily
-                WHERE ($1::text IS NULL OR facility_code = $1)
-                  AND ($2::text IS NULL OR method = $2)
-                  AND ($3::text IS NULL OR brand = $3)
-                  AND ($4::date IS NULL OR day >= $4)
-                  AND ($5::date IS NULL OR day < $5)
+                   coalesce({cashless_count}, 0)::bigint AS cashless_count,
+                   coalesce({cashless_yen}, 0)::bigint AS cashless_amount_yen
+                FROM {level.table}
+                WHERE ($1::text IS NULL OR {facility} = $1)
+                  AND ($2::text IS NULL OR {method} = $2)
+                  AND ($3::text IS NULL OR {brand} = $3)
+                  AND ($4::date IS NULL OR {period} >= $4)
+                  AND ($5::date IS NULL OR {period} < $5)
                 {group}""",
             f.facility_code,
             f.method,
@@ -260,23 +398,43 @@ async def payments_by(
     )
 
 
-async def settlements_by_day(
-    conn: Conn, facility_code: str | None, period: Period
-) -> list[asyncpg.Record]:
-    """Per facility and day: the processor fees of reconciled batches, and whether every
-    batch of the day reconciled."""
+async def revenue_by_day(conn: Conn, f: PaymentFilter) -> list[asyncpg.Record]:
+    """Per facility and day: payments standing (``payments_by``) beside the day's settlements
+    (the processor fees of its reconciled batches, and whether every batch of the day
+    reconciled; null when there is none), joined here rather than
+    in Python: a year is 12,000 facility-days."""
+    keys: list[PaymentKey] = ["facility_code", "day"]
+    level = _payment_level(keys, f)
+    facility = "facility_code" if level.facility else "NULL::text"
+    method, brand = ("method", "brand") if level.method else ("NULL::text", "NULL::text")
     return list(
         await conn.fetch(
-            """SELECT facility_code, business_date AS day,
-                      coalesce(sum(fee_yen) FILTER (WHERE reconciled), 0)::bigint AS fee_yen,
-                      bool_and(reconciled) AS reconciled
-               FROM settlements
-               WHERE ($1::text IS NULL OR facility_code = $1)
-                 AND ($2::date IS NULL OR business_date >= $2)
-                 AND ($3::date IS NULL OR business_date < $3)
-               GROUP BY facility_code, business_date""",
-            facility_code,
-            period.since,
-            period.until,
+            f"""WITH paid AS (
+                    SELECT facility_code, day, sum(count)::bigint AS count,
+                           sum(amount_yen)::bigint AS amount_yen
+                    FROM {level.table}
+                    WHERE ($1::text IS NULL OR {facility} = $1)
+                      AND ($2::text IS NULL OR {method} = $2)
+                      AND ($3::text IS NULL OR {brand} = $3)
+                      AND ($4::date IS NULL OR day >= $4)
+                      AND ($5::date IS NULL OR day < $5)
+                    GROUP BY facility_code, day),
+                settled AS (
+                    SELECT facility_code, business_date AS day,
+                           coalesce(sum(fee_yen) FILTER (WHERE reconciled), 0)::bigint AS fee_yen,
+                           bool_and(reconciled) AS reconciled
+                    FROM settlements
+                    WHERE ($1::text IS NULL OR facility_code = $1)
+                      AND ($4::date IS NULL OR business_date >= $4)
+                      AND ($5::date IS NULL OR business_date < $5)
+                    GROUP BY facility_code, business_date)
+                SELECT paid.*, settled.fee_yen, settled.reconciled
+                FROM paid LEFT JOIN settled USING (facility_code, day)
+                ORDER BY facility_code, day""",
+            f.facility_code,
+            f.method,
+            f.brand,
+            f.period.since,
+            f.period.until,
         )
     )
