@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import ROUND_HALF_EVEN, Decimal
 from zoneinfo import ZoneInfo
 
 TOKYO = ZoneInfo("Asia/Tokyo")
@@ -71,8 +70,13 @@ def share(part: int, whole: int) -> float | None:
         return None
     if part < 0 or part > whole:
         raise ValueError(f"share of {part} in {whole} is not between 0 and 1")
-    exact = Decimal(part) / Decimal(whole)
-    return float(exact.quantize(Decimal(1).scaleb(-SHARE_DECIMALS), rounding=ROUND_HALF_EVEN))
+    # In integers (exact, and a KPI response computes thousands of shares): the quotient in
+    # 1/10,000ths, rounded half to even on the remainder.
+    scale: int = 10**SHARE_DECIMALS
+    quotient, remainder = divmod(part * scale, whole)
+    if 2 * remainder > whole or (2 * remainder == whole and quotient % 2):
+        quotient += 1
+    return quotient / scale
 
 
 @dataclass(frozen=True)
