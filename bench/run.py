@@ -87,7 +87,7 @@ def main() -> None:
     args = parser.parse_args()
     quick = {
         "pipeline": ["--events", "10000", "--raw-events", "10000", "--fresh-s", "5"],
-        "commands": ["--quick"],
+        "commands": ["--max-seconds", "5", "--paced-seconds", "5"],
         "kpi_queries": ["--applications", "100000", "--payments", "200000"],
     }
     results_dir = HERE / "results"
