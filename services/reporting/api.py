@@ -1,12 +1,14 @@
 """KPI query API: JSON per KPI, CSV exports, open data. Errors map to HTTP here only.
 
-Every share in a response is ``part / whole`` rounded half-even to 4 decimals, null when the
+The queries of one response run concurrently (each on its own pooled connection). Every share
+in a response is ``part / whole`` rounded half-even to 4 decimals, null when the
 whole is 0 (see ``domain.share``). Months are ``YYYY-MM`` and days ``YYYY-MM-DD`` in
 Asia/Tokyo; money is integer yen.
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -210,10 +212,12 @@ async def online_usage(
     to_month: ToMonth = None,
 ) -> Response:
     f = _application_filter(procedure, department, group, from_month, to_month)
-    [total] = await store.applications_by(ctx.pool, [], f)
-    by_procedure = await store.applications_by(ctx.pool, ["procedure_code"], f)
-    by_department = await store.applications_by(ctx.pool, ["department"], f)
-    by_month = await store.applications_by(ctx.pool, ["month"], f)
+    [total], by_procedure, by_department, by_month = await asyncio.gather(
+        store.applications_by(ctx.pool, [], f),
+        store.applications_by(ctx.pool, ["procedure_code"], f),
+        store.applications_by(ctx.pool, ["department"], f),
+        store.applications_by(ctx.pool, ["month"], f),
+    )
     return _json(
         {
             "rounding": domain.SHARE_ROUNDING,
@@ -334,18 +338,17 @@ async def _online_coverage(
     f = CatalogFilter(department, int(group) if group is not None else None)
     period = _period(from_month, to_month)
     last = domain.parse_month(to_month) if to_month else domain.tokyo_month(datetime.now(UTC))
-    [total] = await store.coverage_by(ctx.pool, [], f)
+    [total], by_group, by_department, by_month = await asyncio.gather(
+        store.coverage_by(ctx.pool, [], f),
+        store.coverage_by(ctx.pool, ["procedure_group"], f),
+        store.coverage_by(ctx.pool, ["department"], f),
+        store.coverage_series(ctx.pool, f, period.since, last),
+    )
     return {
         "rounding": domain.SHARE_ROUNDING,
         "total": _coverage(total),
-        "by_group": [
-            {**_coverage(r), "group": r["procedure_group"]}
-            for r in await store.coverage_by(ctx.pool, ["procedure_group"], f)
-        ],
-        "by_department": [
-            {**_coverage(r), "department": r["department"]}
-            for r in await store.coverage_by(ctx.pool, ["department"], f)
-        ],
+        "by_group": [{**_coverage(r), "group": r["procedure_group"]} for r in by_group],
+        "by_department": [{**_coverage(r), "department": r["department"]} for r in by_department],
         "by_month": [
             {
                 **_coverage(r),
@@ -353,7 +356,7 @@ async def _online_coverage(
                 "planned": r["planned"],
                 "planned_share": domain.share(r["planned"], r["procedures"]),
             }
-            for r in await store.coverage_series(ctx.pool, f, period.since, last)
+            for r in by_month
         ],
     }
 
@@ -458,19 +461,19 @@ async def certificate_turnaround(
     to_month: ToMonth = None,
 ) -> Response:
     f = _application_filter(procedure, department, group, from_month, to_month)
-    [total] = await store.turnaround_by(ctx.pool, [], f)
+    [total], by_procedure, by_month = await asyncio.gather(
+        store.turnaround_by(ctx.pool, [], f),
+        store.turnaround_by(ctx.pool, ["procedure_code"], f),
+        store.turnaround_by(ctx.pool, ["month"], f),
+    )
     return _json(
         {
             "rounding": domain.SHARE_ROUNDING,
             "total": _turnaround(total),
             "by_procedure": [
-                {**_turnaround(r), "procedure_code": r["procedure_code"]}
-                for r in await store.turnaround_by(ctx.pool, ["procedure_code"], f)
+                {**_turnaround(r), "procedure_code": r["procedure_code"]} for r in by_procedure
             ],
-            "by_month": [
-                {**_turnaround(r), "month": _month(r["month"])}
-                for r in await store.turnaround_by(ctx.pool, ["month"], f)
-            ],
+            "by_month": [{**_turnaround(r), "month": _month(r["month"])} for r in by_month],
         }
     )
 
@@ -607,7 +610,13 @@ async def cashless_share(
     to_month: ToMonth = None,
 ) -> Response:
     f = _payment_filter(facility, method, brand, from_month, to_month)
-    [total] = await store.payments_by(ctx.pool, [], f)
+    [total], by_method, by_facility, by_month, by_day = await asyncio.gather(
+        store.payments_by(ctx.pool, [], f),
+        store.payments_by(ctx.pool, ["method", "brand"], f),
+        store.payments_by(ctx.pool, ["facility_code"], f),
+        store.payments_by(ctx.pool, ["month"], f),
+        store.payments_by(ctx.pool, ["day"], f),
+    )
     return _json(
         {
             "rounding": domain.SHARE_ROUNDING,
@@ -619,20 +628,13 @@ async def cashless_share(
                     "count": r["count"],
                     "amount_yen": r["amount_yen"],
                 }
-                for r in await store.payments_by(ctx.pool, ["method", "brand"], f)
+                for r in by_method
             ],
             "by_facility": [
-                {**_payments(r), "facility_code": r["facility_code"]}
-                for r in await store.payments_by(ctx.pool, ["facility_code"], f)
+                {**_payments(r), "facility_code": r["facility_code"]} for r in by_facility
             ],
-            "by_month": [
-                {**_payments(r), "month": _month(r["month"])}
-                for r in await store.payments_by(ctx.pool, ["month"], f)
-            ],
-            "by_day": [
-                {**_payments(r), "day": r["day"].isoformat()}
-                for r in await store.payments_by(ctx.pool, ["day"], f)
-            ],
+            "by_month": [{**_payments(r), "month": _month(r["month"])} for r in by_month],
+            "by_day": [{**_payments(r), "day": r["day"].isoformat()} for r in by_day],
         }
     )
 
@@ -828,11 +830,13 @@ class OpenData(BaseModel):
 )
 async def open_kpi(ctx: Ctx, from_month: FromMonth = None, to_month: ToMonth = None) -> Response:
     period = _period(from_month, to_month)
-    usage = await store.applications_by(
-        ctx.pool, ["month", "procedure_code"], ApplicationFilter(period=period)
-    )
-    pays = await store.payments_by(
-        ctx.pool, ["month", "facility_code"], PaymentFilter(period=period)
+    usage, pays, departments, completion = await asyncio.gather(
+        store.applications_by(
+            ctx.pool, ["month", "procedure_code"], ApplicationFilter(period=period)
+        ),
+        store.payments_by(ctx.pool, ["month", "facility_code"], PaymentFilter(period=period)),
+        store.coverage_by(ctx.pool, ["department"], CatalogFilter()),
+        store.turnaround_by(ctx.pool, ["month"], ApplicationFilter(period=period)),
     )
     return _json(
         {
@@ -865,14 +869,10 @@ async def open_kpi(ctx: Ctx, from_month: FromMonth = None, to_month: ToMonth = N
                 for r in pays
             ],
             "online_coverage_by_department": [
-                {**_coverage(r), "department": r["department"]}
-                for r in await store.coverage_by(ctx.pool, ["department"], CatalogFilter())
+                {**_coverage(r), "department": r["department"]} for r in departments
             ],
             "completion_by_month": [
-                {**_turnaround(r), "month": _month(r["month"])}
-                for r in await store.turnaround_by(
-                    ctx.pool, ["month"], ApplicationFilter(period=period)
-                )
+                {**_turnaround(r), "month": _month(r["month"])} for r in completion
             ],
         }
     )
