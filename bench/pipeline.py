@@ -53,7 +53,7 @@ from harness import figure, percentile, progress
 from contracts.envelope import CE_ID, CE_SOURCE, CE_SPECVERSION, CE_TIME, CE_TYPE
 from contracts.facilities import FACILITIES
 from contracts.payments import TerminalTransactionV1, terminal_subject
-from contracts.subjects import absolute
+from contracts.subjects import PAYMENTS, TERMINALS, absolute
 from services.payments import store as payments_store
 from services.payments.handlers import register_terminal
 from services.runtime import db
@@ -366,6 +366,27 @@ async def check_exact(p: Platform) -> None:
         raise SystemExit("benchmark results are wrong: " + "; ".join(problems))
 
 
+async def storage_per_event(p: Platform, js: JetStreamContext) -> dict[str, float]:
+    """Bytes kept per capture: each service's schema (tables, indexes, TOAST) and each
+    stream, over everything published so far (for the capacity estimate)."""
+    conn = await asyncpg.connect(p.database_url)
+    try:
+        sizes = {}
+        for svc in (p.payments, p.reporting):
+            sizes[f"{svc.name}_db"] = await conn.fetchval(
+                """SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c
+                   JOIN pg_namespace n ON n.oid = c.relnamespace
+                   WHERE n.nspname = $1 AND c.relkind IN ('r', 'm')""",
+                svc.schema,
+            )
+    finally:
+        await conn.close()
+    for decl in (TERMINALS, PAYMENTS):
+        state = (await js.stream_info(decl.stream_name(p.namespace))).state
+        sizes[f"{decl.stream_name('x').split('_', 1)[1].lower()}_stream"] = state.bytes
+    return {k: v / p.published for k, v in sizes.items()}
+
+
 async def freshness(
     p: Platform, js: JetStreamContext, rate: int, seconds: float
 ) -> tuple[list[float], float]:
@@ -513,6 +534,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     )
                     figure("fresh.max_ms", round(max(lat), 1), "ms")
                 await check_exact(p)
+                if sync == "2m":
+                    for name, per in (await storage_per_event(p, js)).items():
+                        figure(
+                            f"storage.{name}_bytes_per_capture",
+                            round(per),
+                            "B",
+                            "tables + indexes" if name.endswith("_db") else "JetStream",
+                        )
+                        extra[f"storage_{name}_bytes"] = round(per)
                 for svc in (p.payments, p.reporting):
                     rss = round(svc.peak_rss_mb(), 1)
                     figure(f"memory.{svc.name}_peak_rss_mb{label}", rss, "MB", "target < 200")
