@@ -435,6 +435,13 @@ def run(args: argparse.Namespace) -> list[str]:
             drained = asyncio.run(outbox_drained(svc, accepted, timeout_s=30))
             figure("commands.applications_peak_rss_mb", round(svc.peak_rss_mb(), 1), "MB")
             figure("commands.applications_cpu_s", round(svc.cpu_s() - cpu_start, 1), "s")
+            measured = done + answered
+            figure(
+                "commands.applications_cpu_us_per_post",
+                round((top_cpu + paced_cpu) * 1e6 / max(measured, 1)),
+                "us",
+                "service CPU per request, maximum and paced runs together",
+            )
             shown = " ".join(f"{k}:{v}" for k, v in sorted(statuses.items()))
             figure("commands.status_codes", shown)
             figure("commands.accepted", accepted)
