@@ -144,6 +144,12 @@ class ServiceSettings(BaseSettings):
     otel_exporter_otlp_endpoint: str | None = Field(
         default=None, validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT")
     )
+    otel_traces_sampler: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("OTEL_TRACES_SAMPLER"),
+        description="OpenTelemetry sampler (e.g. parentbased_traceidratio); default: record "
+        "and export every span when OTEL_EXPORTER_OTLP_ENDPOINT is set, record none otherwise.",
+    )
     fault_kill_before_publish: bool = Field(
         default=False,
         validation_alias=AliasChoices("CITYHALL_FAULT_KILL_BEFORE_PUBLISH"),

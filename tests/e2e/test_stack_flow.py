@@ -138,7 +138,7 @@ async def test_stack_serves_the_first_flow_in_one_trace(
     async def all_flows() -> bool:
         return all(complete_flow(app["id"]) for app in created)
 
-    await wait_until(all_flows, timeout=15, interval=0.2, message=lambda: otlp.dump())
+    await wait_until(all_flows, timeout=30, interval=0.2, message=lambda: otlp.dump())
     await asyncio.sleep(0.6)  # spans ended at the same time may come in the next export batch
     flows = [complete_flow(app["id"]) or [] for app in created]
     assert len({flow[0].trace_id for flow in flows}) == len(created), "one trace per request"

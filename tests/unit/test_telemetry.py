@@ -7,8 +7,9 @@ import logging
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
-from services.runtime.telemetry import setup_logging
+from services.runtime.telemetry import choose_sampler, setup_logging
 
 
 def test_a_log_line_inside_a_span_carries_its_trace_id(capsys: pytest.CaptureFixture[str]) -> None:
@@ -31,3 +32,26 @@ def test_a_log_line_inside_a_span_carries_its_trace_id(capsys: pytest.CaptureFix
     assert inside["n"] == 1
     assert inside["trace_id"] == format(span.get_span_context().trace_id, "032x")
     assert "trace_id" not in outside
+
+
+def test_spans_nobody_exports_are_not_recorded_but_still_give_logs_a_trace_id(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    try:
+        setup_logging("payments", "INFO", "json")
+        sampler = choose_sampler(exporting=False, sampler_from_env=False)
+        assert sampler is ALWAYS_OFF
+        assert choose_sampler(exporting=True, sampler_from_env=False) is None
+        assert choose_sampler(exporting=False, sampler_from_env=True) is None
+        tracer = TracerProvider(sampler=sampler).get_tracer("test")
+        with tracer.start_as_current_span("batch") as span:
+            logging.getLogger("cityhall.test").info("posted")
+        [line] = [json.loads(x) for x in capsys.readouterr().err.splitlines()]
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    assert not span.is_recording()
+    assert line["trace_id"] == format(span.get_span_context().trace_id, "032x")
+    assert line["trace_id"] != "0" * 32

@@ -261,7 +261,16 @@ async def test_a_batch_of_captures_is_numbered_in_order_per_facility_and_fiscal_
         await terminal_publishes(js, namespace, tx)
     await terminal_publishes(js, namespace, sent[0], msg_id="copy-of-S1")  # past JetStream
 
-    await wait_for(lambda: asyncio.sleep(0, consumer.stats.processed >= len(sent)))
+    async def settled() -> bool:
+        # The stats count inside the batch's transaction: wait for what is committed.
+        done = consumer.stats.processed + consumer.stats.duplicates >= len(sent) + 1
+        return (
+            done
+            and await count(payments.pool, "refunds") == 1
+            and await count(payments.pool, "payments") >= 5
+        )
+
+    await wait_for(settled)
     rows = await payments.pool.fetch(
         """SELECT t.transaction_id, p.receipt_number FROM terminal_transactions t
            JOIN payments p USING (payment_id) WHERE t.kind = 'capture'"""
