@@ -26,7 +26,6 @@ import os
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +37,11 @@ from nats.js.api import StorageType, StreamConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
-from contracts.envelope import CE_ID, CE_SOURCE, CE_SPECVERSION, CE_TIME, CE_TYPE  # noqa: E402
-from contracts.payments import TerminalTransactionV1, terminal_subject  # noqa: E402
+from pipeline import terminal_message  # noqa: E402
+
+from contracts.payments import terminal_subject  # noqa: E402
 from contracts.subjects import absolute  # noqa: E402
 from services.payments import store  # noqa: E402
 from services.payments.handlers import register_terminal  # noqa: E402
@@ -51,34 +52,12 @@ from services.runtime.streams import DUPLICATE_WINDOW_S  # noqa: E402
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 NATS_URL = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
-BRANDS = [("qr", "PayPay"), ("qr", "d払い"), ("emoney", "交通系IC"), ("emoney", "WAON")]
 
 
 def message(terminal_id: str, facility: str, n: int) -> tuple[bytes, dict[str, str]]:
-    method, brand = BRANDS[n % len(BRANDS)]
-    tx_id = f"B{n:08d}"
-    body = {
-        "transaction_id": tx_id,
-        "terminal_id": terminal_id,
-        "facility_code": facility,
-        "kind": "capture",
-        "method": method,
-        "brand": brand,
-        "amount_yen": 300,
-        "item": "住民票の写し",
-        "occurred_at": datetime.now(UTC).isoformat(),
-    }
-    msg_id = f"{terminal_id}/{tx_id}"
-    headers = {
-        CE_SPECVERSION: "1.0",
-        CE_ID: msg_id,
-        CE_SOURCE: f"/terminals/{terminal_id}",
-        CE_TYPE: TerminalTransactionV1.event_type,
-        CE_TIME: datetime.now(UTC).isoformat(),
-        "content-type": "application/json",
-        "Nats-Msg-Id": msg_id,
-    }
-    return json.dumps(body, ensure_ascii=False).encode(), headers
+    """A capture as a terminal publishes it (the same as the pipeline benchmark's)."""
+    _subject, body, headers = terminal_message(terminal_id, facility, n, "B")
+    return body, headers
 
 
 async def publish_all(
