@@ -13,7 +13,8 @@ Every figure comes from one run on one machine, because this machine's speed dri
    facility) as fast as JetStream takes them, each through payments (validation, dedupe,
    double-entry ledger, receipt number, outbox) -> PaymentCaptured -> reporting's
    projection. The clock stops when reporting's read model counts every one.
-3. **Freshness**: ``--rate`` events/s paced for ``--fresh-s`` seconds while a client polls
+3. **Freshness**: ``--rate`` events/s (then ``--low-rate``, below capacity) paced for
+   ``--fresh-s`` seconds while a client polls
    the KPI (``GET /kpi/cashless-share``) over HTTP; an event's latency is from its publish
    to the first query answer that counts it (the pipeline keeps stream order, so the n-th
    published is visible once the count reaches n).
@@ -533,6 +534,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         "publish -> visible in GET /kpi/cashless-share; target < 500",
                     )
                     figure("fresh.max_ms", round(max(lat), 1), "ms")
+                    if args.low_rate:
+                        # The same below capacity: what a reader waits for when nothing queues.
+                        progress(f"freshness at {args.low_rate}/s for {args.fresh_s} s")
+                        await asyncio.sleep(2)  # let the 2,000/s backlog settle
+                        lat, _ = await freshness(p, js, args.low_rate, args.fresh_s)
+                        low = f"fresh_at_{args.low_rate}"
+                        figure(f"{low}.p50_ms", round(percentile(lat, 50), 1), "ms")
+                        figure(
+                            f"{low}.p99_ms",
+                            round(percentile(lat, 99), 1),
+                            "ms",
+                            "below the pipeline's capacity",
+                        )
                 await check_exact(p)
                 if sync == "2m":
                     for name, per in (await storage_per_event(p, js)).items():
@@ -574,6 +588,9 @@ def main() -> None:
     parser.add_argument("--raw-events", type=int, default=60_000)
     parser.add_argument("--rate", type=int, default=2_000, help="freshness: events/s")
     parser.add_argument("--fresh-s", type=float, default=15.0, help="freshness: seconds")
+    parser.add_argument(
+        "--low-rate", type=int, default=1_000, help="freshness again at this rate (0: skip)"
+    )
     parser.add_argument("--skip-always", action="store_true", help="no sync_interval: always")
     parser.add_argument(
         "--service-env",
