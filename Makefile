@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 UV     := $(BIN)/uv
 UV_VERSION := 0.13.8
 
-.PHONY: install run test bench lint format typecheck lock export clean help browser
+.PHONY: install run test bench soak lint format typecheck lock export clean help browser
 
 help:
 	@echo "make run | make test | make bench | make lint | make format | make typecheck | make lock | make export"
@@ -33,6 +33,10 @@ test: install lint typecheck browser
 # The performance suite (reports, never gates): one line per figure, under 10 minutes.
 bench: install
 	$(BIN)/python bench/run.py
+
+# The reliability scenarios at full length (make test runs them short): 50,000 events.
+soak: install
+	RELIABILITY_EVENTS=50000 $(BIN)/pytest -s tests/reliability
 
 # Reporting's dashboard test drives Debian's headless Chromium; CI machines may lack it.
 browser:
