@@ -195,6 +195,7 @@ class OutboxRelay:
         poll_interval_s: float = 1.0,
         retention_hours: float = 168.0,
         kill_before_publish: bool = False,
+        kill_after_publish: bool = False,
     ) -> None:
         self._pool = pool
         self._schema = schema
@@ -203,6 +204,7 @@ class OutboxRelay:
         self._poll_interval_s = poll_interval_s
         self._retention_hours = retention_hours
         self._kill_before_publish = kill_before_publish
+        self._kill_after_publish = kill_after_publish
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.is_leader = False
@@ -289,6 +291,9 @@ class OutboxRelay:
             os.kill(os.getpid(), signal.SIGKILL)
         results = await self._publish(rows)
         done = [(r.seq, res) for r, res in zip(rows, results, strict=True) if isinstance(res, int)]
+        if self._kill_after_publish and done:
+            log.warning("fault injection: killing the process after the PubAck, before marking")
+            os.kill(os.getpid(), signal.SIGKILL)
         failed = [res for res in results if isinstance(res, BaseException)]
         if done:
             await self._pool.execute(

@@ -194,6 +194,7 @@ class Runtime:
             poll_interval_s=s.outbox_poll_interval_s,
             retention_hours=s.outbox_retention_hours,
             kill_before_publish=s.fault_kill_before_publish,
+            kill_after_publish=s.fault_kill_after_publish,
         )
         self._relay_task = asyncio.create_task(ctx.relay.run(), name="outbox-relay")
         for job in self.defn.background(ctx):

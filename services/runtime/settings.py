@@ -155,6 +155,12 @@ class ServiceSettings(BaseSettings):
         validation_alias=AliasChoices("CITYHALL_FAULT_KILL_BEFORE_PUBLISH"),
         description="Test hook: the outbox relay SIGKILLs its own process before publishing.",
     )
+    fault_kill_after_publish: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("CITYHALL_FAULT_KILL_AFTER_PUBLISH"),
+        description="Test hook: the relay SIGKILLs its own process after the PubAck, before "
+        "marking the rows published.",
+    )
 
     @model_validator(mode="after")
     def _defaults(self) -> Self:

@@ -1,8 +1,14 @@
-"""The applications process killed between commit and publish loses no event.
+"""The applications process killed around the outbox relay's publish loses no event and
+publishes none twice.
 
 ``CITYHALL_FAULT_KILL_BEFORE_PUBLISH=1`` makes the outbox relay SIGKILL its own process right
 after it has read the committed rows and before it publishes them: the state change and its
 outbox row are in PostgreSQL, nothing is in JetStream. A restarted process publishes the row.
+
+``CITYHALL_FAULT_KILL_AFTER_PUBLISH=1`` kills it after JetStream's PubAck and before the row is
+marked published: the restarted relay publishes the row again under the same ``Nats-Msg-Id``,
+JetStream drops the copy (duplicate window) and answers with the first copy's sequence, which
+the row records.
 """
 
 from __future__ import annotations
@@ -30,6 +36,29 @@ async def test_killed_between_commit_and_publish_loses_no_event(
     db: asyncpg.Connection,
     js: JetStreamContext,
     processes: Processes,
+) -> None:
+    await _crash_and_restart(nats_url, database_url, namespace, db, js, processes, "BEFORE")
+
+
+async def test_killed_between_the_puback_and_marking_the_row_publishes_once(
+    nats_url: str,
+    database_url: str,
+    namespace: str,
+    db: asyncpg.Connection,
+    js: JetStreamContext,
+    processes: Processes,
+) -> None:
+    await _crash_and_restart(nats_url, database_url, namespace, db, js, processes, "AFTER")
+
+
+async def _crash_and_restart(
+    nats_url: str,
+    database_url: str,
+    namespace: str,
+    db: asyncpg.Connection,
+    js: JetStreamContext,
+    processes: Processes,
+    when: str,
 ) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -63,7 +92,7 @@ async def test_killed_between_commit_and_publish_loses_no_event(
 
     async with httpx.AsyncClient(timeout=5.0) as http:
         # -- commit, then the relay kills its own process before publishing -------------------
-        crashing = await start(http, CITYHALL_FAULT_KILL_BEFORE_PUBLISH="1")
+        crashing = await start(http, **{f"CITYHALL_FAULT_KILL_{when}_PUBLISH": "1"})
         # A fee-free procedure: one state change, one event (a fee would add its request).
         body = {"procedure_code": "SHIMIN_NO_KOE", "form": {"subject": "道路", "body": "穴"}}
         try:
@@ -79,7 +108,8 @@ async def test_killed_between_commit_and_publish_loses_no_event(
         code = await crashing.wait(10)
         assert code == -signal.SIGKILL, crashing.output()
 
-        assert await stream_messages() == 0
+        # before: nothing reached JetStream; after: the event did, but its row does not know
+        assert await stream_messages() == (0 if when == "BEFORE" else 1)
         rows = await outbox_rows()
         assert len(rows) == 1, rows
         event_id = rows[0]["event_id"]
