@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -52,11 +53,32 @@ def nats_server_binary() -> Path:
     )
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
+    """A port nothing listens on, chosen below the kernel's ephemeral range: a port the kernel
+    hands out (bind to 0) is one it may also give the next outgoing connection, which then
+    takes it before the server that was meant to listen there (seen in CI)."""
+    low, _high = _ephemeral_range()
+    top = max(low - 1, 20_000)
+    for _ in range(200):
+        port = random.randint(10_000, top)
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # a crowded range: fall back to the kernel's choice
         s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
+        chosen: int = s.getsockname()[1]
+        return chosen
 
 
 def port_is_open(host: str, port: int) -> bool:
