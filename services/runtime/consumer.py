@@ -19,6 +19,7 @@ delivery, dead-lettered with the error as the reason.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -230,14 +231,43 @@ class EventConsumer:
     async def _apply_run(self, conn: asyncpg.Connection, run: Sequence[_Item]) -> None:
         handler = run[0].handler
         assert isinstance(handler, Batched)
+        started_ns = time.time_ns()
         with self._span(run) as span:
+            recording = span.is_recording()  # (an ended span no longer is)
             try:
                 await handler.apply(conn, [item.envelope for item in run])
             except Exception as exc:
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, str(exc)))
                 raise
+        if len(run) > 1 and recording:
+            self._event_spans(run, span, started_ns, time.time_ns())
         self.stats.processed += len(run)
+
+    def _event_spans(self, run: Sequence[_Item], batch: Span, start_ns: int, end_ns: int) -> None:
+        """When spans are recorded, each event of a run also gets its CONSUMER span, a child
+        of its producer's span lasting as long as the run and linked to the run's span: a
+        request stays one trace even when its event was applied with others."""
+        link = Link(batch.get_span_context())
+        for item in run:
+            env = item.envelope
+            span = tracer.start_span(
+                f"{item.msg.subject} process",
+                context=context_from_headers(env.trace_headers),
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "messaging.system": "nats",
+                    "messaging.operation": "process",
+                    "messaging.destination.name": item.msg.subject,
+                    "messaging.message.id": env.id,
+                    "messaging.consumer.group.name": self.name,
+                    "cloudevents.event_type": env.type,
+                    "cloudevents.event_subject": env.subject,
+                },
+                links=[link],
+                start_time=start_ns,
+            )
+            span.end(end_time=end_ns)
 
     def _span(self, run: Sequence[_Item]) -> AbstractContextManager[Span]:
         """The CONSUMER span of one event (a child of its producer's span), or of a run of
