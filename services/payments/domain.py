@@ -49,6 +49,15 @@ class UnknownReceipt(PaymentError):
     """No receipt (領収書) has this number."""
 
 
+class OriginalNotYetPosted(Exception):
+    """A terminal's refund or void names a capture that is not posted (yet).
+
+    Not a ``PaymentError``: terminals' messages can overtake each other (a refund published
+    just after its capture may be fetched first), so the consumer retries it with back-off
+    (1, 5, 15, 60 s) and dead-letters it with this reason only when the capture never comes;
+    ``cityhall dlq replay`` re-drives it once the capture is in."""
+
+
 class UnknownPaymentRequest(PaymentError):
     """No payment request has this reference or application."""
 

@@ -249,8 +249,8 @@ async def _original(conn: asyncpg.Connection, tx: TerminalTransactionV1) -> doma
     terminal = tx.original_terminal_id or tx.terminal_id
     payment = await store.lock_payment_of_transaction(conn, terminal, tx.original_transaction_id)
     if payment is None:
-        raise domain.UnknownPayment(
-            f"no capture {tx.original_transaction_id!r} on terminal {terminal!r}"
+        raise domain.OriginalNotYetPosted(
+            f"no capture {tx.original_transaction_id!r} on terminal {terminal!r} (yet)"
         )
     if payment.facility_code != tx.facility_code:
         raise domain.MismatchedPayment(

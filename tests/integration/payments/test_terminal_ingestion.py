@@ -299,3 +299,30 @@ async def published_when(
 ) -> list[dict[str, Any]]:
     bodies = await published(js, namespace, event)
     return bodies if ready(bodies) else []
+
+
+async def test_a_refund_that_overtakes_its_capture_is_applied_once_the_capture_is_in(
+    payments: Any, js: JetStreamContext, namespace: str
+) -> None:
+    terminal = await registered(payments)
+    refund = transaction(
+        terminal.terminal_id,
+        "R-early",
+        kind="refund",
+        amount_yen=100,
+        original_transaction_id="C-late",
+    )
+    await terminal_publishes(js, namespace, refund)
+    await asyncio.sleep(0.3)  # the refund is fetched, finds no capture, waits for a retry
+    await terminal_publishes(js, namespace, transaction(terminal.terminal_id, "C-late"))
+
+    await wait_for(lambda: count(payments.pool, "refunds"), timeout=20)
+    assert await count(payments.pool, "payments") == 1
+    assert await revenue_yen(payments.pool) == 300 - 100
+    [consumer] = [c for c in payments.ctx.consumers if c.name == "payments_terminals"]
+    assert consumer.stats.dead_lettered == 0
+    assert consumer.stats.nacked >= 1  # it did arrive first
+    refunded = await wait_for(
+        lambda: published_when(js, namespace, PaymentRefundedV1, lambda b: len(b) == 1)
+    )
+    assert refunded[0]["amount_yen"] == 100
