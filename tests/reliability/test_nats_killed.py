@@ -34,7 +34,7 @@ from cityhall.embedded import EmbeddedNats, free_port
 from contracts.envelope import CE_ID, CE_SOURCE, CE_SPECVERSION, CE_TIME, CE_TYPE, NATS_MSG_ID
 from contracts.facilities import FACILITIES
 from contracts.payments import TerminalTransactionV1, terminal_subject
-from contracts.subjects import absolute
+from contracts.subjects import PAYMENTS, TERMINALS, absolute
 from services.payments.handlers import register_terminal
 from services.registry import definition
 from services.runtime.service import Runtime, build_app
@@ -101,6 +101,30 @@ async def publish_until_acked(
 async def test_nats_killed_mid_stream_loses_nothing_and_counts_nothing_twice(
     own_nats: EmbeddedNats, database_url: str, namespace: str, db: asyncpg.Connection
 ) -> None:
+    await _kill_nats_mid_stream(own_nats, database_url, namespace, outage_s=1.5)
+
+
+async def test_nats_down_longer_than_the_duplicate_window_still_counts_each_once(
+    own_nats: EmbeddedNats, database_url: str, namespace: str, db: asyncpg.Connection
+) -> None:
+    """The streams' duplicate window is cut to 1 s and the server stays down 4 s, so whatever
+    a terminal or a relay publishes again after the restart is past JetStream's dedupe and only
+    the database (the payments key, the inbox) could tell a copy. (The copies themselves, a
+    message stored whose PubAck died with the server, are not provoked here; the payments key
+    dropping a copy past the window is shown in tests/integration/payments.)"""
+    await _kill_nats_mid_stream(
+        own_nats, database_url, namespace, outage_s=4.0, duplicate_window_s=1.0
+    )
+
+
+async def _kill_nats_mid_stream(
+    own_nats: EmbeddedNats,
+    database_url: str,
+    namespace: str,
+    *,
+    outage_s: float,
+    duplicate_window_s: float | None = None,
+) -> None:
     runtimes: list[Runtime] = []
     try:
         started = {}
@@ -118,6 +142,12 @@ async def test_nats_killed_mid_stream_loses_nothing_and_counts_nothing_twice(
 
         # reconnect forever: the terminal keeps its connection across the restart
         nc = await nats.connect(own_nats.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+        if duplicate_window_s is not None:
+            js = nc.jetstream()
+            for decl in (TERMINALS, PAYMENTS):
+                config = (await js.stream_info(decl.stream_name(namespace))).config
+                config.duplicate_window = duplicate_window_s
+                await js.update_stream(config)
         deadline = time.monotonic() + 240
         messages = [
             capture(t.terminal_id, t.facility_code, n)
@@ -129,7 +159,7 @@ async def test_nats_killed_mid_stream_loses_nothing_and_counts_nothing_twice(
         for i in range(0, EVENTS, window):
             if i >= killed_at and own_nats.process is not None and i < killed_at + window:
                 own_nats.kill()  # SIGKILL, in the middle of the stream
-                restart = asyncio.get_running_loop().call_later(1.5, own_nats.start)
+                restart = asyncio.get_running_loop().call_later(outage_s, own_nats.start)
             chunk = messages[i : i + window]
             unanswered += sum(
                 await asyncio.gather(
@@ -140,7 +170,9 @@ async def test_nats_killed_mid_stream_loses_nothing_and_counts_nothing_twice(
                 )
             )
         restart.cancel()
+        stored = (await nc.jetstream().stream_info(TERMINALS.stream_name(namespace))).state.messages
         await nc.close()
+        assert stored >= EVENTS, "JetStream lost acknowledged captures"
         assert unanswered > 0, "the server was killed while terminals were publishing"
 
         async def totals() -> tuple[int, int]:
@@ -167,8 +199,10 @@ async def test_nats_killed_mid_stream_loses_nothing_and_counts_nothing_twice(
         dead = sum(c.stats.dead_lettered for c in payments_ctx.consumers)
         assert dead == 0
         print(
-            f"nats-server SIGKILLed after {killed_at} of {EVENTS} captures: {unanswered} "
-            f"publishes unanswered and retried; posted {posted}, counted {count}: "
+            f"nats-server SIGKILLed after {killed_at} of {EVENTS} captures, down {outage_s} s"
+            f" (duplicate window {duplicate_window_s or 120} s): {unanswered} "
+            f"publishes unanswered and retried, {stored - EVENTS} stored twice; "
+            f"posted {posted}, counted {count}: "
             f"lost {EVENTS - min(posted, count)}, double-counted {max(posted, count) - EVENTS}"
         )
     finally:
