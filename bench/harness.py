@@ -259,9 +259,7 @@ class ServiceProcess:
 
     def cpu_s(self) -> float:
         """User + system CPU seconds used so far."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks
+        return process_cpu_s(self.pid)
 
     def stop(self, timeout_s: float = 30.0) -> None:
         proc, self.process = self.process, None
@@ -289,6 +287,7 @@ def _status_kb(pid: int, key: str) -> int:
 
 
 def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (from /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 

@@ -107,15 +107,6 @@ async def register_terminal(
 # --- terminal transactions -----------------------------------------------------------------
 
 
-async def record_terminal_transaction(
-    conn: asyncpg.Connection,
-    event: Envelope[TerminalTransactionV1],
-    known_terminals: dict[str, str] | None = None,
-) -> None:
-    """Post a terminal's capture, refund or void once, for ever, with its event."""
-    await record_terminal_transactions(conn, [event], known_terminals)
-
-
 async def record_terminal_transactions(
     conn: asyncpg.Connection,
     events: Sequence[Envelope[TerminalTransactionV1]],

@@ -121,20 +121,6 @@ async def facilities_of_terminals(
     return {r["terminal_id"]: r["facility_code"] for r in rows}
 
 
-async def claim_terminal_transaction(
-    conn: asyncpg.Connection,
-    terminal_id: str,
-    transaction_id: str,
-    kind: str,
-    payment_id: uuid.UUID,
-    amount_yen: int,
-    occurred_at: datetime,
-) -> bool:
-    """Record a terminal's transaction id; False when it was posted before (for ever)."""
-    claim = TerminalClaim(terminal_id, transaction_id, kind, payment_id, amount_yen, occurred_at)
-    return bool(await claim_terminal_transactions(conn, [claim]))
-
-
 async def claim_terminal_transactions(
     conn: asyncpg.Connection, claims: Sequence[TerminalClaim]
 ) -> set[tuple[str, str]]:

@@ -255,36 +255,35 @@ class EventConsumer:
                 f"{item.msg.subject} process",
                 context=context_from_headers(env.trace_headers),
                 kind=SpanKind.CONSUMER,
-                attributes={
-                    "messaging.system": "nats",
-                    "messaging.operation": "process",
-                    "messaging.destination.name": item.msg.subject,
-                    "messaging.message.id": env.id,
-                    "messaging.consumer.group.name": self.name,
-                    "cloudevents.event_type": env.type,
-                    "cloudevents.event_subject": env.subject,
-                },
+                attributes=self._attributes(item, one_event=True),
                 links=[link],
                 start_time=start_ns,
             )
             span.end(end_time=end_ns)
+
+    def _attributes(self, item: _Item, *, one_event: bool) -> dict[str, Any]:
+        """A CONSUMER span's attributes; the event's own id and subject when it is one
+        event's span."""
+        attributes: dict[str, Any] = {
+            "messaging.system": "nats",
+            "messaging.operation": "process",
+            "messaging.destination.name": item.msg.subject,
+            "messaging.consumer.group.name": self.name,
+            "cloudevents.event_type": item.envelope.type,
+        }
+        if one_event:
+            attributes["messaging.message.id"] = item.envelope.id
+            attributes["cloudevents.event_subject"] = item.envelope.subject
+        return attributes
 
     def _span(self, run: Sequence[_Item]) -> AbstractContextManager[Span]:
         """The CONSUMER span of one event (a child of its producer's span), or of a run of
         events taken together (linked to each producer's span, as OpenTelemetry's messaging
         conventions do for a batch)."""
         first = run[0]
-        attributes: dict[str, Any] = {
-            "messaging.system": "nats",
-            "messaging.operation": "process",
-            "messaging.destination.name": first.msg.subject,
-            "messaging.consumer.group.name": self.name,
-            "cloudevents.event_type": first.envelope.type,
-        }
+        attributes = self._attributes(first, one_event=len(run) == 1)
         if len(run) == 1:
             env = first.envelope
-            attributes["messaging.message.id"] = env.id
-            attributes["cloudevents.event_subject"] = env.subject
             return tracer.start_as_current_span(
                 f"{first.msg.subject} process",
                 context=context_from_headers(env.trace_headers),
