@@ -11,11 +11,9 @@ payments key drop what was already committed. ``RELIABILITY_EVENTS`` sets the le
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -23,42 +21,16 @@ import httpx
 from nats.js import JetStreamContext
 
 from cityhall.embedded import free_port
-from contracts.envelope import CE_ID, CE_SOURCE, CE_SPECVERSION, CE_TIME, CE_TYPE, NATS_MSG_ID
 from contracts.facilities import FACILITIES
-from contracts.payments import TerminalTransactionV1, terminal_subject
 from contracts.subjects import absolute
 from services.payments.handlers import register_terminal
 from services.runtime import db as rdb
 from tests.e2e.helpers import Processes, Spawned, clean_env, is_ready, wait_until
 from tests.integration.payments.helpers import assert_ledger_balances
+from tests.reliability.helpers import capture
 
 EVENTS = int(os.environ.get("RELIABILITY_EVENTS", "3000"))
 AMOUNT_YEN = 200
-
-
-def capture(terminal_id: str, facility: str, n: int) -> tuple[str, bytes, dict[str, str]]:
-    tx_id = f"C{n:07d}"
-    body = {
-        "transaction_id": tx_id,
-        "terminal_id": terminal_id,
-        "facility_code": facility,
-        "kind": "capture",
-        "method": "qr",
-        "brand": "PayPay",
-        "amount_yen": AMOUNT_YEN,
-        "item": "駐車場料金",
-        "occurred_at": datetime.now(UTC).isoformat(),
-    }
-    msg_id = f"{terminal_id}/{tx_id}"
-    headers = {
-        CE_SPECVERSION: "1.0",
-        CE_ID: msg_id,
-        CE_SOURCE: f"/terminals/{terminal_id}",
-        CE_TYPE: TerminalTransactionV1.event_type,
-        CE_TIME: datetime.now(UTC).isoformat(),
-        NATS_MSG_ID: msg_id,
-    }
-    return terminal_subject(facility, terminal_id), json.dumps(body).encode(), headers
 
 
 async def test_consumers_killed_mid_batch_post_and_count_every_capture_once(
@@ -108,7 +80,12 @@ async def test_consumers_killed_mid_batch_post_and_count_every_capture_once(
                 *(
                     js.publish(absolute(namespace, s), b, headers=h)
                     for s, b, h in (
-                        capture(terminals[n % 4].terminal_id, terminals[n % 4].facility_code, n)
+                        capture(
+                            terminals[n % 4].terminal_id,
+                            terminals[n % 4].facility_code,
+                            n,
+                            AMOUNT_YEN,
+                        )
                         for n in range(i, min(i + 500, EVENTS))
                     )
                 )

@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,43 +29,17 @@ import nats.errors
 import pytest
 
 from cityhall.embedded import EmbeddedNats, free_port
-from contracts.envelope import CE_ID, CE_SOURCE, CE_SPECVERSION, CE_TIME, CE_TYPE, NATS_MSG_ID
 from contracts.facilities import FACILITIES
-from contracts.payments import TerminalTransactionV1, terminal_subject
 from contracts.subjects import PAYMENTS, TERMINALS, absolute
 from services.payments.handlers import register_terminal
 from services.registry import definition
 from services.runtime.service import Runtime, build_app
 from tests.conftest import make_settings
 from tests.integration.payments.helpers import assert_ledger_balances
+from tests.reliability.helpers import capture
 
 EVENTS = int(os.environ.get("RELIABILITY_EVENTS", "3000"))
 AMOUNT_YEN = 300
-
-
-def capture(terminal_id: str, facility: str, n: int) -> tuple[str, bytes, dict[str, str]]:
-    tx_id = f"K{n:07d}"
-    body = {
-        "transaction_id": tx_id,
-        "terminal_id": terminal_id,
-        "facility_code": facility,
-        "kind": "capture",
-        "method": "emoney",
-        "brand": "WAON",
-        "amount_yen": AMOUNT_YEN,
-        "item": "プール利用料",
-        "occurred_at": datetime.now(UTC).isoformat(),
-    }
-    msg_id = f"{terminal_id}/{tx_id}"
-    headers = {
-        CE_SPECVERSION: "1.0",
-        CE_ID: msg_id,
-        CE_SOURCE: f"/terminals/{terminal_id}",
-        CE_TYPE: TerminalTransactionV1.event_type,
-        CE_TIME: datetime.now(UTC).isoformat(),
-        NATS_MSG_ID: msg_id,
-    }
-    return terminal_subject(facility, terminal_id), json.dumps(body).encode(), headers
 
 
 @pytest.fixture
@@ -150,7 +122,7 @@ async def _kill_nats_mid_stream(
                 await js.update_stream(config)
         deadline = time.monotonic() + 240
         messages = [
-            capture(t.terminal_id, t.facility_code, n)
+            capture(t.terminal_id, t.facility_code, n, AMOUNT_YEN)
             for n, t in ((n, terminals[n % len(terminals)]) for n in range(EVENTS))
         ]
         killed_at = EVENTS // 3

@@ -51,6 +51,22 @@ def transaction(
     return body
 
 
+def terminal_headers(
+    payload: dict[str, Any], *, ce_id: str | None = None, msg_id: str | None = None
+) -> dict[str, str]:
+    """The CloudEvents headers a terminal sends with a transaction (binary content mode)."""
+    message_id = ce_id or f"{payload['terminal_id']}/{payload['transaction_id']}"
+    return {
+        CE_SPECVERSION: "1.0",
+        CE_ID: message_id,
+        CE_SOURCE: f"/terminals/{payload['terminal_id']}",
+        CE_TYPE: TerminalTransactionV1.event_type,
+        CE_TIME: datetime.now(JST).isoformat(),
+        "content-type": "application/json",
+        NATS_MSG_ID: msg_id or message_id,
+    }
+
+
 async def terminal_publishes(
     js: JetStreamContext,
     namespace: str,
@@ -62,16 +78,7 @@ async def terminal_publishes(
     body: bytes | None = None,
 ) -> int:
     """Publish as a terminal does: a CloudEvent in binary mode on its own subject."""
-    message_id = ce_id or f"{payload['terminal_id']}/{payload['transaction_id']}"
-    headers = {
-        CE_SPECVERSION: "1.0",
-        CE_ID: message_id,
-        CE_SOURCE: f"/terminals/{payload['terminal_id']}",
-        CE_TYPE: TerminalTransactionV1.event_type,
-        CE_TIME: datetime.now(JST).isoformat(),
-        "content-type": "application/json",
-        NATS_MSG_ID: msg_id or message_id,
-    }
+    headers = terminal_headers(payload, ce_id=ce_id, msg_id=msg_id)
     relative = subject or terminal_subject(payload["facility_code"], payload["terminal_id"])
     data = body if body is not None else json.dumps(payload, ensure_ascii=False).encode()
     ack = await js.publish(absolute(namespace, relative), data, headers=headers)
