@@ -63,6 +63,11 @@ async def add_events(conn: asyncpg.Connection, envelopes: Sequence[Envelope[Even
     )
 
 
+def message_id(event_id: str, republished: int = 0) -> str:
+    """A row's ``Nats-Msg-Id``: the event id, with a suffix once the reconciler re-queued it."""
+    return event_id if not republished else f"{event_id}:{republished}"
+
+
 @dataclass(frozen=True)
 class OutboxRow:
     seq: int
@@ -74,6 +79,7 @@ class OutboxRow:
     ce_time: datetime
     trace_headers: dict[str, str]
     payload: str
+    republished: int = 0
 
     def headers(self) -> dict[str, str]:
         from contracts import envelope as ce
@@ -86,7 +92,7 @@ class OutboxRow:
             ce.CE_TIME: self.ce_time.isoformat(),
             ce.CE_SUBJECT: self.ce_subject,
             ce.CONTENT_TYPE_HEADER: ce.CONTENT_TYPE,
-            ce.NATS_MSG_ID: self.event_id,
+            ce.NATS_MSG_ID: message_id(self.event_id, self.republished),
         }
         headers.update(self.trace_headers)
         return headers
@@ -266,7 +272,7 @@ class OutboxRelay:
         """Publish one batch of unpublished rows in order; return how many were published."""
         records = await self._pool.fetch(
             """SELECT seq, event_id::text, subject, ce_type, ce_source, ce_subject, ce_time,
-                      trace_headers::text, payload
+                      trace_headers::text, payload, republished
                FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1""",
             self._batch_size,
         )
@@ -283,6 +289,7 @@ class OutboxRelay:
                 ce_time=r["ce_time"],
                 trace_headers=json.loads(r["trace_headers"]),
                 payload=r["payload"],
+                republished=r["republished"],
             )
             for r in records
         ]

@@ -36,6 +36,7 @@ from services.runtime import db
 from services.runtime.consumer import Admit, EventConsumer, Handler, Scrub
 from services.runtime.dlq import DeadLetters
 from services.runtime.outbox import OutboxRelay, PublishBatch, jetstream_publisher
+from services.runtime.reconcile import OutboxReconciler
 from services.runtime.settings import ServiceSettings
 from services.runtime.streams import (
     ConsumerDecl,
@@ -90,6 +91,7 @@ class ServiceContext:
     pool: asyncpg.Pool
     broker: NatsBroker
     relay: OutboxRelay | None = None
+    reconciler: OutboxReconciler | None = None
     consumers: list[EventConsumer] = field(default_factory=list)
     _provided: dict[type, Any] = field(default_factory=dict, repr=False)
 
@@ -197,6 +199,18 @@ class Runtime:
             kill_after_publish=s.fault_kill_after_publish,
         )
         self._relay_task = asyncio.create_task(ctx.relay.run(), name="outbox-relay")
+        ctx.reconciler = OutboxReconciler(
+            pool,
+            s.schema_name,
+            broker.config.connection_state.connection,
+            self._stream_of(s.namespace),
+            grace_s=s.outbox_reconcile_grace_s,
+            interval_s=s.outbox_reconcile_interval_s or 300.0,
+        )
+        if s.outbox_reconcile_interval_s > 0:
+            self._jobs.append(
+                asyncio.create_task(_keep_running(ctx.reconciler.run), name="outbox-reconcile")
+            )
         for job in self.defn.background(ctx):
             self._jobs.append(asyncio.create_task(_keep_running(job), name=job.__name__))
         log.info("service started", extra={"namespace": s.namespace, "schema": s.schema_name})
@@ -249,8 +263,8 @@ class Runtime:
 
         return decl
 
-    def _publisher(self, ctx: ServiceContext) -> PublishBatch:
-        namespace = ctx.settings.namespace
+    @staticmethod
+    def _stream_of(namespace: str) -> Callable[[str], str]:
         from contracts.subjects import STREAMS
 
         @functools.cache
@@ -260,7 +274,11 @@ class Runtime:
                     return decl.stream_name(namespace)
             raise ValueError(f"no stream captures subject {subject!r}")
 
-        return jetstream_publisher(ctx.js, namespace, stream_of)
+        return stream_of
+
+    def _publisher(self, ctx: ServiceContext) -> PublishBatch:
+        namespace = ctx.settings.namespace
+        return jetstream_publisher(ctx.js, namespace, self._stream_of(namespace))
 
     async def stop(self) -> None:
         ctx = self.ctx

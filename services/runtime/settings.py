@@ -116,6 +116,21 @@ class ServiceSettings(BaseSettings):
     outbox_retention_hours: float = Field(
         default=168.0, ge=0, validation_alias=AliasChoices("OUTBOX_RETENTION_HOURS")
     )
+    outbox_reconcile_interval_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="How often the outbox reconciliation job compares published rows with "
+        "the streams and publishes again what they lost; 0 turns it off.",
+        validation_alias=AliasChoices("OUTBOX_RECONCILE_INTERVAL_S"),
+    )
+    outbox_reconcile_grace_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="A published row is looked up in its stream once it is this old: longer "
+        "than NATS's sync_interval (2 min), so a server that loses the tail of its file "
+        "store when its machine crashes is caught by the one-by-one look-up.",
+        validation_alias=AliasChoices("OUTBOX_RECONCILE_GRACE_S"),
+    )
     inbox_retention_days: float = Field(
         default=0, ge=0, validation_alias=AliasChoices("INBOX_RETENTION_DAYS")
     )
