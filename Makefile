@@ -36,7 +36,7 @@ bench: install
 
 # The reliability scenarios at full length (make test runs them short): 50,000 events.
 soak: install
-	RELIABILITY_EVENTS=50000 $(BIN)/pytest -s tests/reliability
+	RELIABILITY_EVENTS=50000 RELIABILITY_PG_OUTAGES=10,60 $(BIN)/pytest -s tests/reliability
 
 # Reporting's dashboard test drives Debian's headless Chromium; CI machines may lack it.
 browser:

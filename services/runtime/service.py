@@ -15,6 +15,7 @@ import functools
 import logging
 import signal
 import time
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -368,6 +369,33 @@ def service_context(request: Request) -> ServiceContext:
     return ctx
 
 
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    asyncpg.PostgresConnectionError,  # the connection broke, or could not be made
+    asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up, crashed
+    asyncpg.InterfaceError,  # "connection is closed"
+    OSError,  # no socket to connect to (ConnectionRefusedError, FileNotFoundError)
+)
+
+
+async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """The database is down or restarting: 503 with Retry-After, not a 500. Nothing of the
+    request was committed (a commit that fails is not acknowledged), so the client may try
+    again, with the same Idempotency-Key where the route takes one."""
+    if not isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError) and not any(
+        "asyncpg" in frame.filename for frame in traceback.extract_tb(exc.__traceback__)
+    ):
+        raise exc  # an OSError of something else: a plain 500
+    log.warning(
+        "database unavailable; answered 503",
+        extra={"path": request.url.path, "error": type(exc).__name__},
+    )
+    return JSONResponse(
+        {"detail": "the database is unavailable; try again shortly"},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
+
+
 def build_app(defn: ServiceDefinition, settings: ServiceSettings) -> FastAPI:
     """The service's HTTP app: its routes plus /healthz and /readyz; runtime in the lifespan."""
     runtime = Runtime(defn, settings)
@@ -390,6 +418,8 @@ def build_app(defn: ServiceDefinition, settings: ServiceSettings) -> FastAPI:
     app.state.runtime = runtime
     if defn.router is not None:
         app.include_router(defn.router)
+    for unavailable in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(unavailable, database_unavailable)
 
     @app.get("/healthz", tags=["operations"], summary="The process is alive")
     async def healthz() -> dict[str, str]:
