@@ -11,9 +11,10 @@ A consumer receives a fetched batch of JetStream messages and:
 3. acks only after the commit. Nothing is ever acked first.
 
 When the batch transaction fails, a transient error (database unreachable, deadlock) NAKs the
-whole batch with a delay. Any other error re-runs the batch one event per transaction, so one
-bad event cannot hold up the others: it is NAKed with a growing delay and, on its last
-delivery, dead-lettered with the error as the reason.
+whole batch with a delay. Any other error re-runs the batch in halves, each in its own
+transaction, down to the failing events alone, so one bad event cannot hold up the others:
+it is NAKed with a growing delay and, on its last delivery, dead-lettered with the error as
+the reason.
 """
 
 from __future__ import annotations
@@ -53,8 +54,9 @@ class Batched:
 
     The consumer hands it every run of new (not yet processed) events that share this
     handler, in stream order; it must have the same effects as applying them one by one. If
-    it raises, the batch is retried one event per transaction (``apply`` with one event), so
-    one bad event is dead-lettered alone. Called with one event it is a plain ``Handler``.
+    it raises, the batch is retried in halves down to single events (``apply`` with one
+    event), so one bad event is dead-lettered alone. Called with one event it is a plain
+    ``Handler``.
     """
 
     apply: BatchHandler
@@ -155,14 +157,36 @@ class EventConsumer:
                 await self._failed(items[0], exc)
                 return
             log.warning(
-                "batch failed; retrying one event per transaction",
+                "batch failed; retrying it in halves to find the failing events",
                 extra={"consumer": self.name, "error": repr(exc)},
             )
-            for item in items:
-                await self._process_alone(item)
+            await self._bisect(items)
             return
         for item in items:
             await item.msg.ack()
+
+    async def _bisect(self, items: Sequence[_Item]) -> None:
+        """Apply a failed batch again in halves, in stream order, each half in its own
+        transaction, down to the failing events alone (which are NAKed or dead-lettered).
+        One poison event in a batch of 500 costs about 18 transactions instead of 500, so a
+        stream with poison in every batch keeps most of its speed."""
+        if len(items) == 1:
+            await self._process_alone(items[0])
+            return
+        middle = len(items) // 2
+        for half in (items[:middle], items[middle:]):
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    await self._apply(conn, half)
+            except Exception as exc:
+                if is_transient(exc):
+                    for item in half:
+                        await self._nak(item.msg)
+                    continue
+                await self._bisect(half)
+                continue
+            for item in half:
+                await item.msg.ack()
 
     async def _decode(self, msg: Msg) -> _Item | None:
         """The message as a valid event with its handler, or None when it was dealt with."""
