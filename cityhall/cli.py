@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -148,23 +148,7 @@ def dlq_list(
     letters = asyncio.run(run())
     if as_json:
         for d in letters:
-            typer.echo(
-                json.dumps(
-                    {
-                        "dlq_seq": d.dlq_seq,
-                        "dead_at": d.dead_at,
-                        "consumer": d.consumer,
-                        "reason": d.reason,
-                        "subject": d.subject,
-                        "stream": d.stream,
-                        "stream_seq": d.stream_seq,
-                        "deliveries": d.deliveries,
-                        "headers": dict(d.headers),
-                        "body": d.body.decode(errors="replace"),
-                    },
-                    ensure_ascii=False,
-                )
-            )
+            typer.echo(json.dumps(_letter_json(d), ensure_ascii=False))
         return
     from rich.console import Console
     from rich.table import Table
@@ -192,6 +176,51 @@ def dlq_list(
             body if len(body) <= 120 else body[:119] + "…",
         )
     Console().print(table)
+
+
+def _letter_json(d: Any) -> dict[str, Any]:
+    return {
+        "dlq_seq": d.dlq_seq,
+        "dead_at": d.dead_at,
+        "consumer": d.consumer,
+        "reason": d.reason,
+        "subject": d.subject,
+        "stream": d.stream,
+        "stream_seq": d.stream_seq,
+        "deliveries": d.deliveries,
+        "headers": dict(d.headers),
+        "body": d.body.decode(errors="replace"),
+    }
+
+
+@dlq_app.command("show")
+def dlq_show(
+    seq: Annotated[int, typer.Argument(help="The dead letter's DLQ sequence (see `dlq list`).")],
+) -> None:
+    """One dead letter in full: why, where it came from, its headers and its whole body."""
+    from contracts.subjects import DEFAULT_NAMESPACE, DLQ
+    from services.runtime.dlq import DeadLetter
+
+    async def run() -> DeadLetter | None:
+        import nats
+        from nats.js.errors import NotFoundError
+
+        nc = await nats.connect(_env("NATS_URL") or "nats://127.0.0.1:4223")
+        try:
+            ns = _env("CITYHALL_NAMESPACE") or DEFAULT_NAMESPACE
+            try:
+                raw = await nc.jetstream().get_msg(DLQ.stream_name(ns), seq=seq, direct=True)
+            except NotFoundError:
+                return None
+            return DeadLetter.from_message(seq, raw.headers or {}, raw.data or b"")
+        finally:
+            await nc.close()
+
+    letter = asyncio.run(run())
+    if letter is None:
+        typer.echo(f"no dead letter has the sequence {seq}", err=True)
+        raise typer.Exit(1)
+    typer.echo(json.dumps(_letter_json(letter), ensure_ascii=False, indent=2))
 
 
 @dlq_app.command("replay")
