@@ -96,15 +96,19 @@ class NatsUser:
     password: str
     publish: tuple[str, ...]
     subscribe: tuple[str, ...]
+    deny_publish: tuple[str, ...] = ()
+    """Subjects refused even where ``publish`` allows them (JetStream API calls a user must
+    not make: deleting streams or their messages)."""
 
 
 def authorization_config(users: Sequence[NatsUser]) -> str:
     """The nats-server ``authorization`` block for ``users`` (allow-lists; all else denied)."""
     lines = ["authorization {", "  users = ["]
     for u in users:
+        deny = f", deny: {json.dumps(list(u.deny_publish))}" if u.deny_publish else ""
         lines.append(
             f"    {{user: {json.dumps(u.user)}, password: {json.dumps(u.password)}, "
-            f"permissions: {{publish: {{allow: {json.dumps(list(u.publish))}}}, "
+            f"permissions: {{publish: {{allow: {json.dumps(list(u.publish))}{deny}}}, "
             f"subscribe: {{allow: {json.dumps(list(u.subscribe))}}}}}}}"
         )
     lines += ["  ]", "}", ""]

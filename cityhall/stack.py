@@ -97,7 +97,12 @@ OPERATOR_ENV = "operator.env"
 
 
 def service_nats_user(namespace: str, service: str, password: str) -> NatsUser:
-    """A service publishes only its own events and dead letters (and JetStream API calls)."""
+    """A service publishes only its own events and dead letters (and JetStream API calls).
+    No service may delete or purge a stream, nor delete a message from the business event
+    streams: those calls are the operator's (a consumer may still erase a terminal message
+    that carried a card number, and the DLQ's letters)."""
+    from contracts.subjects import APPLICATIONS, NOTIFICATIONS, PAYMENTS
+
     return NatsUser(
         user=service,
         password=password,
@@ -109,6 +114,14 @@ def service_nats_user(namespace: str, service: str, password: str) -> NatsUser:
             "$JS.FC.>",
         ),
         subscribe=("_INBOX.>", f"{namespace}.>"),
+        deny_publish=(
+            "$JS.API.STREAM.DELETE.>",
+            "$JS.API.STREAM.PURGE.>",
+            *(
+                f"$JS.API.STREAM.MSG.DELETE.{decl.stream_name(namespace)}"
+                for decl in (APPLICATIONS, PAYMENTS, NOTIFICATIONS)
+            ),
+        ),
     )
 
 

@@ -167,11 +167,23 @@ def test_the_nats_values_declare_a_three_node_jetstream_cluster_on_file_storage(
     values = yaml.safe_load((K8S / "nats" / "values.yaml").read_text())
     assert values["config"]["cluster"] == {"enabled": True, "replicas": 3}
     assert values["config"]["jetstream"]["fileStore"]["enabled"] is True
+    assert values["config"]["jetstream"]["merge"]["sync_interval"] == "always"
+    tested = subprocess.run(
+        [tool("nats-server"), "--version"], capture_output=True, text=True, check=True
+    ).stdout.split()[-1]  # "nats-server: v2.15.1"
+    assert values["container"]["image"]["tag"].startswith(tested.removeprefix("v") + "-")
     users = values["config"]["merge"]["accounts"]["CITYHALL"]["users"]
     assert sorted(u["user"] for u in users) == sorted(SERVICES)
     [reporting] = [u for u in users if u["user"] == "reporting"]
-    business = [p for p in reporting["permissions"]["publish"] if not p.startswith(("$", "_"))]
+    business = [
+        p for p in reporting["permissions"]["publish"]["allow"] if not p.startswith(("$", "_"))
+    ]
     assert business == ["cityhall.dlq.>"]
+    for user in users:
+        assert "$JS.API.STREAM.DELETE.>" in user["permissions"]["publish"]["deny"]
+        assert (
+            "$JS.API.STREAM.MSG.DELETE.CITYHALL_PAYMENTS" in user["permissions"]["publish"]["deny"]
+        )
 
 
 def test_the_dockerfile_passes_hadolint() -> None:

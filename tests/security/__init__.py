@@ -1,0 +1,1 @@
+"""Security tests: authentication, authorisation, resource limits, data at rest."""
