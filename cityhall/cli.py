@@ -283,6 +283,41 @@ def contracts_export(
         typer.echo(f"wrote {path}")
 
 
+@app.command("applicant-token")
+def applicant_token(
+    applicant_id: Annotated[str, typer.Argument(help="The citizen's account id (a UUID).")],
+    lifetime: Annotated[int, typer.Option(help="Seconds until it expires.")] = 3600,
+) -> None:
+    """Print an applicant token, as the city's login gateway would sign it, for `cityhall up`
+    (its secret: APPLICANT_JWT_SECRET, else <home>/applicant-jwt.secret)."""
+    import uuid
+
+    from services.runtime.auth import ApplicantTokenSettings, mint_applicant_token
+
+    try:
+        account = uuid.UUID(applicant_id)
+    except ValueError:
+        typer.echo(f"not an account id (UUID): {applicant_id!r}", err=True)
+        raise typer.Exit(2) from None
+    settings = ApplicantTokenSettings()
+    secret = settings.secret.get_secret_value() if settings.secret else None
+    path = Path(_env("CITYHALL_HOME") or ".cityhall") / "applicant-jwt.secret"
+    if secret is None and path.is_file():
+        secret = path.read_text().strip()
+    if secret is None:
+        typer.echo(f"no APPLICANT_JWT_SECRET and no {path}: run `cityhall up` first", err=True)
+        raise typer.Exit(1)
+    typer.echo(
+        mint_applicant_token(
+            account,
+            secret,
+            issuer=settings.issuer,
+            audience=settings.audience,
+            lifetime_s=lifetime,
+        )
+    )
+
+
 def _add_service_commands() -> None:
     """A service may bring its own commands: ``services/<name>/cli.py`` with ``register(app)``."""
     from services.registry import service_modules

@@ -1,9 +1,11 @@
 """HTTP routes of the applications service: parse, call a handler, map errors to HTTP.
 
-Who is calling:
-* staff (職員) send ``Authorization: Bearer <token>`` (tokens: ``APPLICATIONS_STAFF_TOKENS``);
-* a citizen comes through the city's login gateway, which sets ``X-Applicant-Id`` (the
-  pseudonymous id of the citizen's account). An applicant sees only their own applications.
+Who is calling (``services.runtime.auth``), always ``Authorization: Bearer <token>``:
+* staff (職員) with their opaque token (``APPLICATIONS_STAFF_TOKENS``);
+* a citizen with the JWT the city's login gateway signed (``sub``: the pseudonymous id of
+  the citizen's account). An applicant sees and acts on only their own applications;
+* the public: the catalog, certificate verification, and group-1 online submissions (記名:
+  the typed name suffices; nobody but staff can look such an application up afterwards).
 
 Every POST takes an optional ``Idempotency-Key`` header: the same key and request replay the
 first response; the same key with another request is refused (422).
@@ -12,15 +14,15 @@ first response; the same key with another request is refused (422).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict
 from datetime import date, datetime
 from typing import Annotated, Any, TypeVar
 
 import asyncpg
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, status
 from fastapi.responses import JSONResponse, Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, SecretStr
 
 from contracts.applications import Channel, ProcedureGroup, SubmitApplication
 from services.applications import certificates, domain, handlers, store
@@ -29,10 +31,9 @@ from services.applications.forms import FormInvalid
 from services.applications.handlers import IdempotencyKey
 from services.applications.identity import IdentityRefused
 from services.applications.settings import ApplicationsSettings, trust_config
-from services.runtime.auth import bearer_token, staff_id_for
+from services.runtime.auth import Caller, caller_dependency, require_signed_in, require_staff
 from services.runtime.service import ServiceContext, service_context
 
-router = APIRouter()
 T = TypeVar("T")
 
 
@@ -54,54 +55,18 @@ def settings_of(ctx: ServiceContext) -> ApplicationsSettings:
 # -- callers ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Caller:
-    """Who sent the request: a member of staff, an applicant, or nobody known."""
-
-    staff_id: str | None = None
-    applicant_id: uuid.UUID | None = None
-
-    @property
-    def key_scope(self) -> str:
-        if self.staff_id is not None:
-            return f"staff:{self.staff_id}"
-        if self.applicant_id is not None:
-            return f"applicant:{self.applicant_id}"
-        return "anonymous"
-
-    def may_see(self, app: Application) -> bool:
-        return self.staff_id is not None or (
-            self.applicant_id is not None and app.applicant_id == self.applicant_id
-        )
+def _staff_tokens(ctx: ServiceContext) -> Mapping[str, SecretStr]:
+    return settings_of(ctx).staff_tokens
 
 
-async def caller(
-    ctx: Ctx,
-    authorization: Annotated[str | None, Header()] = None,
-    x_applicant_id: Annotated[uuid.UUID | None, Header()] = None,
-) -> Caller:
-    if authorization is not None:
-        token = bearer_token(authorization)
-        if token is None:
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "expected 'Bearer <token>'")
-        staff_id = staff_id_for(token, settings_of(ctx).staff_tokens)
-        if staff_id is None:
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown staff credential")
-        return Caller(staff_id=staff_id)
-    return Caller(applicant_id=x_applicant_id)
-
-
+caller = caller_dependency(_staff_tokens)
 Who = Annotated[Caller, Depends(caller)]
+router = APIRouter(dependencies=[Depends(caller)])
+"""Every route identifies its caller and counts it against the caller's rate limit."""
 
 
 async def staff_only(who: Who) -> Caller:
-    if who.staff_id is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "staff credential required (Authorization: Bearer <token>)",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    return who
+    return require_staff(who)
 
 
 Staff = Annotated[Caller, Depends(staff_only)]
@@ -320,8 +285,7 @@ async def list_applications(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> ApplicationPage:
     """Staff see every application (filtered); an applicant sees only their own."""
-    if who.staff_id is None and who.applicant_id is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "staff credential or applicant id")
+    require_signed_in(who)
     f = store.ApplicationFilter(
         status=status_,
         procedure_code=procedure_code,
@@ -339,7 +303,7 @@ async def list_applications(
 @router.get("/applications/{application_id}", response_model=ApplicationView, tags=["applications"])
 async def get_application(application_id: uuid.UUID, ctx: Ctx, who: Who) -> ApplicationView:
     app = await store.get_application(ctx.pool, application_id)
-    if app is None or not who.may_see(app):
+    if app is None or not who.may_see(app.applicant_id):
         # The same answer whether it does not exist or is someone else's.
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no application {application_id}")
     return ApplicationView.of(app)
@@ -359,7 +323,7 @@ async def withdraw(
     idempotency_key: IdemHeader = None,
 ) -> JSONResponse:
     def check(app: Application) -> None:
-        if not who.may_see(app):
+        if not who.may_see(app.applicant_id):
             raise handlers.ApplicationNotFound(f"no application {application_id}")
 
     idem = _key(idempotency_key, who, request, {})
@@ -382,7 +346,7 @@ async def request_fee(
     """By the applicant (online) or by staff (counter, mail), when the applicant will pay."""
 
     def check(app: Application) -> None:
-        if not who.may_see(app):
+        if not who.may_see(app.applicant_id):
             raise handlers.ApplicationNotFound(f"no application {application_id}")
 
     idem = _key(idempotency_key, who, request, {})
@@ -467,7 +431,7 @@ async def issue_certificate(
 )
 async def download_certificate(application_id: uuid.UUID, ctx: Ctx, who: Who) -> Response:
     app = await store.get_application(ctx.pool, application_id)
-    if app is None or not who.may_see(app):
+    if app is None or not who.may_see(app.applicant_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no application {application_id}")
     pdf = await store.get_certificate_pdf(ctx.pool, application_id)
     if pdf is None:

@@ -120,9 +120,16 @@ def demo_command(
             )
             token_file = settings.home.resolve() / "applications" / "staff.token"
             staff_token = token_file.read_text().strip() if token_file.is_file() else None
+            secret_file = settings.home.resolve() / "applicant-jwt.secret"
+            secret = secret_file.read_text().strip() if secret_file.is_file() else None
             async with httpx.AsyncClient(base_url=settings.applications_url, timeout=10) as http:
                 accepted, refused = await demo.submit_applications(
-                    http, applications, seed, lambda n: bar.advance(apply, n), staff_token
+                    http,
+                    applications,
+                    seed,
+                    lambda n: bar.advance(apply, n),
+                    staff_token,
+                    secret,
                 )
         return sent, accepted, refused
 

@@ -34,6 +34,7 @@ from contracts.facilities import FACILITIES_BY_CODE, PaidFor
 from contracts.payments import PaymentMethod, TerminalTransactionV1
 from contracts.subjects import absolute
 from services.reporting.domain import TOKYO
+from services.runtime.auth import mint_applicant_token
 
 BRANDS: dict[PaymentMethod, tuple[str, ...]] = {
     PaymentMethod.QR: ("PayPay", "d払い", "au PAY", "楽天ペイ", "メルペイ"),
@@ -251,9 +252,12 @@ async def submit_applications(
     seed: int,
     progress: Callable[[int], None],
     staff_token: str | None = None,
+    applicant_secret: str | None = None,
 ) -> tuple[int, int]:
     """Citizens and staff apply over HTTP (``http`` is a client on the applications service);
-    return (accepted, refused by the service)."""
+    return (accepted, refused by the service). Citizens sign in with a token signed with
+    ``applicant_secret`` (the local login gateway's, APPLICANT_JWT_SECRET); without it they
+    apply anonymously (group 1 allows that)."""
     rng = random.Random(seed)
     accepted = refused = 0
     staff_headers = {"Authorization": f"Bearer {staff_token}"} if staff_token else {}
@@ -269,11 +273,14 @@ async def submit_applications(
         for _ in range(count):
             channel = rng.choices(channels, weights)[0]
             p = rng.choice(group_1 if channel is Channel.ONLINE else procedures)
-            headers = (
-                {"X-Applicant-Id": str(uuid.UUID(int=rng.getrandbits(128)))}
-                if channel is Channel.ONLINE
-                else staff_headers
-            )
+            if channel is not Channel.ONLINE:
+                headers = staff_headers
+            elif applicant_secret:
+                citizen = uuid.UUID(int=rng.getrandbits(128))
+                token = mint_applicant_token(citizen, applicant_secret)
+                headers = {"Authorization": f"Bearer {token}"}
+            else:
+                headers = {}
             resp = await http.post(
                 "/applications",
                 json={

@@ -33,7 +33,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from contracts.envelope import Envelope, Event
 from contracts.subjects import absolute
-from services.runtime import db
+from services.runtime import auth, db, http_limits
 from services.runtime.consumer import Admit, EventConsumer, Handler, Scrub
 from services.runtime.dlq import DeadLetters
 from services.runtime.outbox import OutboxRelay, PublishBatch, jetstream_publisher
@@ -416,6 +416,11 @@ def build_app(defn: ServiceDefinition, settings: ServiceSettings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    # Who may call and how much (auth.caller_dependency reads these); bad settings stop here.
+    limits = http_limits.load_http_limits(defn.name)
+    app.state.rate_limits = http_limits.RateLimits(limits)
+    app.state.applicant_tokens = auth.load_applicant_tokens()
+    app.add_middleware(http_limits.BodySizeLimit, max_bytes=limits.max_body_bytes)
     if defn.router is not None:
         app.include_router(defn.router)
     for unavailable in DATABASE_UNAVAILABLE:

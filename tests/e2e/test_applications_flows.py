@@ -36,6 +36,7 @@ from contracts.subjects import APPLICATIONS
 from tests.e2e.helpers import Processes, clean_env, is_ready, wait_until
 from tests.integration.applications.jpki import CardCA
 from tests.integration.helpers import publish_envelope
+from tests.tokens import ENV_VARS, applicant
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -99,6 +100,7 @@ async def service(
         APPLICATIONS_STAFF_TOKENS=f"counter01={STAFF_TOKEN}",
         APPLICATIONS_JPKI_TRUST_ANCHORS=str(tmp_path / "anchors.pem"),
         APPLICATIONS_JPKI_CRL=str(tmp_path / "jpki.crl"),
+        **ENV_VARS,
     )
     proc = processes.cityhall("applications", "serve", "applications", env=env)
     async with httpx.AsyncClient(base_url=url, timeout=10.0) as http:
@@ -113,7 +115,7 @@ async def service(
 
 async def test_a_group_1_fee_free_online_application_is_approved(service: Service) -> None:
     http = service.http
-    citizen = {"X-Applicant-Id": str(uuid.uuid4())}
+    citizen = applicant()
     body = {"procedure_code": "SHIMIN_NO_KOE", "form": {"subject": "公園", "body": "ベンチを"}}
     app = (await http.post("/applications", json=body, headers=citizen)).json()
     assert (app["status"], app["fee_yen"]) == ("submitted", 0)
@@ -168,7 +170,7 @@ async def test_a_certificate_with_a_fee_goes_through_payment_to_issuance_and_dow
     service: Service,
 ) -> None:
     http = service.http
-    citizen = {"X-Applicant-Id": str(uuid.uuid4())}
+    citizen = applicant()
     body = {"procedure_code": "JUMINHYO", "form": {"copies": 1}}
     app = (await http.post("/applications", json=body, headers=citizen)).json()
     url = f"/applications/{app['id']}"
@@ -215,7 +217,7 @@ async def test_a_certificate_with_a_fee_goes_through_payment_to_issuance_and_dow
 
 async def test_idempotent_retries_and_illegal_transitions(service: Service) -> None:
     http = service.http
-    citizen = {"X-Applicant-Id": str(uuid.uuid4())}
+    citizen = applicant()
     body = {"procedure_code": "SHIMIN_NO_KOE", "form": {"subject": "道路", "body": "穴"}}
     keyed = citizen | {"Idempotency-Key": "e2e-once"}
     first = await http.post("/applications", json=body, headers=keyed)

@@ -28,6 +28,7 @@ from services.runtime.dlq import list_dead_letters
 from tests.integration.helpers import publish_envelope, wait_for
 from tests.integration.payments.helpers import terminal_publishes, transaction
 from tests.integration.reporting.events import capture, refund
+from tests.tokens import ENV, applicant
 
 STAFF_TOKEN = "counter-staff-token-0001"
 STAFF = {"Authorization": f"Bearer {STAFF_TOKEN}"}
@@ -102,7 +103,7 @@ async def apply_over_http(applications: Any) -> None:
         ("c2", "counter"),
         ("m1", "mail"),
     ):
-        headers = {"X-Applicant-Id": str(uuid.uuid4())} if channel == "online" else STAFF
+        headers = applicant() if channel == "online" else STAFF
         resp = await http.post(
             "/applications", json=FEE_FREE | {"channel": channel}, headers=headers
         )
@@ -222,6 +223,7 @@ async def catalog_of(applications: Any) -> list[dict[str, Any]]:
 @pytest.fixture
 async def city(start_service: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any, Any]:
     monkeypatch.setenv("APPLICATIONS_STAFF_TOKENS", f"counter01={STAFF_TOKEN}")
+    monkeypatch.setenv(*ENV)
     applications = await start_service("applications")
     payments = await start_service("payments")
     reporting = await start_service("reporting")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import re
-import uuid
 from typing import Any
 
 from nats.js import JetStreamContext
@@ -15,8 +14,9 @@ from pypdf import PdfReader
 from tests.integration.applications.conftest import STAFF
 from tests.integration.applications.test_fees import captured
 from tests.integration.helpers import publish_envelope, wait_for
+from tests.tokens import applicant, applicant_id_of
 
-CITIZEN = {"X-Applicant-Id": str(uuid.uuid4())}
+CITIZEN = applicant()
 
 
 async def issue(applications: Any, js: JetStreamContext, namespace: str) -> dict[str, Any]:
@@ -64,7 +64,7 @@ async def test_someone_else_cannot_download_it(
     applications: Any, js: JetStreamContext, namespace: str
 ) -> None:
     app = await issue(applications, js, namespace)
-    other = {"X-Applicant-Id": str(uuid.uuid4())}
+    other = applicant()
     url = f"/applications/{app['id']}/certificate.pdf"
     assert (await applications.http.get(url, headers=other)).status_code == 404
     assert (await applications.http.get(url)).status_code == 404
@@ -91,7 +91,7 @@ async def test_the_public_check_confirms_a_genuine_certificate_and_reveals_nothi
     assert body["procedure_name"] == "住民票の写しの交付"
     assert set(body) == {"genuine", "certificate_number", "procedure_name", "issued_at"}
     assert app["id"] not in resp.text
-    assert CITIZEN["X-Applicant-Id"] not in resp.text
+    assert applicant_id_of(CITIZEN) not in resp.text
 
     wrong = await http.post(
         "/certificates/verify", json={"certificate_number": number, "verification_code": "AAAAA"}

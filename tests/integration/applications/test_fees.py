@@ -16,8 +16,9 @@ from contracts.payments import PaymentCapturedV1, PaymentChannel, PaymentMethod
 from contracts.subjects import APPLICATIONS
 from tests.integration.applications.conftest import STAFF
 from tests.integration.helpers import publish_envelope, wait_for
+from tests.tokens import applicant, applicant_id_of
 
-CITIZEN = {"X-Applicant-Id": str(uuid.uuid4())}
+CITIZEN = applicant()
 
 
 def captured(application_id: str | None, amount_yen: int = 300) -> Envelope[PaymentCapturedV1]:
@@ -82,7 +83,7 @@ async def test_a_certificate_fee_is_requested_from_payments(
     [request] = await wait_for(requested)
     assert request["application_id"] == app["id"]
     assert (request["amount_yen"], request["facility_code"]) == (300, "shiminka")
-    assert request["applicant_id"] == CITIZEN["X-Applicant-Id"]
+    assert request["applicant_id"] == applicant_id_of(CITIZEN)
 
 
 async def test_payment_captured_moves_the_application_to_paid_once(

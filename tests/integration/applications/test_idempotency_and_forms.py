@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any
 
 from tests.integration.applications.conftest import STAFF
+from tests.tokens import applicant
 
-CITIZEN = {"X-Applicant-Id": str(uuid.uuid4())}
+CITIZEN = applicant()
 OPINION = {"procedure_code": "SHIMIN_NO_KOE", "form": {"subject": "公園", "body": "ベンチを"}}
 
 
@@ -71,7 +71,7 @@ async def test_keys_belong_to_their_caller(applications: Any) -> None:
     theirs = await http.post(
         "/applications",
         json=OPINION,
-        headers={"X-Applicant-Id": str(uuid.uuid4()), "Idempotency-Key": "x"},
+        headers=applicant() | {"Idempotency-Key": "x"},
     )
     assert mine.json()["id"] != theirs.json()["id"]
 

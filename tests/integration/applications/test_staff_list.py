@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tests.integration.applications.conftest import STAFF
+from tests.tokens import applicant
 
 OPINION = {"procedure_code": "SHIMIN_NO_KOE", "form": {"subject": "公園", "body": "ベンチを"}}
 ALERTS = {
@@ -80,7 +81,7 @@ async def test_the_list_pages_newest_first(applications: Any) -> None:
 
 async def test_an_applicant_lists_only_their_own_whatever_the_filter(applications: Any) -> None:
     await seed(applications)
-    citizen = {"X-Applicant-Id": str(uuid.uuid4())}
+    citizen = applicant()
     mine = await applications.http.post("/applications", json=OPINION, headers=citizen)
     listed = (
         await applications.http.get(
@@ -95,7 +96,7 @@ async def test_an_applicant_lists_only_their_own_whatever_the_filter(application
 async def test_counter_and_mail_entries_need_a_staff_credential(applications: Any) -> None:
     """Anyone could otherwise claim the counter channel and skew the online usage rate."""
     http = applications.http
-    citizen = {"X-Applicant-Id": str(uuid.uuid4())}
+    citizen = applicant()
     for channel in ("counter", "mail"):
         body = TAX | {"channel": channel, "form": TAX_FORM}
         for headers in ({}, citizen, {"Authorization": "Bearer not-a-real-staff-token"}):

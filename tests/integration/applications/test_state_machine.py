@@ -4,7 +4,6 @@ steps refused with 409, staff steps behind a staff credential."""
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 from nats.js import JetStreamContext
@@ -19,8 +18,9 @@ from contracts.applications import (
 from contracts.subjects import APPLICATIONS
 from tests.integration.applications.conftest import STAFF
 from tests.integration.helpers import wait_for
+from tests.tokens import applicant
 
-CITIZEN = {"X-Applicant-Id": str(uuid.uuid4())}
+CITIZEN = applicant()
 FEE_FREE = {"procedure_code": "SHIMIN_NO_KOE", "form": {"subject": "公園", "body": "ベンチを"}}
 
 
@@ -148,7 +148,8 @@ async def test_staff_steps_need_a_staff_credential(applications: Any) -> None:
     http = applications.http
     app = (await http.post("/applications", json=FEE_FREE, headers=CITIZEN)).json()
     url = f"/applications/{app['id']}"
-    assert (await http.post(f"{url}/review", headers=CITIZEN)).status_code == 401
+    # A signed-in applicant is known but not allowed (403); a bad credential is unknown (401).
+    assert (await http.post(f"{url}/review", headers=CITIZEN)).status_code == 403
     wrong = {"Authorization": "Bearer not-a-staff-token-at-all"}
     assert (await http.post(f"{url}/review", headers=wrong)).status_code == 401
     assert (await http.get("/applications")).status_code == 401
@@ -160,7 +161,7 @@ async def test_an_applicant_cannot_read_or_withdraw_someone_elses_application(
 ) -> None:
     http = applications.http
     app = (await http.post("/applications", json=FEE_FREE, headers=CITIZEN)).json()
-    other = {"X-Applicant-Id": str(uuid.uuid4())}
+    other = applicant()
     url = f"/applications/{app['id']}"
     assert (await http.get(url, headers=other)).status_code == 404
     assert (await http.get(url)).status_code == 404

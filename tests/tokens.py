@@ -1,0 +1,32 @@
+"""Applicant tokens as the city's login gateway signs them, for tests (HS256, shared secret).
+
+A service started by a test verifies them when ``APPLICANT_JWT_SECRET`` is ``SECRET``:
+``monkeypatch.setenv(*ENV)`` before ``start_service``, or ``ENV_VARS`` in a process's env.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from services.runtime.auth import mint_applicant_token
+
+SECRET = "tests-applicant-jwt-secret-0123456789"
+ENV = ("APPLICANT_JWT_SECRET", SECRET)
+ENV_VARS = {"APPLICANT_JWT_SECRET": SECRET}
+
+
+def applicant_token(applicant_id: uuid.UUID | str, **claims: object) -> str:
+    return mint_applicant_token(uuid.UUID(str(applicant_id)), SECRET, **claims)  # type: ignore[arg-type]
+
+
+def applicant(applicant_id: uuid.UUID | str | None = None) -> dict[str, str]:
+    """Headers of a signed-in applicant (a new one unless ``applicant_id`` is given)."""
+    return {"Authorization": f"Bearer {applicant_token(applicant_id or uuid.uuid4())}"}
+
+
+def applicant_id_of(headers: dict[str, str]) -> str:
+    """The account id (``sub``) in headers made by ``applicant``."""
+    import jwt
+
+    token = headers["Authorization"].removeprefix("Bearer ")
+    return str(jwt.decode(token, options={"verify_signature": False})["sub"])
