@@ -2,18 +2,23 @@
 
 Contacts (連絡先) by pseudonymous applicant id; the operators' list of failed and dead
 notifications; rules; templates with versions, validation on save and a preview.
+
+Who may call (``services.runtime.auth``): a contact (an e-mail address and phone number:
+personal data) is its applicant's, signed in with the login gateway's token, or staff's
+(``NOTIFICATIONS_STAFF_TOKENS``) recording it on the citizen's behalf; everything else is for
+operators (staff) only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Response, status
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SecretStr
 
 from services.notifications import handlers, store, templates
 from services.notifications.components import Components, components
@@ -25,10 +30,38 @@ from services.notifications.domain import (
     mask_address,
 )
 from services.notifications.templates import TemplateError, TemplateParts, UnknownTemplate
+from services.runtime.auth import Caller, caller_dependency, require_staff
 from services.runtime.service import ServiceContext, service_context
 
-router = APIRouter()
+
+def _staff_tokens(ctx: ServiceContext) -> Mapping[str, SecretStr]:
+    return components(ctx).notifier.settings.staff_tokens
+
+
+caller = caller_dependency(_staff_tokens)
+Who = Annotated[Caller, Depends(caller)]
+router = APIRouter(dependencies=[Depends(caller)])
+"""Every route identifies its caller and counts it against the caller's rate limit."""
 Ctx = Annotated[ServiceContext, Depends(service_context)]
+
+
+async def _staff(who: Who) -> Caller:
+    return require_staff(who)
+
+
+Staff = Annotated[Caller, Depends(_staff)]
+
+
+def _own_contact(who: Caller, applicant_id: uuid.UUID) -> None:
+    """404 unless the caller is that applicant or staff: the same answer as no contact."""
+    if not who.may_see(applicant_id):
+        if who.applicant_id is None:
+            raise HTTPException(
+                status.HTTP_401_UNAUTHORIZED,
+                "sign in (applicant token) or a staff credential required",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no contact for {applicant_id}")
 
 
 def _components(ctx: Ctx) -> Components:
@@ -56,14 +89,18 @@ def http_errors(where: tuple[str, ...] = ("body",)) -> Iterator[None]:
 
 
 @router.put("/contacts/{applicant_id}", response_model=Contact, tags=["contacts"])
-async def put_contact(applicant_id: uuid.UUID, contact: Contact, ctx: Ctx) -> Contact:
+async def put_contact(applicant_id: uuid.UUID, contact: Contact, ctx: Ctx, who: Who) -> Contact:
     """Record how to reach an applicant: e-mail, optional phone, language, opt-outs by kind."""
+    if not who.may_see(applicant_id) and who.applicant_id is not None:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "only your own contact")
+    _own_contact(who, applicant_id)
     await handlers.put_contact(ctx.pool, applicant_id, contact)
     return contact
 
 
 @router.get("/contacts/{applicant_id}", response_model=Contact, tags=["contacts"])
-async def get_contact(applicant_id: uuid.UUID, ctx: Ctx) -> Contact:
+async def get_contact(applicant_id: uuid.UUID, ctx: Ctx, who: Who) -> Contact:
+    _own_contact(who, applicant_id)
     contact = await store.get_contact(ctx.pool, applicant_id)
     if contact is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no contact for {applicant_id}")
@@ -73,7 +110,8 @@ async def get_contact(applicant_id: uuid.UUID, ctx: Ctx) -> Contact:
 @router.delete(
     "/contacts/{applicant_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["contacts"]
 )
-async def delete_contact(applicant_id: uuid.UUID, ctx: Ctx) -> Response:
+async def delete_contact(applicant_id: uuid.UUID, ctx: Ctx, who: Who) -> Response:
+    _own_contact(who, applicant_id)
     if not await store.delete_contact(ctx.pool, applicant_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no contact for {applicant_id}")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -109,8 +147,9 @@ class NotificationView(BaseModel):
 @router.get("/notifications", response_model=list[NotificationView], tags=["operators"])
 async def list_notifications(
     ctx: Ctx,
+    _staff: Staff,
     status_: Annotated[list[NotificationStatus] | None, Query(alias="status")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[NotificationView]:
     """Failed (to be retried) and dead notifications, newest first, unless ``status`` says."""
     statuses = status_ or [NotificationStatus.FAILED, NotificationStatus.DEAD]
@@ -119,7 +158,7 @@ async def list_notifications(
 
 
 @router.get("/notifications/{notification_id}", response_model=NotificationView, tags=["operators"])
-async def get_notification(notification_id: uuid.UUID, ctx: Ctx) -> NotificationView:
+async def get_notification(notification_id: uuid.UUID, ctx: Ctx, _staff: Staff) -> NotificationView:
     row = await store.get_notification(ctx.pool, notification_id)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no notification {notification_id}")
@@ -127,7 +166,7 @@ async def get_notification(notification_id: uuid.UUID, ctx: Ctx) -> Notification
 
 
 @router.get("/rules", response_model=list[Rule], tags=["rules"])
-async def list_rules(parts: Parts) -> list[Rule]:
+async def list_rules(parts: Parts, _staff: Staff) -> list[Rule]:
     """The rules in force (from NOTIFY_RULES_FILE)."""
     return list(parts.notifier.rules.rules)
 
@@ -154,7 +193,9 @@ class Preview(BaseModel):
 
 
 @router.get("/templates/{name}/{language}", response_model=TemplateView, tags=["templates"])
-async def get_template(name: str, language: Language, ctx: Ctx, parts: Parts) -> TemplateView:
+async def get_template(
+    name: str, language: Language, ctx: Ctx, parts: Parts, _staff: Staff
+) -> TemplateView:
     with http_errors():
         event = handlers.template_event(parts.notifier, name)
         version, content = await handlers.template_for(ctx.pool, name, language)
@@ -163,7 +204,7 @@ async def get_template(name: str, language: Language, ctx: Ctx, parts: Parts) ->
 
 @router.put("/templates/{name}/{language}", response_model=TemplateView, tags=["templates"])
 async def save_template(
-    name: str, language: Language, content: TemplateParts, ctx: Ctx, parts: Parts
+    name: str, language: Language, content: TemplateParts, ctx: Ctx, parts: Parts, _staff: Staff
 ) -> TemplateView:
     """Save a new version (it becomes the active one). A variable the event does not provide
     is refused with 422 naming it."""
@@ -180,6 +221,7 @@ async def preview_template(
     language: Language,
     ctx: Ctx,
     parts: Parts,
+    _staff: Staff,
     draft: Annotated[TemplateParts | None, Body()] = None,
 ) -> Preview:
     """Render the active version (or a draft sent as the body) with the event's example."""

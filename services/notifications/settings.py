@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.runtime.auth import StaffTokens
 
 SHIPPED_RULES = Path(__file__).parent / "rules.yaml"
 
@@ -59,6 +61,12 @@ class NotificationSettings(BaseSettings):
         description="Staff group -> targets (mailto:... or https://... webhook), as JSON.",
     )
     portal_url: str = Field(default="https://www.city.koriyama.lg.jp/")
+    staff_tokens: StaffTokens = Field(
+        default_factory=dict,
+        validation_alias=AliasChoices("NOTIFICATIONS_STAFF_TOKENS"),
+        description="Operators' credentials (staff_id=token pairs) for the delivery log, "
+        "rules and templates, and for contacts on a citizen's behalf. Empty: refused.",
+    )
 
     dlq_threshold: int = Field(default=10, ge=1, description="Dead letters that call operators.")
     dlq_check_s: float = Field(default=30.0, gt=0)

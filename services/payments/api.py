@@ -7,12 +7,13 @@ import io
 import json
 import time
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from contracts.envelope import describe_validation_error
 from contracts.facilities import FACILITIES
@@ -24,27 +25,39 @@ from contracts.payments import (
 )
 from services.payments import domain, handlers, store, webhook
 from services.payments.settings import payments_settings
-from services.runtime.auth import bearer_token, staff_id_for
+from services.runtime.auth import Caller, caller_dependency, require_staff
 from services.runtime.service import ServiceContext, service_context
 
-router = APIRouter(tags=["payments"])
+
+def _staff_tokens(ctx: ServiceContext) -> Mapping[str, SecretStr]:
+    return payments_settings(ctx).staff_tokens
+
+
+caller = caller_dependency(_staff_tokens)
+Who = Annotated[Caller, Depends(caller)]
+router = APIRouter(tags=["payments"], dependencies=[Depends(caller)])
+"""Every route identifies its caller and counts it against the caller's rate limit. Staff
+routes need PAYMENTS_STAFF_TOKENS; a payment request is its applicant's (or staff's); the
+facilities are public; the provider's webhook is authenticated by its HMAC signature."""
 Ctx = Annotated[ServiceContext, Depends(service_context)]
+MAX_DAYS = 366
+"""The longest date range an unpaged staff query (revenue, settlements) may span."""
 
 
-def staff_member(request: Request, ctx: Ctx) -> str:
+async def staff_member(ctx: Ctx, who: Who) -> str:
     """The staff member calling (``Authorization: Bearer <token>``, PAYMENTS_STAFF_TOKENS)."""
-    configured = payments_settings(ctx).staff_tokens
-    if not configured:
+    if not payments_settings(ctx).staff_tokens:
         raise HTTPException(503, detail="PAYMENTS_STAFF_TOKENS is not configured")
-    token = bearer_token(request.headers.get("authorization"))
-    staff_id = staff_id_for(token, configured) if token else None
-    if staff_id is not None:
-        return staff_id
-    raise HTTPException(
-        401,
-        detail="a staff credential is required (Authorization: Bearer <token>)",
-        headers={"WWW-Authenticate": "Bearer"},
-    )
+    staff_id = require_staff(who).staff_id
+    assert staff_id is not None
+    return staff_id
+
+
+def _check_range(date_from: date, date_to: date) -> None:
+    if date_to < date_from:
+        raise HTTPException(422, detail="to: must not be before from")
+    if (date_to - date_from).days >= MAX_DAYS:
+        raise HTTPException(422, detail=f"to: at most {MAX_DAYS} days after from")
 
 
 Staff = Annotated[str, Depends(staff_member)]
@@ -99,7 +112,7 @@ async def facilities() -> list[FacilityOut]:
 
 
 @router.get("/terminals", response_model=list[TerminalOut])
-async def terminals(ctx: Ctx) -> list[TerminalOut]:
+async def terminals(ctx: Ctx, _staff: Staff) -> list[TerminalOut]:
     return [
         TerminalOut(
             terminal_id=t.terminal_id,
@@ -147,9 +160,9 @@ async def payments(
         str | None, Query(alias="facility", pattern=r"^[a-z0-9][a-z0-9-]{1,39}$")
     ] = None,
     method: PaymentMethodFilter = None,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
 ) -> list[PaymentOut]:
-    if date_to < date_from:
+    if date_to < date_from:  # any span: the page (limit) bounds the answer
         raise HTTPException(422, detail="to: must not be before from")
     rows = await store.find_payments(
         ctx.pool, facility, date_from, date_to, method.value if method else None, limit
@@ -241,9 +254,10 @@ class PaymentRequestOut(BaseModel):
 
 
 @router.get("/payment-requests/{application_id}", response_model=PaymentRequestOut)
-async def payment_request(application_id: uuid.UUID, ctx: Ctx) -> PaymentRequestOut:
+async def payment_request(application_id: uuid.UUID, ctx: Ctx, who: Who) -> PaymentRequestOut:
+    """The applicant whose fee it is, or staff; anyone else gets 404, as for no request."""
     row = await store.payment_request_of(ctx.pool, application_id)
-    if row is None:
+    if row is None or not who.may_see(row["applicant_id"]):
         raise http_error(domain.UnknownPaymentRequest(f"no request for {application_id}"))
     base = payments_settings(ctx).provider_url.rstrip("/")
     return PaymentRequestOut(
@@ -338,8 +352,7 @@ class RevenueDay(BaseModel):
 async def _revenue(
     ctx: ServiceContext, facility: str | None, date_from: date, date_to: date
 ) -> list[RevenueDay]:
-    if date_to < date_from:
-        raise HTTPException(422, detail="to: must not be before from")
+    _check_range(date_from, date_to)
     rows = await store.revenue_by_day(ctx.pool, facility, date_from, date_to)
     return [RevenueDay(**{k: r[k] for k in RevenueDay.model_fields}) for r in rows]
 
@@ -412,6 +425,7 @@ class SettlementOut(BaseModel):
 async def settlements(
     ctx: Ctx, _staff: Staff, date_from: FromDate, date_to: ToDate, facility: FacilityFilter = None
 ) -> list[SettlementOut]:
+    _check_range(date_from, date_to)
     rows = await store.settlements(ctx.pool, facility, date_from, date_to)
     return [
         SettlementOut(

@@ -355,6 +355,7 @@ async def create_payment_request(
         amount_yen=req.amount_yen,
         requested_at=req.requested_at,
         expires_at=req.requested_at + timedelta(seconds=ttl_s),
+        applicant_id=req.applicant_id,
     )
 
 

@@ -399,12 +399,14 @@ async def insert_payment_request(
     amount_yen: int,
     requested_at: datetime,
     expires_at: datetime,
+    applicant_id: uuid.UUID | None = None,
 ) -> bool:
     """A new payment request; False when the application already has one."""
     inserted = await conn.fetchval(
         """INSERT INTO payment_requests (request_id, application_id, reference, facility_code,
-                                         fee_item, amount_yen, requested_at, expires_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                                         fee_item, amount_yen, requested_at, expires_at,
+                                         applicant_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
            ON CONFLICT (application_id) DO NOTHING RETURNING true""",
         request_id,
         application_id,
@@ -414,6 +416,7 @@ async def insert_payment_request(
         amount_yen,
         requested_at,
         expires_at,
+        applicant_id,
     )
     return bool(inserted)
 

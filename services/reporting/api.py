@@ -12,21 +12,23 @@ import asyncio
 import csv
 import io
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, TypeAlias
 
 from fastapi import APIRouter, Depends, HTTPException, Query, status
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 
 from contracts.applications import ProcedureGroup
 from contracts.payments import FACILITY_CODE_PATTERN, PaymentMethod
 from services.reporting import domain, metrics, store
 from services.reporting.dashboard import dashboard
 from services.reporting.lag import ConsumerLag, projection_lag
+from services.reporting.settings import ReportingSettings
 from services.reporting.store import ApplicationFilter, CatalogFilter, PaymentFilter, Period
 from services.reporting.subscribers import BINDINGS
+from services.runtime.auth import Caller, caller_dependency, require_staff
 from services.runtime.service import ServiceContext, service_context
 
 kpi = APIRouter(prefix="/kpi", tags=["kpi"])
@@ -894,9 +896,21 @@ def _csv(name: str, header: Sequence[str], rows: Iterable[Sequence[object]]) -> 
     )
 
 
-# -- operations
+# -- operations (operators only: REPORTING_STAFF_TOKENS)
 
-operations = APIRouter(tags=["operations"])
+
+def _staff_tokens(ctx: ServiceContext) -> Mapping[str, SecretStr]:
+    return ctx.provide(ReportingSettings, ReportingSettings).staff_tokens
+
+
+caller = caller_dependency(_staff_tokens)
+
+
+async def _staff(who: Annotated[Caller, Depends(caller)]) -> Caller:
+    return require_staff(who)
+
+
+operations = APIRouter(tags=["operations"], dependencies=[Depends(_staff)])
 
 
 @operations.get(
@@ -919,8 +933,10 @@ async def openmetrics(ctx: Ctx) -> Response:
     return Response(await metrics.exposition(ctx.pool, lags), media_type=metrics.CONTENT_TYPE)
 
 
-router = APIRouter()
-"""Every route of reporting (included last, once the routes above are declared)."""
+router = APIRouter(dependencies=[Depends(caller)])
+"""Every route of reporting (included last, once the routes above are declared); each one
+identifies its caller and counts it against the caller's rate limit. The KPIs, open data and
+the dashboard are public: aggregates only, no person in them."""
 router.include_router(kpi)
 router.include_router(open_data)
 router.include_router(operations)

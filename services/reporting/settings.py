@@ -1,4 +1,5 @@
-"""Reporting's own settings (beyond the runtime's ServiceSettings): the demo traffic driver."""
+"""Reporting's own settings (beyond the runtime's ServiceSettings): operators' credentials and
+the demo traffic driver."""
 
 from __future__ import annotations
 
@@ -8,7 +9,21 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.subjects import DEFAULT_NAMESPACE
+from services.runtime.auth import StaffTokens
 from services.runtime.settings import Identifier, NatsUrl
+
+
+class ReportingSettings(BaseSettings):
+    """The service's own settings. The KPIs and open data are public; operations are not."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    staff_tokens: StaffTokens = Field(
+        default_factory=dict,
+        validation_alias=AliasChoices("REPORTING_STAFF_TOKENS"),
+        description="Operators' credentials (staff_id=token pairs) for /metrics and "
+        "/projection/lag (Prometheus sends one as its bearer token). Empty: refused.",
+    )
 
 
 class DemoSettings(BaseSettings):

@@ -17,6 +17,7 @@ from nats.js import JetStreamContext
 from cityhall.embedded import free_port
 from contracts.applications import ApplicationSubmittedV1, Channel
 from contracts.envelope import Envelope
+from services.runtime.auth import mint_applicant_token
 from tests.e2e.helpers import (
     REPO_ROOT,
     Processes,
@@ -79,9 +80,13 @@ async def test_up_catches_the_acknowledgement_mail_and_cityhall_mail_shows_it(
         await wait_until(ready, timeout=90, interval=0.25, message=logs)
         assert up.running_descendants("aiosmtpd"), up.cmdlines
         applicant = uuid.uuid4()
+        # The citizen records their own contact, signed in (`up` made the gateway's secret).
+        secret = (home / "applicant-jwt.secret").read_text().strip()
+        token = mint_applicant_token(applicant, secret)
         put = await http.put(
             f"{notifications}/contacts/{applicant}",
             json={"email": "taro.koriyama@example.jp", "language": "ja"},
+            headers={"Authorization": f"Bearer {token}"},
         )
         assert put.status_code == 200, put.text
 

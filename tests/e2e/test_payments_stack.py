@@ -170,7 +170,10 @@ async def test_an_application_fee_is_paid_through_the_provider_simulator_sidecar
         application_id = requested.data.application_id
 
         async def request() -> dict[str, Any] | None:
-            response = await http.get(f"{run.urls['payments']}/payment-requests/{application_id}")
+            response = await http.get(
+                f"{run.urls['payments']}/payment-requests/{application_id}",
+                headers={"Authorization": "Bearer tok-e2e-000000001"},  # staff
+            )
             return response.json() if response.status_code == 200 else None
 
         pending = await wait_until(request, timeout=20, message=run.logs)

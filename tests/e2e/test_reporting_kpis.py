@@ -224,9 +224,11 @@ async def catalog_of(applications: Any) -> list[dict[str, Any]]:
 async def city(start_service: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any, Any]:
     monkeypatch.setenv("APPLICATIONS_STAFF_TOKENS", f"counter01={STAFF_TOKEN}")
     monkeypatch.setenv(*ENV)
+    monkeypatch.setenv("REPORTING_STAFF_TOKENS", f"ops01={STAFF_TOKEN}")
     applications = await start_service("applications")
     payments = await start_service("payments")
     reporting = await start_service("reporting")
+    reporting.http.headers.update(STAFF)  # /metrics and /projection/lag are operators'
     return applications, payments, reporting
 
 

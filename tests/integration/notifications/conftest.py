@@ -108,3 +108,22 @@ async def notification_events(js: JetStreamContext, namespace: str) -> list[tupl
 
 def new_applicant() -> uuid.UUID:
     return uuid.uuid4()
+
+
+OPERATOR_TOKEN = "notify-operator-token-0001"
+OPERATOR = {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+
+
+@pytest.fixture
+def start_service(start_service: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The session's ``start_service``, with clients that send an operator's (staff) credential:
+    the operator routes and contacts need one (tests/security checks who else may call)."""
+    monkeypatch.setenv("NOTIFICATIONS_STAFF_TOKENS", f"ops01={OPERATOR_TOKEN}")
+
+    async def start(name: str, **overrides: Any) -> Any:
+        running = await start_service(name, **overrides)
+        if name == "notifications":
+            running.http.headers.update(OPERATOR)
+        return running
+
+    return start

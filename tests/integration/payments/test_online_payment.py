@@ -20,12 +20,17 @@ from tests.integration.helpers import publish_envelope, wait_for
 from tests.integration.payments.test_terminal_ingestion import published
 
 SECRET = "test-provider-secret"
+STAFF_TOKEN = "tok-finance-0000001"
+STAFF = {
+    "Authorization": f"Bearer {STAFF_TOKEN}"
+}  # a payment request is its applicant's or staff's
 
 
 @pytest.fixture
 def provider_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PAYMENT_PROVIDER_SECRET", SECRET)
     monkeypatch.setenv("PAYMENT_PROVIDER_URL", "http://provider.test")
+    monkeypatch.setenv("PAYMENTS_STAFF_TOKENS", f"kaikei01={STAFF_TOKEN}")
 
 
 def fee_requested(amount_yen: int = 300) -> Envelope[ApplicationPaymentRequestedV1]:
@@ -44,7 +49,7 @@ def fee_requested(amount_yen: int = 300) -> Envelope[ApplicationPaymentRequested
 
 async def request_of(payments: Any, application_id: uuid.UUID) -> dict[str, Any]:
     async def found() -> dict[str, Any]:
-        response = await payments.http.get(f"/payment-requests/{application_id}")
+        response = await payments.http.get(f"/payment-requests/{application_id}", headers=STAFF)
         return response.json() if response.status_code == 200 else {}  # type: ignore[no-any-return]
 
     result: dict[str, Any] = await wait_for(found)
