@@ -30,3 +30,24 @@ def applicant_id_of(headers: dict[str, str]) -> str:
 
     token = headers["Authorization"].removeprefix("Bearer ")
     return str(jwt.decode(token, options={"verify_signature": False})["sub"])
+
+
+# -- the whole city's HTTP credentials, for tests/security -----------------------------------
+
+STAFF_TOKEN = "security-staff-token-000001"
+STAFF = {"Authorization": f"Bearer {STAFF_TOKEN}"}
+"""One clerk (staff id ``clerk01``) known to every service."""
+
+
+def city_env(monkeypatch: object, **more: str) -> None:
+    """Staff tokens for all four services and the applicant secret, plus ``more``."""
+    values = {
+        "APPLICATIONS_STAFF_TOKENS": f"clerk01={STAFF_TOKEN}",
+        "PAYMENTS_STAFF_TOKENS": f"clerk01={STAFF_TOKEN}",
+        "NOTIFICATIONS_STAFF_TOKENS": f"clerk01={STAFF_TOKEN}",
+        "REPORTING_STAFF_TOKENS": f"clerk01={STAFF_TOKEN}",
+        **ENV_VARS,
+        **more,
+    }
+    for name, value in values.items():
+        monkeypatch.setenv(name, value)  # type: ignore[attr-defined]
