@@ -66,7 +66,10 @@ async def test_events_lost_from_the_stream_are_published_again_and_counted_once(
             f"SELECT count(*) FROM {payments}.outbox "
             "WHERE subject LIKE 'payments.payment.captured%' AND published_at IS NOT NULL"
         )
-        return bool(published == EVENTS)
+        pending = await db.fetchval(
+            f"SELECT count(*) FROM {payments}.outbox WHERE published_at IS NULL"
+        )
+        return bool(published == EVENTS and pending == 0)
 
     async with httpx.AsyncClient(timeout=5.0) as http:
         pay = await start("payments", http)
@@ -102,10 +105,9 @@ async def test_events_lost_from_the_stream_are_published_again_and_counted_once(
             )
         ]
         deleted = seqs[::7]
-        before = (await js.stream_info(stream)).state.messages
+        # (The reconciler runs every second meanwhile and may re-publish some already.)
         for seq in deleted:
             assert await js.delete_msg(stream, seq)
-        assert (await js.stream_info(stream)).state.messages == before - len(deleted)
 
         # -- the reconciler re-publishes them; reporting, started now, counts every one ------
         rep = await start("reporting", http)
