@@ -22,6 +22,8 @@ dlq_app = typer.Typer(
 )
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(dlq_app, name="dlq")
+outbox_app = typer.Typer(help="The services' transactional outboxes.", no_args_is_help=True)
+app.add_typer(outbox_app, name="outbox")
 
 
 def _load_operator_env() -> None:
@@ -263,6 +265,56 @@ def dlq_replay(
 
     replayed = asyncio.run(run())
     typer.echo(f"replayed {len(replayed)} dead letter(s): {replayed}")
+
+
+@outbox_app.command("reconcile")
+def outbox_reconcile(
+    services: Annotated[list[str] | None, typer.Argument(help="Default: all four.")] = None,
+    grace_s: Annotated[
+        float, typer.Option(min=0, help="Look up only rows published at least this long ago.")
+    ] = 300.0,
+) -> None:
+    """Check now that the streams still hold every event each service published (rows are
+    kept OUTBOX_RETENTION_HOURS) and queue the lost ones to publish again; the running
+    service's relay sends them. The services also do this every OUTBOX_RECONCILE_INTERVAL_S;
+    run it by hand after restoring NATS from a backup, for instance."""
+    from services.registry import SERVICE_NAMES
+    from services.runtime import db as rdb
+    from services.runtime.reconcile import OutboxReconciler, ReconcileReport
+    from services.runtime.settings import ServiceSettings, load_settings
+    from services.runtime.streams import subject_streams
+
+    async def run(settings: ServiceSettings) -> ReconcileReport:
+        import nats
+
+        password = settings.nats_password.get_secret_value() if settings.nats_password else None
+        nc = await nats.connect(
+            settings.nats_url.split(","), user=settings.nats_user, password=password
+        )
+        pool = await rdb.create_pool(settings.dsn, settings.schema_name, min_size=1, max_size=2)
+        try:
+            reconciler = OutboxReconciler(
+                pool, settings.schema_name, nc, subject_streams(settings.namespace), grace_s=grace_s
+            )
+            return await reconciler.reconcile()
+        finally:
+            await pool.close()
+            await nc.close()
+
+    for name in services or SERVICE_NAMES:
+        settings = load_settings(name)
+        report = asyncio.run(run(settings))
+        if report.skipped:
+            typer.echo(f"{name}: skipped, another reconciler is running on {settings.schema_name}")
+            continue
+        typer.echo(
+            f"{name}: {report.checked_one_by_one} looked up one by one, "
+            f"{report.checked_against_state} checked against the streams' state; "
+            f"{len(report.lost)} lost, queued to publish again; "
+            f"verified through outbox row {report.verified_through}"
+        )
+        for event_id in report.lost:
+            typer.echo(f"  lost: {event_id}")
 
 
 @contracts_app.command("export")

@@ -44,6 +44,7 @@ from services.runtime.streams import (
     StreamSettings,
     provision_consumer,
     provision_streams,
+    subject_streams,
 )
 from services.runtime.telemetry import (
     setup_logging,
@@ -204,7 +205,7 @@ class Runtime:
             pool,
             s.schema_name,
             broker.config.connection_state.connection,
-            self._stream_of(s.namespace),
+            subject_streams(s.namespace),
             grace_s=s.outbox_reconcile_grace_s,
             interval_s=s.outbox_reconcile_interval_s or 300.0,
         )
@@ -264,22 +265,9 @@ class Runtime:
 
         return decl
 
-    @staticmethod
-    def _stream_of(namespace: str) -> Callable[[str], str]:
-        from contracts.subjects import STREAMS
-
-        @functools.cache
-        def stream_of(subject: str) -> str:
-            for decl in STREAMS:
-                if any(subject.startswith(p.removesuffix(">")) for p in decl.subjects):
-                    return decl.stream_name(namespace)
-            raise ValueError(f"no stream captures subject {subject!r}")
-
-        return stream_of
-
     def _publisher(self, ctx: ServiceContext) -> PublishBatch:
         namespace = ctx.settings.namespace
-        return jetstream_publisher(ctx.js, namespace, self._stream_of(namespace))
+        return jetstream_publisher(ctx.js, namespace, subject_streams(namespace))
 
     async def stop(self) -> None:
         ctx = self.ctx

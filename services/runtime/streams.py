@@ -8,7 +8,9 @@ run it at start-up.
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
@@ -37,6 +39,21 @@ class StreamSettings:
     namespace: str
     replicas: int = 1
     max_age_s: float = 0  # 0 = keep for ever: reporting rebuilds replay from the beginning
+
+
+def subject_streams(
+    namespace: str, decls: tuple[StreamDecl, ...] = STREAMS
+) -> Callable[[str], str]:
+    """subject (relative to the namespace) -> the name of the stream that captures it."""
+
+    @functools.cache
+    def stream_of(subject: str) -> str:
+        for decl in decls:
+            if any(subject.startswith(p.removesuffix(">")) for p in decl.subjects):
+                return decl.stream_name(namespace)
+        raise ValueError(f"no stream captures subject {subject!r}")
+
+    return stream_of
 
 
 def stream_config(decl: StreamDecl, settings: StreamSettings) -> StreamConfig:

@@ -3,6 +3,7 @@ acknowledged and then lost are found and published again, once, under a new Nats
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -10,7 +11,9 @@ import asyncpg
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from typer.testing import CliRunner
 
+from cityhall.cli import app
 from contracts.envelope import Envelope, Event
 from contracts.subjects import APPLICATIONS, STREAMS
 from services.runtime.outbox import OutboxRelay, add_events
@@ -158,3 +161,30 @@ async def test_two_reconcilers_on_one_schema_do_not_run_at_once(
                 "SELECT pg_advisory_unlock(hashtext($1))", f"{schema}.outbox_reconcile"
             )
     assert report.skipped
+
+
+async def test_the_operator_command_finds_and_queues_what_a_stream_lost(
+    pool: asyncpg.Pool,
+    js: JetStreamContext,
+    namespace: str,
+    nats_url: str,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    events, relay = await published(pool, js, namespace, 4)
+    await js.delete_msg(APPLICATIONS.stream_name(namespace), 3)
+    for name, value in {
+        "NATS_URL": nats_url,
+        "DATABASE_URL": database_url,
+        "CITYHALL_NAMESPACE": namespace,
+        "CITYHALL_DB_SCHEMA": f"{namespace}_outbox",
+    }.items():
+        monkeypatch.setenv(name, value)
+    result = await asyncio.to_thread(
+        CliRunner().invoke, app, ["outbox", "reconcile", "applications", "--grace-s", "0"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "applications: 4 looked up one by one" in result.output
+    assert "1 lost, queued to publish again" in result.output
+    assert f"lost: {events[2].id}" in result.output
+    assert await relay.pending() == 1
