@@ -5,11 +5,14 @@
         .venv/bin/python bench/commands.py [--json out.json]    # servers already running
 
 ``cityhall serve applications`` runs as a child process (``harness.ServiceProcess``). Each
-request is what the city's login gateway forwards for a citizen: ``X-Applicant-Id`` (one of
-``--applicants`` accounts), a unique ``Idempotency-Key`` and a 市民の声 (SHIMIN_NO_KOE: group 1,
-no fee) form, so every request runs the whole command: key claimed, form checked against the
-procedure's JSON Schema, application and ApplicationSubmitted (outbox) written, response kept
-with the key, all in one transaction.
+request is what a signed-in citizen sends: ``Authorization: Bearer <jwt>`` (the login
+gateway's token for one of ``--applicants`` accounts, signed HS256 with the benchmark's own
+``APPLICANT_JWT_SECRET``), a unique ``Idempotency-Key`` and a 市民の声 (SHIMIN_NO_KOE: group 1,
+no fee) form, so every request runs the whole command: token verified, caller counted against
+its rate limit (the service's defaults: 20/s and 600/min per applicant, which 5,000 accounts
+at 1,000 requests/s stay far below), key claimed, form checked against the procedure's JSON
+Schema, application and ApplicationSubmitted (outbox) written, response kept with the key,
+all in one transaction.
 
 1. **Maximum throughput** (closed loop): ``--workers`` generator processes keep
    ``--concurrency`` keep-alive HTTP/1.1 connections busy for ``--max-seconds``; requests/s
@@ -60,8 +63,10 @@ from harness import (
 )
 
 from contracts.applications import ApplicationSubmittedV1
+from services.runtime.auth import mint_applicant_token
 
 PROCEDURE = "SHIMIN_NO_KOE"
+APPLICANT_SECRET = "bench-applicant-jwt-secret-0123456789"
 SUBMITTED_TYPE = ApplicationSubmittedV1.event_type
 SUBMITTED_SUBJECT = ApplicationSubmittedV1.subject
 GRACE_S = 10.0
@@ -79,7 +84,7 @@ TOPICS = [
 # -- the load generator (runs in worker processes) -----------------------------------------------
 
 
-def _request(host: str, applicant: str, n: int) -> bytes:
+def _request(host: str, token: str, n: int) -> bytes:
     topic = TOPICS[n % len(TOPICS)]
     body = json.dumps(
         {
@@ -90,7 +95,7 @@ def _request(host: str, applicant: str, n: int) -> bytes:
     ).encode()
     head = (
         f"POST /applications HTTP/1.1\r\nHost: {host}\r\n"
-        f"Content-Type: application/json\r\nX-Applicant-Id: {applicant}\r\n"
+        f"Content-Type: application/json\r\nAuthorization: Bearer {token}\r\n"
         f"Idempotency-Key: {uuid.uuid4()}\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
@@ -145,6 +150,7 @@ class LoadPlan:
     seconds: float
     connections: int
     applicants: list[str]
+    """Their tokens (what the gateway gave each citizen)."""
     rate: float = 0.0
     """0: closed loop (each connection sends its next request when the last is answered);
     otherwise requests/s, sent on schedule (open loop)."""
@@ -331,7 +337,10 @@ def run(args: argparse.Namespace) -> list[str]:
     statuses: collections.Counter[str] = collections.Counter()
     rng = random.Random(7)
     applicants = [
-        str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(args.applicants)
+        mint_applicant_token(
+            uuid.UUID(int=rng.getrandbits(128), version=4), APPLICANT_SECRET, lifetime_s=3600
+        )
+        for _ in range(args.applicants)
     ]
     ctx = multiprocessing.get_context("spawn")
     with (
@@ -339,7 +348,9 @@ def run(args: argparse.Namespace) -> list[str]:
         concurrent.futures.ProcessPoolExecutor(args.workers, mp_context=ctx) as pool,
     ):
         namespace = new_namespace("cmd")
-        env = {"DB_POOL_MAX": str(args.db_pool_max)} if args.db_pool_max else {}
+        env = {"APPLICANT_JWT_SECRET": APPLICANT_SECRET}
+        if args.db_pool_max:
+            env["DB_POOL_MAX"] = str(args.db_pool_max)
         svc = ServiceProcess("applications", srv.nats_url, srv.database_url, namespace, env=env)
         try:
             svc.start()

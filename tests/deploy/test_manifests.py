@@ -150,8 +150,25 @@ def test_production_runs_three_replicas_and_three_database_instances_with_backup
 
 def test_dev_generates_its_own_credentials_and_production_commits_none() -> None:
     dev = {s["metadata"]["name"] for s in objects("dev", "Secret")}
-    assert dev == {f"{s}-nats" for s in SERVICES}
+    assert dev == {f"{s}-nats" for s in SERVICES} | {f"{s}-http-auth" for s in SERVICES}
     assert objects("production", "Secret") == []
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_service_reads_its_own_http_credentials(overlay: str) -> None:
+    for deployment in objects(overlay, "Deployment"):
+        service = deployment["metadata"]["name"].removesuffix("-cityhall")
+        if service not in SERVICES:
+            continue
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        secrets = [e["secretRef"]["name"] for e in container["envFrom"] if "secretRef" in e]
+        assert secrets == [f"{service}-http-auth"]
+    if overlay == "dev":
+        [auth] = [
+            s for s in objects("dev", "Secret") if s["metadata"]["name"] == "payments-http-auth"
+        ]
+        keys = set((auth.get("data") or {}) | (auth.get("stringData") or {}))
+        assert keys == {"PAYMENTS_STAFF_TOKENS", "APPLICANT_JWT_SECRET"}
 
 
 def test_everything_lands_in_the_overlay_namespace() -> None:
