@@ -13,6 +13,7 @@ afterwards, so tests never see each other's messages or rows.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -30,6 +31,7 @@ from cityhall.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 from services.registry import definition
 from services.runtime.service import Runtime, ServiceContext, build_app
 from services.runtime.settings import ServiceSettings
+from tests.security.scanner import AT_REST_FINAL_TEST, AtRestScan, ScanningLogHandler
 
 BACKEND = os.environ.get("CITYHALL_TEST_BACKEND", "embedded")
 
@@ -86,9 +88,14 @@ async def nc(nats_url: str, namespace: str) -> AsyncIterator[NATS]:
     finally:
         js = client.jetstream()
         with contextlib.suppress(Exception):
-            for info in await js.streams_info():
-                if info.config.name and info.config.name.startswith(namespace.upper() + "_"):
-                    await js.delete_stream(info.config.name)
+            names = [
+                info.config.name
+                for info in await js.streams_info()
+                if info.config.name and info.config.name.startswith(namespace.upper() + "_")
+            ]
+            await AT_REST.guarded("streams", AT_REST.scan_streams(js, names))  # at-rest scan
+            for name in names:
+                await js.delete_stream(name)
         await client.close()
 
 
@@ -104,12 +111,67 @@ async def db(database_url: str, namespace: str) -> AsyncIterator[asyncpg.Connect
     try:
         yield conn
     finally:
+        await AT_REST.guarded("tables", AT_REST.scan_schemas(conn, f"{namespace}\\_%"))
         schemas = await conn.fetch(
             "SELECT nspname FROM pg_namespace WHERE nspname LIKE $1", f"{namespace}\\_%"
         )
         for row in schemas:
             await conn.execute(f'DROP SCHEMA IF EXISTS "{row["nspname"]}" CASCADE')
         await conn.close()
+
+
+# --- at-rest scan (issue 8): no full card number, no My Number in tables, streams or logs ---
+# Evidence goes when a test ends (its schemas and streams are removed), so it is scanned then:
+# the ``db`` and ``nc`` fixtures above scan every row and message right before removing them,
+# ``processes`` (tests/e2e/conftest.py) the log files of the processes it stopped, and a handler
+# on the root logger every record written in this process. The final test
+# (tests/security/test_no_card_or_my_number_at_rest.py, ordered last) asserts nothing was found.
+
+AT_REST = AtRestScan()
+
+
+@pytest.fixture(scope="session")
+def at_rest() -> AtRestScan:
+    return AT_REST
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _scan_in_process_logs() -> Iterator[None]:
+    """Records at INFO (the services' default level) reach the scanning handler; the framework
+    loggers stay at WARNING as ``setup_logging`` keeps them (per-message logs are costly)."""
+    root = logging.getLogger()
+    handler = ScanningLogHandler(AT_REST)
+    saved = root.level, {n: logging.getLogger(n).level for n in _NOISY_LOGGERS}
+    root.addHandler(handler)
+    root.setLevel(min(root.level, logging.INFO))
+    faststream = logging.getLogger("faststream")  # has its own handler, does not propagate
+    faststream.addHandler(handler)
+    for name in _NOISY_LOGGERS:
+        if logging.getLogger(name).level == logging.NOTSET:
+            logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        faststream.removeHandler(handler)
+        root.setLevel(saved[0])
+        for name, level in saved[1].items():
+            logging.getLogger(name).setLevel(level)
+
+
+_NOISY_LOGGERS = ("faststream", "faststream.access", "uvicorn.access", "nats")
+
+
+def pytest_runtest_logstart(nodeid: str, location: tuple[str, int | None, str]) -> None:
+    AT_REST.current_test = nodeid  # each finding names the test whose evidence it was
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The at-rest scan's verdict runs after every other test (a stable sort)."""
+    items.sort(key=lambda item: item.nodeid.startswith(AT_REST_FINAL_TEST))
+
+
+# --- end of the at-rest scan ------------------------------------------------------------------
 
 
 def make_settings(
