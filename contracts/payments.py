@@ -324,9 +324,9 @@ class SettlementReconciledV1(Event):
     batch_id: str
     facility_code: str = Field(pattern=FACILITY_CODE_PATTERN)
     business_date: date
-    gross_yen: int
-    fee_yen: int
-    net_yen: int
+    gross_yen: int = Field(ge=0, description="Revenue recorded, in integer yen.")
+    fee_yen: int = Field(ge=0, description="The processor's fee (繰替払い).")
+    net_yen: int = Field(ge=0, description="What is remitted: gross minus fee.")
 
     def aggregate_id(self) -> str:
         return self.batch_id
