@@ -246,13 +246,20 @@ def test_the_strategies_cover_every_contract_and_reach_valid_instances() -> None
     for model in MODELS:
         outcomes: list[bool] = []
 
-        @settings(parent=PROFILE, max_examples=30, suppress_health_check=list(HealthCheck))
+        # Derandomized: a fixed sample, so this count is the same on every run (with random
+        # draws TerminalTransaction.v1 once reached only 1 valid document of 30 in CI).
+        @settings(
+            parent=PROFILE,
+            max_examples=60,
+            derandomize=True,
+            suppress_health_check=list(HealthCheck),
+        )
         @given(document=documents(model))
         def count(document: dict[str, Any]) -> None:
             outcomes.append(isinstance(attempt(model, document), BaseModel))  # noqa: B023
 
         count()
-        assert sum(outcomes) >= 3, f"{model_title(model)}: {sum(outcomes)} of 30 were valid"
+        assert sum(outcomes) >= 3, f"{model_title(model)}: {sum(outcomes)} of 60 were valid"
 
 
 # --- invalid values ----------------------------------------------------------------------------
