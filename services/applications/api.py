@@ -32,6 +32,7 @@ from services.applications.handlers import IdempotencyKey
 from services.applications.identity import IdentityRefused
 from services.applications.settings import ApplicationsSettings, trust_config
 from services.runtime.auth import Caller, caller_dependency, require_signed_in, require_staff
+from services.runtime.http_errors import ERROR_RESPONSES, no_nul_characters
 from services.runtime.service import ServiceContext, service_context
 
 T = TypeVar("T")
@@ -60,8 +61,13 @@ def _staff_tokens(ctx: ServiceContext) -> Mapping[str, SecretStr]:
 
 
 caller = caller_dependency(_staff_tokens)
+MAX_OFFSET = 1_000_000
+"""Deepest page start a list accepts; beyond PostgreSQL's bigint an offset was a 500."""
 Who = Annotated[Caller, Depends(caller)]
-router = APIRouter(dependencies=[Depends(caller)])
+router = APIRouter(
+    dependencies=[Depends(caller), Depends(no_nul_characters)],
+    responses=ERROR_RESPONSES,
+)
 """Every route identifies its caller and counts it against the caller's rate limit."""
 
 
@@ -282,7 +288,7 @@ async def list_applications(
     submitted_from: AwareDatetime | None = None,
     submitted_to: AwareDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> ApplicationPage:
     """Staff see every application (filtered); an applicant sees only their own."""
     require_signed_in(who)
@@ -448,7 +454,9 @@ async def download_certificate(application_id: uuid.UUID, ctx: Ctx, who: Who) ->
 
 class VerificationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    certificate_number: str = Field(min_length=1, max_length=40)
+    certificate_number: str = Field(
+        min_length=1, max_length=40, pattern=r"^[A-Za-z0-9-]+$", examples=["072036-2026-0000001"]
+    )
     verification_code: str = Field(min_length=1, max_length=20)
 
 
@@ -495,7 +503,7 @@ async def search_procedures(
     online: bool | None = None,
     sample: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> ProcedurePage:
     """Search the procedure catalog (手続き一覧), ordered by code."""
     query = store.ProcedureQuery(

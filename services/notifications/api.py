@@ -31,6 +31,7 @@ from services.notifications.domain import (
 )
 from services.notifications.templates import TemplateError, TemplateParts, UnknownTemplate
 from services.runtime.auth import Caller, caller_dependency, require_staff
+from services.runtime.http_errors import ERROR_RESPONSES, no_nul_characters
 from services.runtime.service import ServiceContext, service_context
 
 
@@ -40,7 +41,10 @@ def _staff_tokens(ctx: ServiceContext) -> Mapping[str, SecretStr]:
 
 caller = caller_dependency(_staff_tokens)
 Who = Annotated[Caller, Depends(caller)]
-router = APIRouter(dependencies=[Depends(caller)])
+router = APIRouter(
+    dependencies=[Depends(caller), Depends(no_nul_characters)],
+    responses=ERROR_RESPONSES,
+)
 """Every route identifies its caller and counts it against the caller's rate limit."""
 Ctx = Annotated[ServiceContext, Depends(service_context)]
 

@@ -46,7 +46,8 @@ class NotificationStatus(StrEnum):
     DEAD = "dead"
 
 
-EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$"
+# No control characters (NUL, which PostgreSQL cannot store, and the like): never in an address.
+EMAIL_PATTERN = r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+$"
 PHONE_PATTERN = r"^\+?[0-9]{10,15}$"
 
 

@@ -26,6 +26,7 @@ from contracts.payments import (
 from services.payments import domain, handlers, store, webhook
 from services.payments.settings import payments_settings
 from services.runtime.auth import Caller, caller_dependency, require_staff
+from services.runtime.http_errors import ERROR_RESPONSES, no_nul_characters
 from services.runtime.service import ServiceContext, service_context
 
 
@@ -35,7 +36,11 @@ def _staff_tokens(ctx: ServiceContext) -> Mapping[str, SecretStr]:
 
 caller = caller_dependency(_staff_tokens)
 Who = Annotated[Caller, Depends(caller)]
-router = APIRouter(tags=["payments"], dependencies=[Depends(caller)])
+router = APIRouter(
+    tags=["payments"],
+    dependencies=[Depends(caller), Depends(no_nul_characters)],
+    responses=ERROR_RESPONSES,
+)
 """Every route identifies its caller and counts it against the caller's rate limit. Staff
 routes need PAYMENTS_STAFF_TOKENS; a payment request is its applicant's (or staff's); the
 facilities are public; the provider's webhook is authenticated by its HMAC signature."""
@@ -317,6 +322,10 @@ class SettlementOutcomeOut(BaseModel):
 @router.post(
     "/settlements",
     response_model=SettlementOutcomeOut,
+    status_code=201,
+    responses={
+        200: {"model": SettlementOutcomeOut, "description": "Seen before: its first outcome."}
+    },
     summary="A facility's day settlement batch (調定): compared with the ledger",
 )
 async def post_settlement(

@@ -29,6 +29,7 @@ from services.reporting.settings import ReportingSettings
 from services.reporting.store import ApplicationFilter, CatalogFilter, PaymentFilter, Period
 from services.reporting.subscribers import BINDINGS
 from services.runtime.auth import Caller, caller_dependency, require_staff
+from services.runtime.http_errors import ERROR_RESPONSES, no_nul_characters
 from services.runtime.service import ServiceContext, service_context
 
 kpi = APIRouter(prefix="/kpi", tags=["kpi"])
@@ -88,7 +89,25 @@ BrandFilter = Annotated[
 ]
 
 
+YEARS = range(2000, 2100)
+"""Months a KPI query may name: the KPIs are built month by month over the period, so a
+period of thousands of years (``from=0083-10``) held the database for minutes (found by
+schemathesis) instead of being refused."""
+
+
 def _period(from_month: str | None, to_month: str | None) -> Period:
+    for name, month in (("from", from_month), ("to", to_month)):
+        if month is not None and int(month[:4]) not in YEARS:  # YYYY-MM by the query pattern
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                [
+                    {
+                        "loc": ["query", name],
+                        "msg": f"{name}: a month of {YEARS.start} to {YEARS.stop - 1}",
+                        "type": "value_error",
+                    }
+                ],
+            )
     since = domain.parse_month(from_month) if from_month else None
     last = domain.parse_month(to_month) if to_month else None
     if since and last and last < since:
@@ -933,7 +952,10 @@ async def openmetrics(ctx: Ctx) -> Response:
     return Response(await metrics.exposition(ctx.pool, lags), media_type=metrics.CONTENT_TYPE)
 
 
-router = APIRouter(dependencies=[Depends(caller)])
+router = APIRouter(
+    dependencies=[Depends(caller), Depends(no_nul_characters)],
+    responses=ERROR_RESPONSES,
+)
 """Every route of reporting (included last, once the routes above are declared); each one
 identifies its caller and counts it against the caller's rate limit. The KPIs, open data and
 the dashboard are public: aggregates only, no person in them."""
