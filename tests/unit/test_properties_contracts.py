@@ -246,20 +246,27 @@ def test_the_strategies_cover_every_contract_and_reach_valid_instances() -> None
     for model in MODELS:
         outcomes: list[bool] = []
 
-        # Derandomized: a fixed sample, so this count is the same on every run (with random
-        # draws TerminalTransaction.v1 once reached only 1 valid document of 30 in CI).
+        # Derandomized: a fixed sample, so this count is the same on every run. Counted per
+        # example as the properties draw (up to CROSS_FIELD_TRIES documents each): a single
+        # document of a terminal transaction passes its cross-field rules too rarely to count
+        # on (1 of 60 in one run, once schemathesis' strategies were loaded in the session).
         @settings(
             parent=PROFILE,
-            max_examples=60,
+            max_examples=30,
             derandomize=True,
             suppress_health_check=list(HealthCheck),
         )
-        @given(document=documents(model))
-        def count(document: dict[str, Any]) -> None:
-            outcomes.append(isinstance(attempt(model, document), BaseModel))  # noqa: B023
+        @given(data=st.data())
+        def count(data: st.DataObject) -> None:
+            drawn = (data.draw(documents(model)) for _ in range(CROSS_FIELD_TRIES))  # noqa: B023
+            found = any(isinstance(attempt(model, d), BaseModel) for d in drawn)  # noqa: B023
+            outcomes.append(found)  # noqa: B023
 
         count()
-        assert sum(outcomes) >= 3, f"{model_title(model)}: {sum(outcomes)} of 60 were valid"
+        assert sum(outcomes) >= len(outcomes) // 2, (
+            f"{model_title(model)}: {sum(outcomes)} of {len(outcomes)} examples reached a "
+            "valid instance"
+        )
 
 
 # --- invalid values ----------------------------------------------------------------------------
