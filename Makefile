@@ -36,7 +36,7 @@ bench: install
 
 # The reliability scenarios at full length (make test runs them short): 50,000 events.
 soak: install
-	RELIABILITY_EVENTS=50000 RELIABILITY_PG_OUTAGES=10,60 $(BIN)/pytest -s tests/reliability
+	RELIABILITY_EVENTS=50000 RELIABILITY_PG_OUTAGES=10,60 HYPOTHESIS_PROFILE=soak SCHEMATHESIS_EXAMPLES=100 $(BIN)/pytest -s tests/reliability tests/security tests/integration/test_properties_ledger.py tests/integration/test_properties_outbox_inbox.py tests/unit/test_properties_contracts.py
 
 # Reporting's dashboard test drives Debian's headless Chromium; CI machines may lack it.
 browser:
