@@ -16,6 +16,7 @@ from contracts.envelope import Envelope, Event
 from contracts.subjects import STREAMS, absolute
 from services.runtime import db as rdb
 from services.runtime.outbox import PublishBatch, jetstream_publisher
+from services.runtime.streams import subject_streams
 
 T = TypeVar("T")
 
@@ -83,10 +84,4 @@ def raw_publisher(js: JetStreamContext, namespace: str) -> PublishBatch:
     """The relay's publish step as the service builds it (publish_async, PubAcks awaited
     together), on a plain nats-py connection."""
 
-    def stream_of(subject: str) -> str:
-        for decl in STREAMS:
-            if any(subject.startswith(p.removesuffix(">")) for p in decl.subjects):
-                return decl.stream_name(namespace)
-        raise ValueError(subject)
-
-    return jetstream_publisher(js, namespace, stream_of)
+    return jetstream_publisher(js, namespace, subject_streams(namespace))

@@ -15,9 +15,10 @@ from typer.testing import CliRunner
 
 from cityhall.cli import app
 from contracts.envelope import Envelope, Event
-from contracts.subjects import APPLICATIONS, STREAMS
+from contracts.subjects import APPLICATIONS
 from services.runtime.outbox import OutboxRelay, add_events
 from services.runtime.reconcile import OutboxReconciler
+from services.runtime.streams import subject_streams
 from tests.integration.helpers import provision, raw_publisher, runtime_pool, submitted
 
 
@@ -28,16 +29,6 @@ async def pool(
     p = await runtime_pool(database_url, f"{namespace}_outbox")
     yield p
     await p.close()
-
-
-def stream_of(namespace: str):  # type: ignore[no-untyped-def]
-    def of(subject: str) -> str:
-        for decl in STREAMS:
-            if any(subject.startswith(p.removesuffix(">")) for p in decl.subjects):
-                return decl.stream_name(namespace)
-        raise ValueError(subject)
-
-    return of
 
 
 async def stored(js: JetStreamContext, namespace: str) -> list[tuple[str, str]]:
@@ -77,7 +68,7 @@ async def test_deleted_messages_are_found_and_published_again_once(
 ) -> None:
     events, relay = await published(pool, js, namespace, 30)
     stream = APPLICATIONS.stream_name(namespace)
-    reconciler = OutboxReconciler(pool, f"{namespace}_outbox", nc, stream_of(namespace))
+    reconciler = OutboxReconciler(pool, f"{namespace}_outbox", nc, subject_streams(namespace))
 
     # Nothing lost yet: every row is looked up once and the mark moves past all of them.
     clean = await reconciler.reconcile(now=later())
@@ -117,7 +108,7 @@ async def test_a_stream_deleted_and_created_again_gets_every_kept_event_back(
     pool: asyncpg.Pool, js: JetStreamContext, nc: NATS, namespace: str
 ) -> None:
     events, relay = await published(pool, js, namespace, 12)
-    reconciler = OutboxReconciler(pool, f"{namespace}_outbox", nc, stream_of(namespace))
+    reconciler = OutboxReconciler(pool, f"{namespace}_outbox", nc, subject_streams(namespace))
     assert (await reconciler.reconcile(now=later())).verified_through == 12
 
     await js.delete_stream(APPLICATIONS.stream_name(namespace))
@@ -135,7 +126,7 @@ async def test_rows_inside_the_grace_period_are_not_judged_yet(
     _events, relay = await published(pool, js, namespace, 5)
     await js.delete_msg(APPLICATIONS.stream_name(namespace), 2)
     reconciler = OutboxReconciler(
-        pool, f"{namespace}_outbox", nc, stream_of(namespace), grace_s=300
+        pool, f"{namespace}_outbox", nc, subject_streams(namespace), grace_s=300
     )
     early = await reconciler.reconcile()
     assert early.lost == []
@@ -155,7 +146,8 @@ async def test_two_reconcilers_on_one_schema_do_not_run_at_once(
     async with pool.acquire() as conn:
         await conn.execute("SELECT pg_advisory_lock(hashtext($1))", f"{schema}.outbox_reconcile")
         try:
-            report = await OutboxReconciler(pool, schema, nc, stream_of(namespace)).reconcile()
+            reconciler = OutboxReconciler(pool, schema, nc, subject_streams(namespace))
+            report = await reconciler.reconcile()
         finally:
             await conn.execute(
                 "SELECT pg_advisory_unlock(hashtext($1))", f"{schema}.outbox_reconcile"
