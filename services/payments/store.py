@@ -153,9 +153,9 @@ async def record_capture(conn: asyncpg.Connection, p: NewCapture, posting: Posti
 async def record_captures(
     conn: asyncpg.Connection, captures: Sequence[tuple[NewCapture, Posting]]
 ) -> list[str]:
-    """Number the receipts, then write the payments, receipts and balanced ledger postings of
-    many captures with one statement per table (ingestion speed); the receipt numbers, in
-    order.
+    """Number the receipts, then write the payments (each with its receipt's fiscal year and
+    serial) and balanced ledger postings of many captures with one statement per table
+    (ingestion speed); the receipt numbers, in order.
 
     Receipts are numbered per facility and fiscal year (``domain.receipt_number``) in the
     order of ``captures``: each counter is advanced once by the batch's count (its row stays
@@ -190,10 +190,11 @@ async def record_captures(
     await conn.execute(
         """INSERT INTO payments (payment_id, facility_code, terminal_id, channel, method, brand,
                                  amount_yen, item, occurred_at, receipt_number, application_id,
-                                 card_token, card_last4)
+                                 card_token, card_last4, fiscal_year, receipt_serial)
            SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
                                 $6::text[], $7::bigint[], $8::text[], $9::timestamptz[],
-                                $10::text[], $11::uuid[], $12::text[], $13::text[])""",
+                                $10::text[], $11::uuid[], $12::text[], $13::text[], $14::int[],
+                                $15::int[])""",
         [c.payment_id for c in pays],
         [c.facility_code for c in pays],
         [c.terminal_id for c in pays],
@@ -207,15 +208,8 @@ async def record_captures(
         [c.application_id for c in pays],
         [c.card_token for c in pays],
         [c.card_last4 for c in pays],
-    )
-    await conn.execute(
-        """INSERT INTO receipts (receipt_number, facility_code, fiscal_year, serial, payment_id)
-           SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::uuid[])""",
-        numbers,
-        [c.facility_code for c in pays],
         [c.fiscal_year for c in pays],
         serials,
-        [c.payment_id for c in pays],
     )
     await insert_postings(conn, [posting for _, posting in captures])
     return numbers
@@ -377,8 +371,8 @@ async def print_receipt(conn: asyncpg.Connection, receipt_number: str) -> asyncp
     """Count one more print of a receipt; the row with ``prints`` before this one."""
     return await conn.fetchrow(
         """WITH printed AS (
-               UPDATE receipts SET prints = prints + 1 WHERE receipt_number = $1
-               RETURNING payment_id, prints - 1 AS earlier_prints)
+               UPDATE payments SET receipt_prints = receipt_prints + 1 WHERE receipt_number = $1
+               RETURNING payment_id, receipt_prints - 1 AS earlier_prints)
            SELECT p.*, f.name_ja AS facility_name, printed.earlier_prints
            FROM printed JOIN payments p USING (payment_id)
            JOIN facilities f ON f.code = p.facility_code""",

@@ -122,7 +122,9 @@ def consumers(ctx: ServiceContext) -> Sequence[ConsumerBinding]:
         await handlers.record_terminal_transactions(conn, events, known_terminals)
 
     from_terminals: dict[type[Event], Handler] = {
-        TerminalTransactionV1: Batched(refusing(record_terminal_transactions)),
+        # keyed: every capture, refund and void claims its (terminal, transaction id) in
+        # terminal_transactions for ever, the same key as its ce-id (see admit_terminal).
+        TerminalTransactionV1: Batched(refusing(record_terminal_transactions), keyed=True),
         TerminalSettlementV1: refusing(handlers.record_terminal_settlement),
     }
     return [

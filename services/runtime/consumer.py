@@ -60,6 +60,12 @@ class Batched:
     """
 
     apply: BatchHandler
+    keyed: bool = False
+    """The handler applies each event at most once for ever by itself: it claims a key of the
+    event's own (a terminal's transaction id) in the same transaction and skips what it
+    claimed before, copies in the same call included. The consumer then writes no inbox row
+    for these events (a second unique row per event, for nothing): on the terminals' stream
+    that was one row and one index entry in nine per capture."""
 
     async def __call__(self, conn: asyncpg.Connection, event: Envelope[Any]) -> None:
         await self.apply(conn, (event,))
@@ -72,6 +78,10 @@ it (it is dead-lettered at once), or None. For producers outside cityhall (termi
 Scrub = Callable[[bytes], bytes]
 """Optional: what of a refused message's body may be kept in the DLQ. When it changes the
 body, the original is also erased from its stream (a card number must not be kept)."""
+
+
+def _keyed(handler: Handler) -> bool:
+    return isinstance(handler, Batched) and handler.keyed
 
 
 class Refused(Exception):
@@ -214,27 +224,31 @@ class EventConsumer:
             return None
         return _Item(msg, envelope, handler)
 
+    async def _record_in_inbox(self, conn: asyncpg.Connection, items: Sequence[_Item]) -> set[str]:
+        """Inbox rows for the events whose handler is not ``keyed``; the ids that were new."""
+        tracked = [item.envelope for item in items if not _keyed(item.handler)]
+        if not tracked:
+            return set()
+        rows = await conn.fetch(
+            """INSERT INTO inbox (consumer, event_id, ce_type)
+               SELECT $1, t.id, t.type FROM unnest($2::text[], $3::text[]) AS t(id, type)
+               ON CONFLICT DO NOTHING RETURNING event_id""",
+            self.name,
+            [env.id for env in tracked],
+            [env.type for env in tracked],
+        )
+        return {r["event_id"] for r in rows}
+
     async def _apply(self, conn: asyncpg.Connection, items: Sequence[_Item]) -> None:
-        ids = [item.envelope.id for item in items]
-        types = [item.envelope.type for item in items]
-        new_ids = {
-            r["event_id"]
-            for r in await conn.fetch(
-                """INSERT INTO inbox (consumer, event_id, ce_type)
-                   SELECT $1, t.id, t.type FROM unnest($2::text[], $3::text[]) AS t(id, type)
-                   ON CONFLICT DO NOTHING RETURNING event_id""",
-                self.name,
-                ids,
-                types,
-            )
-        }
+        new_ids = await self._record_in_inbox(conn, items)
         run: list[_Item] = []  # consecutive new events that share one Batched handler
         for item in items:
             env = item.envelope
-            if env.id not in new_ids:
-                self.stats.duplicates += 1
-                continue
-            new_ids.discard(env.id)  # a second copy in the same batch is a duplicate too
+            if not _keyed(item.handler):
+                if env.id not in new_ids:
+                    self.stats.duplicates += 1
+                    continue
+                new_ids.discard(env.id)  # a second copy in the same batch is a duplicate too
             if run and item.handler is not run[0].handler:
                 await self._apply_run(conn, run)
                 run = []
