@@ -30,8 +30,10 @@ from services.applications.domain import (
 from services.applications.forms import FormInvalid
 from services.applications.identity import IdentityRefused, TrustConfig, VerifiedIdentity
 from services.applications.procedures import CachedProcedure, ProcedureCache
+from services.applications.submissions import SubmissionWriter
 from services.runtime.outbox import add_events
 from services.runtime.service import ServiceContext
+from services.runtime.telemetry import current_trace_headers
 
 log = logging.getLogger(__name__)
 
@@ -183,16 +185,62 @@ async def submit_application(
 ) -> tuple[int, Any]:
     """POST /applications: (status, JSON body), replayed for a retry with the same key.
 
-    The busiest command, so it is written for few round trips: the procedure comes from the
+    The busiest command, so it is written for few round trips. The procedure comes from the
     cache (services.applications.procedures), so the application is decided before the
-    database is touched; then one statement inserts it, claims the Idempotency-Key with the
-    response and checks the cached procedure is still current, and the outbox gets its events,
-    in one transaction. When the procedure has changed, it is read again (share-locked) and
-    the application decided again. A refused request claims its key as ``in_transaction``
-    does and rolls back, so a retry of a request that was accepted gets its first response
-    even if it would be refused now, and a refusal stores nothing.
+    database is touched; an accepted one is then written by the group commit
+    (``submissions.SubmissionWriter``) together with the submissions that arrive meanwhile:
+    one statement inserts the applications, claims their Idempotency-Keys with the responses,
+    checks their cached procedures are still current and writes their outbox rows.
+
+    Whatever the group commit does not write takes the one-by-one path (``_submit_alone``): a
+    procedure not cached yet or changed since (read again, share-locked, and decided again), a
+    refusal (it claims its key as ``in_transaction`` does and rolls back, so a retry of a
+    request that was accepted gets its first response even if it would be refused now, and a
+    refusal stores nothing), a key already used (its first response replayed), and a batch
+    PostgreSQL refused as a whole.
     """
     procedures = ctx.provide(ProcedureCache, ProcedureCache)
+    cached = procedures.peek(cmd.procedure_code)
+    if cached is not None:
+        try:
+            app, events = _decide_submission(cmd, cached, applicant_id, trust)
+        except (ApplicationError, FormInvalid, IdentityRefused):
+            pass  # refused: alone, after claiming its key (a retry replays the first answer)
+        else:
+            body = render(app)
+            claim = None
+            if idempotency is not None:
+                claim = store.KeyClaim(idempotency.key, idempotency.request_hash, 201, body)
+            submission = store.NewSubmission(
+                app, cached.version, claim, _envelopes(ctx, app, events), _trace_headers()
+            )
+            writer = ctx.provide(SubmissionWriter, lambda: SubmissionWriter(ctx.pool))
+            if await writer.write(submission):
+                return 201, body
+    return await _submit_alone(ctx, cmd, applicant_id, trust, idempotency, render, procedures)
+
+
+def _envelopes(ctx: ServiceContext, app: Application, events: list[Event]) -> list[Envelope[Event]]:
+    """The submission's events; ApplicationSubmitted's time is the application's."""
+    first, *rest = events
+    return [ctx.new_event(first, time=app.submitted_at)] + [ctx.new_event(e) for e in rest]
+
+
+def _trace_headers() -> str:
+    return json.dumps(current_trace_headers())
+
+
+async def _submit_alone(
+    ctx: ServiceContext,
+    cmd: SubmitApplication,
+    applicant_id: uuid.UUID | None,
+    trust: TrustConfig,
+    idempotency: IdempotencyKey | None,
+    render: Callable[[Application], Any],
+    procedures: ProcedureCache,
+) -> tuple[int, Any]:
+    """One submission in its own transaction: the procedure read when not cached or changed,
+    a refusal after claiming the key, a replay of the key's first response."""
     async with ctx.pool.acquire() as conn, conn.transaction():
         for attempt in range(3):
             try:
@@ -222,9 +270,7 @@ async def submit_application(
                 # Swept away since (older than the retention): claim it anew.
         else:
             raise RuntimeError(f"procedure {cmd.procedure_code!r} keeps changing; try again")
-        first, *rest = events
-        envelopes = [ctx.new_event(first, time=app.submitted_at)]
-        await add_events(conn, envelopes + [ctx.new_event(e) for e in rest])
+        await add_events(conn, _envelopes(ctx, app, events))
     return 201, body
 
 

@@ -68,5 +68,13 @@ class ProcedureCache:
             self._entries.popitem(last=False)
         return entry
 
+    def peek(self, code: str) -> CachedProcedure | None:
+        """The procedure ``code`` as last read, without touching the database (None: not
+        cached; ``get`` reads it)."""
+        hit = self._entries.get(code)
+        if hit is not None:
+            self._entries.move_to_end(code)
+        return hit
+
     def __len__(self) -> int:
         return len(self._entries)

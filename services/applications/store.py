@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -12,6 +13,7 @@ from typing import Any, TypeAlias
 import asyncpg
 
 from contracts.applications import Channel, ProcedureGroup
+from contracts.envelope import Envelope, Event
 from services.applications.domain import Application, ApplicationStatus, Procedure
 from services.applications.identity import VerifiedIdentity
 
@@ -138,6 +140,143 @@ async def insert_submission(
     if row["done"]:
         return SubmissionWrite.INSERTED
     return SubmissionWrite.KEY_TAKEN if row["unchanged"] else SubmissionWrite.PROCEDURE_CHANGED
+
+
+@dataclass(frozen=True)
+class NewSubmission:
+    """One decided submission for ``insert_submissions``: the application, the procedure
+    version it was decided on, its Idempotency-Key claim (if any) and its outbox rows."""
+
+    application: Application
+    procedure_version: str
+    claim: KeyClaim | None
+    events: Sequence[Envelope[Event]]
+    trace_headers: str
+    """JSON of the W3C trace context of the request that made it (its events' parent)."""
+
+
+_INSERT_SUBMISSIONS = """
+WITH s AS (
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+                         $6::uuid[], $7::text[], $8::integer[], $9::text[], $10::text[],
+                         $11::date[], $12::text[], $13::text[], $14::timestamptz[], $15::text[],
+                         $16::text[], $17::text[], $18::text[], $19::integer[], $20::text[])
+        AS s(id, procedure_code, channel, status, submitted_at, applicant_id, form, fee_yen,
+             identity_name, identity_address, identity_birth_date, identity_cert_serial,
+             identity_cert_issuer, identity_checked_at, identity_result, procedure_version,
+             key, request_hash, status_code, response)
+),
+unchanged AS (
+    SELECT s.* FROM s JOIN procedures p
+        ON p.code = s.procedure_code AND p.xmin::text = s.procedure_version
+),
+claim AS (
+    INSERT INTO idempotency_keys (key, request_hash, status_code, response)
+    SELECT key, request_hash, status_code, response::jsonb FROM unchanged
+    WHERE key IS NOT NULL
+    ORDER BY key
+    ON CONFLICT (key) DO NOTHING
+    RETURNING key
+),
+app AS (
+    INSERT INTO applications (id, procedure_code, channel, status, submitted_at, applicant_id,
+        form, fee_yen, identity_name, identity_address, identity_birth_date,
+        identity_cert_serial, identity_cert_issuer, identity_checked_at, identity_result)
+    SELECT id, procedure_code, channel, status, submitted_at, applicant_id, form::jsonb,
+        fee_yen, identity_name, identity_address, identity_birth_date, identity_cert_serial,
+        identity_cert_issuer, identity_checked_at, identity_result
+    FROM unchanged
+    WHERE key IS NULL OR key IN (SELECT key FROM claim)
+    RETURNING id
+),
+events AS (
+    INSERT INTO outbox (event_id, subject, ce_type, ce_source, ce_subject, ce_time,
+                        trace_headers, payload)
+    SELECT e.event_id, e.subject, e.ce_type, e.ce_source, e.ce_subject, e.ce_time,
+           e.trace_headers::jsonb, e.payload
+    FROM unnest($21::uuid[], $22::uuid[], $23::text[], $24::text[], $25::text[], $26::text[],
+                $27::timestamptz[], $28::text[], $29::text[]) WITH ORDINALITY
+        AS e(application_id, event_id, subject, ce_type, ce_source, ce_subject, ce_time,
+             trace_headers, payload, n)
+    WHERE e.application_id IN (SELECT id FROM app)
+    ORDER BY e.n
+    RETURNING 1
+)
+SELECT id FROM app"""
+
+
+async def insert_submissions(conn: Conn, submissions: Sequence[NewSubmission]) -> set[uuid.UUID]:
+    """Many submissions in one statement (one round trip, one transaction: PostgreSQL runs a
+    lone statement in a transaction of its own): for each, as ``insert_submission`` does for
+    one, the application only if its procedure's row still has the version decided on and its
+    Idempotency-Key (if any) is claimed by this statement, with the response it will replay;
+    and the outbox rows of the applications inserted, each with its own request's trace
+    context, in the order given. Returns the ids of the applications inserted; the others
+    wrote nothing (their key was taken or their procedure changed).
+
+    Keys must be distinct within a call. A key held by a transaction still open makes the
+    statement wait for it to end; keys are claimed in sorted order, so two such statements
+    cannot deadlock over the same keys.
+    """
+    columns: list[list[Any]] = [[] for _ in range(29)]
+    for sub in submissions:
+        app, claim = sub.application, sub.claim
+        ident = app.identity
+        row: tuple[Any, ...] = (
+            app.id,
+            app.procedure_code,
+            app.channel.value,
+            app.status.value,
+            app.submitted_at,
+            app.applicant_id,
+            json.dumps(app.form, ensure_ascii=False),
+            app.fee_yen,
+            *(
+                (
+                    ident.name,
+                    ident.address,
+                    ident.birth_date,
+                    ident.certificate_serial,
+                    ident.issuer,
+                    ident.checked_at,
+                    ident.result,
+                )
+                if ident
+                else (None,) * 7
+            ),
+            sub.procedure_version,
+            *(
+                (
+                    claim.key,
+                    claim.request_hash,
+                    claim.status_code,
+                    json.dumps(claim.body, ensure_ascii=False),
+                )
+                if claim
+                else (None,) * 4
+            ),
+        )
+        for column, value in zip(columns[:20], row, strict=True):
+            column.append(value)
+        for e in sub.events:
+            for column, value in zip(
+                columns[20:],
+                (
+                    app.id,
+                    e.id,
+                    e.data.subject,
+                    e.type,
+                    e.source,
+                    e.subject,
+                    e.time,
+                    sub.trace_headers,
+                    e.data.model_dump_json(),
+                ),
+                strict=True,
+            ):
+                column.append(value)
+    rows = await conn.fetch(_INSERT_SUBMISSIONS, *columns)
+    return {r["id"] for r in rows}
 
 
 async def update_application(conn: asyncpg.Connection, app: Application) -> None:
