@@ -1,8 +1,10 @@
 """OpenMetrics (Prometheus) exposition of the KPIs and the projection lag.
 
-Figures are read from the read-models at each scrape (they are small aggregates), into a fresh
-registry, so a scrape always shows what the API shows. Ratios are exact (not rounded); the
-API's rounding is for people.
+The KPI figures are read from the read-models into a fresh registry, so a scrape always shows
+what the API shows; the API keeps that part per read-model version like any KPI answer
+(``kpi_exposition``, 4,300 per-procedure gauges: about 100 ms to compute), while the
+projection lag is asked of JetStream at every scrape (``lag_exposition``). Ratios are exact
+(not rounded); the API's rounding is for people.
 """
 
 from __future__ import annotations
@@ -23,7 +25,16 @@ def _ratio(part: int, whole: int) -> float:
     return part / whole if whole else float("nan")
 
 
+EOF = b"# EOF\n"
+
+
 async def exposition(conn: Conn, lags: Sequence[ConsumerLag]) -> bytes:
+    """One OpenMetrics exposition: the KPIs, then the lag."""
+    return await kpi_exposition(conn) + lag_exposition(lags)
+
+
+async def kpi_exposition(conn: Conn) -> bytes:
+    """The KPI gauges, without the closing ``# EOF`` (``lag_exposition`` follows them)."""
     reg = CollectorRegistry(auto_describe=True)
     applications = Gauge(
         "cityhall_applications",
@@ -70,19 +81,6 @@ async def exposition(conn: Conn, lags: Sequence[ConsumerLag]) -> bytes:
         ["facility"],
         registry=reg,
     )
-    behind = Gauge(
-        "cityhall_projection_events_behind",
-        "Events in the stream not yet applied to the read-models.",
-        ["consumer"],
-        registry=reg,
-    )
-    seconds = Gauge(
-        "cityhall_projection_lag_seconds",
-        "Age of the oldest event not yet applied (0 when none).",
-        ["consumer"],
-        registry=reg,
-    )
-
     [total] = await store.applications_by(conn, [], ApplicationFilter())
     for channel in ("online", "counter", "mail"):
         applications.labels(channel).set(total[channel])
@@ -97,6 +95,26 @@ async def exposition(conn: Conn, lags: Sequence[ConsumerLag]) -> bytes:
     share_amount.set(_ratio(pay["cashless_amount_yen"], pay["amount_yen"]))
     for r in await store.payments_by(conn, ["facility_code"], PaymentFilter()):
         facility_share.labels(r["facility_code"]).set(_ratio(r["cashless_count"], r["count"]))
+    text = bytes(generate_latest(reg))  # type: ignore[no-untyped-call]
+    assert text.endswith(EOF)
+    return text[: -len(EOF)]
+
+
+def lag_exposition(lags: Sequence[ConsumerLag]) -> bytes:
+    """The projection lag gauges, closing the exposition (``# EOF``)."""
+    reg = CollectorRegistry(auto_describe=True)
+    behind = Gauge(
+        "cityhall_projection_events_behind",
+        "Events in the stream not yet applied to the read-models.",
+        ["consumer"],
+        registry=reg,
+    )
+    seconds = Gauge(
+        "cityhall_projection_lag_seconds",
+        "Age of the oldest event not yet applied (0 when none).",
+        ["consumer"],
+        registry=reg,
+    )
     for lag in lags:
         behind.labels(lag.consumer).set(lag.events_behind)
         seconds.labels(lag.consumer).set(lag.seconds_behind)

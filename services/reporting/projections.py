@@ -32,7 +32,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import date, datetime
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import asyncpg
 
@@ -172,6 +172,24 @@ def payment_row(event: Envelope[Any]) -> PaymentRow:
     raise TypeError(f"no payment projection for {event.type}")
 
 
+# -- the read-models' versions ------------------------------------------------------------------
+
+Family = Literal["applications", "payments"]
+"""The event families, each with its own version: a payment does not make the API forget its
+answers about applications."""
+
+
+async def bump_version(conn: asyncpg.Connection, family: Family) -> None:
+    """Tell readers that the ``family``'s read-models change in this transaction: the new
+    version becomes visible with the changes, at commit (the API's answers are kept per
+    version, see ``answers.py``). Taken first in a batch, so the row lock is always taken
+    after the inbox's and before the read-models'."""
+    await conn.execute(_BUMP, family)
+
+
+_BUMP = "UPDATE projection_versions SET version = version + 1 WHERE family = $1"
+
+
 # -- applications: online usage, turnaround and completion, the catalog -------------------------
 
 
@@ -187,6 +205,8 @@ record_application_events = Batched(apply_application_events)
 
 
 async def apply_application_rows(conn: asyncpg.Connection, rows: Sequence[ApplicationRow]) -> None:
+    if rows:
+        await bump_version(conn, "applications")
     submissions = [r for r in rows if isinstance(r, Submission)]
     steps = [r for r in rows if isinstance(r, Step)]
     procedures = [r for r in rows if isinstance(r, Procedure)]
@@ -370,6 +390,8 @@ record_payment_events = Batched(apply_payment_events)
 
 
 async def apply_payment_rows(conn: asyncpg.Connection, rows: Sequence[PaymentRow]) -> None:
+    if rows:
+        await bump_version(conn, "payments")
     captures = [r for r in rows if isinstance(r, Capture)]
     reversals = [r for r in rows if isinstance(r, Reversal)]
     settlements = [r for r in rows if isinstance(r, Settlement)]

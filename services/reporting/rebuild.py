@@ -267,6 +267,9 @@ async def _rebuild(
             await conn.execute(f"TRUNCATE {', '.join(tables)}")
             for table in tables:
                 await conn.execute(f'INSERT INTO {table} SELECT * FROM "{shadow}".{table}')
+            # the API's kept answers are of the rows just replaced (versions only go up: the
+            # shadow's own count from its first batch would meet old numbers)
+            await conn.execute("UPDATE projection_versions SET version = version + 1")
     finally:
         for replay in replays:
             await replay.close()

@@ -24,6 +24,14 @@ class ReportingSettings(BaseSettings):
         description="Operators' credentials (staff_id=token pairs) for /metrics and "
         "/projection/lag (Prometheus sends one as its bearer token). Empty: refused.",
     )
+    answer_cache_mb: int = Field(
+        default=32,
+        ge=0,
+        le=1024,
+        validation_alias=AliasChoices("REPORTING_ANSWER_CACHE_MB"),
+        description="Memory for encoded KPI answers kept until the read-models change "
+        "(services/reporting/answers.py); 0: every request is computed.",
+    )
 
 
 class DemoSettings(BaseSettings):

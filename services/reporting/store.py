@@ -39,6 +39,14 @@ READ_MODEL_TABLES: tuple[str, ...] = (
 """Every projection table, in the order a rebuild copies them (the inbox comes with them)."""
 
 
+async def projection_versions(conn: Conn, families: Sequence[str]) -> tuple[int, ...]:
+    """The read-models' version of each family (bumped by every projection batch in its
+    transaction, see ``projections.bump_version``), in the order asked."""
+    rows = await conn.fetch("SELECT family, version FROM projection_versions")
+    found = {r["family"]: r["version"] for r in rows}
+    return tuple(found[f] for f in families)
+
+
 @dataclass(frozen=True)
 class Period:
     since: date | None = None

@@ -1,0 +1,210 @@
+"""KPI answers kept in memory per read-model version (応答の再利用).
+
+A KPI answer is a function of the read-models (and of the request's filters), and the
+read-models change only when a projection batch commits. Each batch bumps its family's row of
+``projection_versions`` in the same transaction (``projections.bump_version``; a rebuild's swap
+bumps both), so an answer encoded once (JSON, CSV, open data, the KPI part of /metrics) is
+served again, byte for byte, for as long as the versions it was computed under are the ones
+PostgreSQL shows: one primary-key read per request instead of the queries, the Python rows
+and the encoding. It is never stale: the version is read *before* the answer's queries, which
+see that version's rows or newer ones, and any commit after it makes a new version, hence a
+new key.
+
+Bounded: least recently used answers are dropped once the encoded bytes kept (identity and
+gzip) exceed ``max_bytes``; an answer larger than a quarter of the budget is served but not
+kept. Concurrent requests for an answer that is being computed wait for that computation
+instead of repeating it.
+
+Each answer carries a strong ``ETag`` (a hash of its bytes): ``If-None-Match`` naming it is
+answered 304 without a body. With ``Accept-Encoding: gzip`` a body of more than
+``GZIP_MIN_BYTES`` is sent compressed (level ``GZIP_LEVEL``, compressed once per kept answer);
+a year of open data is 3.9 MB of JSON and 0.25 MB gzipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import zlib
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable
+from dataclasses import dataclass, field
+
+from fastapi import Request
+from fastapi.responses import Response
+
+GZIP_MIN_BYTES = 1400
+"""Smaller bodies fit in one packet as they are."""
+GZIP_LEVEL = 3
+"""On a year of open data: level 1 gives 7.7% of the size in 7 ms, 3 gives 6.4% in 9 ms, 6
+gives 5.5% in 21 ms (this machine)."""
+OVERHEAD_BYTES = 400
+"""Counted per kept answer beside its bytes (the entry, its key, its headers)."""
+
+
+@dataclass
+class Answer:
+    """One encoded KPI answer: its body, how to serve it, and its strong validator."""
+
+    body: bytes
+    media_type: str
+    headers: dict[str, str] = field(default_factory=dict)
+    etag: str = ""
+    gzipped: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if not self.etag:
+            self.etag = '"' + hashlib.blake2b(self.body, digest_size=16).hexdigest() + '"'
+
+    @property
+    def gzip_etag(self) -> str:
+        """The gzip representation's validator (a strong ETag names one encoding)."""
+        return self.etag[:-1] + '-gz"'
+
+    @property
+    def size(self) -> int:
+        return len(self.body) + len(self.gzipped or b"") + OVERHEAD_BYTES
+
+
+@dataclass
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    evictions: int = 0
+    not_kept: int = 0
+
+
+Versions = tuple[int, ...]
+"""The versions of the read-model families an answer was computed from."""
+
+
+class AnswerCache:
+    """Least recently used answers within a byte budget: per request (path and filters), the
+    answer computed under the newest versions seen, so an answer of older versions makes room
+    as soon as a newer one is computed."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.stats = CacheStats()
+        self._answers: OrderedDict[Hashable, tuple[Versions, Answer]] = OrderedDict()
+        self._building: dict[tuple[Hashable, Versions], asyncio.Future[Answer]] = {}
+
+    def __len__(self) -> int:
+        return len(self._answers)
+
+    def get(self, key: Hashable, versions: Versions) -> Answer | None:
+        kept = self._answers.get(key)
+        if kept is None or kept[0] != versions:
+            return None
+        self._answers.move_to_end(key)
+        return kept[1]
+
+    def put(self, key: Hashable, versions: Versions, answer: Answer) -> None:
+        old = self._answers.get(key)
+        if old is not None:
+            if old[0] != versions and all(o >= v for o, v in zip(old[0], versions, strict=True)):
+                return  # a newer answer is kept already (this one took longer)
+            del self._answers[key]
+            self.bytes -= old[1].size
+        if answer.size > self.max_bytes // 4:
+            self.stats.not_kept += 1
+            return
+        self._answers[key] = (versions, answer)
+        self.bytes += answer.size
+        self._evict()
+
+    async def get_or_build(
+        self, key: Hashable, versions: Versions, build: Callable[[], Awaitable[Answer]]
+    ) -> Answer:
+        answer = self.get(key, versions)
+        if answer is not None:
+            self.stats.hits += 1
+            return answer
+        building = (key, versions)
+        pending = self._building.get(building)
+        if pending is not None:  # the same answer is being computed: wait for it
+            self.stats.hits += 1
+            return await asyncio.shield(pending)
+        self.stats.misses += 1
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self._building[building] = future
+        try:
+            answer = await build()
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(exc)
+                future.exception()  # retrieved: no "never retrieved" warning without waiters
+            raise
+        else:
+            future.set_result(answer)
+            self.put(key, versions, answer)
+            return answer
+        finally:
+            del self._building[building]
+
+    def gzipped(self, key: Hashable, answer: Answer) -> bytes:
+        """The answer's body gzipped, compressed once and kept with it."""
+        if answer.gzipped is None:
+            kept = self._answers.get(key)
+            compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # 31: gzip framing
+            gzipped = compressor.compress(answer.body) + compressor.flush()
+            answer.gzipped = gzipped
+            if kept is not None and kept[1] is answer:
+                self.bytes += len(gzipped)
+                if answer.size > self.max_bytes // 4:
+                    del self._answers[key]
+                    self.bytes -= answer.size
+                    self.stats.not_kept += 1
+                self._evict()
+        return answer.gzipped
+
+    def _evict(self) -> None:
+        while self.bytes > self.max_bytes:
+            _, (_, dropped) = self._answers.popitem(last=False)
+            self.bytes -= dropped.size
+            self.stats.evictions += 1
+
+
+def _tags(header: str) -> set[str]:
+    """The entity tags of an If-None-Match header, compared weakly (RFC 9110 13.1.2)."""
+    return {t.strip().removeprefix("W/") for t in header.split(",") if t.strip()}
+
+
+def _accepts_gzip(header: str) -> bool:
+    for part in header.split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "x-gzip", "*"):
+            q = params.strip().removeprefix("q=").strip() if "q=" in params else "1"
+            try:
+                return float(q) > 0
+            except ValueError:
+                return False
+    return False
+
+
+def respond(request: Request, cache: AnswerCache, key: Hashable, answer: Answer) -> Response:
+    """The answer as the request asks for it: 304 when If-None-Match names it, gzipped when
+    the client accepts gzip and it helps, else as encoded."""
+    gzip = len(answer.body) > GZIP_MIN_BYTES and _accepts_gzip(
+        request.headers.get("accept-encoding", "")
+    )
+    etag = answer.gzip_etag if gzip else answer.etag
+    headers = {
+        **answer.headers,
+        "ETag": etag,
+        "Vary": "Accept-Encoding",
+        # caches may keep it but must ask again (the figures change with every event)
+        "Cache-Control": "no-cache",
+    }
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match is not None:
+        tags = _tags(if_none_match)
+        if "*" in tags or answer.etag in tags or answer.gzip_etag in tags:
+            return Response(status_code=304, headers=headers)
+    if gzip:
+        headers["Content-Encoding"] = "gzip"
+        return Response(cache.gzipped(key, answer), media_type=answer.media_type, headers=headers)
+    return Response(answer.body, media_type=answer.media_type, headers=headers)
