@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import functools
 import io
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
@@ -128,8 +129,11 @@ def _period(from_month: str | None, to_month: str | None) -> Period:
     return Period(since, domain.month_end(last) if last else None)
 
 
+@functools.lru_cache(maxsize=4096)
 def _month(d: date) -> str:
-    return d.isoformat()[:7]  # YYYY-MM (strftime is slower, and called per row)
+    """YYYY-MM. Called per row (40,000 rows in a year of open data) with a few dozen distinct
+    months: remembered, it costs a dictionary lookup instead of isoformat and a slice."""
+    return d.isoformat()[:7]
 
 
 Row: TypeAlias = dict[str, Any]
@@ -1000,20 +1004,21 @@ async def _open_kpi(ctx: ServiceContext, period: Period) -> Answer:
         store.coverage_by(ctx.pool, ["department"], CatalogFilter()),
         store.turnaround_by(ctx.pool, ["month"], ApplicationFilter(period=period)),
     )
+    share = domain.share
     return _json(
         {
             "local_government_code": KORIYAMA_CODE,
             "generated_at": datetime.now(UTC).isoformat(),
             "rounding": domain.SHARE_ROUNDING,
-            "online_usage": [
+            "online_usage": [  # 40,000 rows a year: unpacked rather than looked up by name
                 {
-                    "month": _month(r["month"]),
-                    "procedure_code": r["procedure_code"],
-                    "online": r["online"],
-                    "total": r["total"],
-                    "online_share": domain.share(r["online"], r["total"]),
+                    "month": _month(month),
+                    "procedure_code": code,
+                    "online": online,
+                    "total": total,
+                    "online_share": share(online, total),
                 }
-                for r in usage
+                for month, code, online, _counter, _mail, total in usage
             ],
             "cashless_share": [
                 {

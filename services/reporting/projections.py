@@ -267,6 +267,13 @@ usage AS (
     GROUP BY month, procedure_code, channel
     ON CONFLICT (month, procedure_code, channel)
     DO UPDATE SET count = applications_monthly.count + EXCLUDED.count),
+usage_wide AS (
+    INSERT INTO applications_month_procedure AS u (month, procedure_code, online, counter, mail)
+    SELECT month, procedure_code, count(*) FILTER (WHERE channel = 'online'),
+           count(*) FILTER (WHERE channel = 'counter'), count(*) FILTER (WHERE channel = 'mail')
+    FROM new_facts GROUP BY month, procedure_code
+    ON CONFLICT (month, procedure_code) DO UPDATE SET online = u.online + EXCLUDED.online,
+        counter = u.counter + EXCLUDED.counter, mail = u.mail + EXCLUDED.mail),
 usage_by_procedure AS (
     INSERT INTO applications_by_procedure AS u (procedure_code, channel, count)
     SELECT procedure_code, channel, count(*) FROM new_facts GROUP BY procedure_code, channel

@@ -35,6 +35,7 @@ READ_MODEL_TABLES: tuple[str, ...] = (
     "turnaround_by_month",
     "turnaround_procedure_histogram",
     "turnaround_month_histogram",
+    "applications_month_procedure",
 )
 """Every projection table, in the order a rebuild copies them (the inbox comes with them)."""
 
@@ -79,6 +80,7 @@ class _Level:
     table: str
     procedure: bool  # has procedure_code (so department and group too, from the catalog)
     month: bool
+    wide: bool = False  # the channels as columns (online, counter, mail), not one row each
 
 
 def _application_level(
@@ -133,7 +135,7 @@ def _application_args(f: ApplicationFilter) -> tuple[object, ...]:
 
 
 _USAGE = (
-    _Level("applications_monthly", procedure=True, month=True),
+    _Level("applications_month_procedure", procedure=True, month=True, wide=True),
     _Level("applications_by_procedure", procedure=True, month=False),
     _Level("applications_by_month", procedure=False, month=True),
 )
@@ -142,27 +144,36 @@ _USAGE = (
 async def applications_by(
     conn: Conn, keys: Sequence[ApplicationKey], f: ApplicationFilter
 ) -> list[asyncpg.Record]:
-    """Applications by channel (online, counter, mail, total), grouped by ``keys``."""
+    """Applications by channel, grouped by ``keys``: the keys' columns in order, then
+    online, counter, mail and total."""
     names = {"procedure_code": "m.procedure_code", "month": "m.month", "department": "p.department"}
     cols = [names[k] for k in keys]
     select = "".join(f"{c}, " for c in cols)
-    group = f"GROUP BY {', '.join(cols)} ORDER BY {', '.join(cols)}" if cols else ""
-    source, where = _application_where(
-        _application_level(keys, f, *_USAGE), _needs_catalog(keys, f)
-    )
-    return list(
-        await conn.fetch(
-            f"""SELECT {select}
-                   coalesce(sum(count) FILTER (WHERE channel = 'online'), 0)::bigint AS online,
-                   coalesce(sum(count) FILTER (WHERE channel = 'counter'), 0)::bigint AS counter,
-                   coalesce(sum(count) FILTER (WHERE channel = 'mail'), 0)::bigint AS mail,
-                   coalesce(sum(count), 0)::bigint AS total
-                FROM {source}
-                WHERE {where}
-                {group}""",
-            *_application_args(f),
-        )
-    )
+    order = f"ORDER BY {', '.join(cols)}" if cols else ""
+    level = _application_level(keys, f, *_USAGE)
+    source, where = _application_where(level, _needs_catalog(keys, f))
+    if level.wide and set(keys) == {"month", "procedure_code"}:
+        # one row per key already (the catalog join is on its primary key): nothing to sum
+        query = f"""SELECT {select} m.online, m.counter, m.mail,
+                           m.online + m.counter + m.mail AS total
+                    FROM {source} WHERE {where} {order}"""
+    else:
+        if level.wide:
+            online, counter, mail = "sum(m.online)", "sum(m.counter)", "sum(m.mail)"
+            total = "sum(m.online + m.counter + m.mail)"
+        else:
+            online, counter, mail = (
+                f"sum(count) FILTER (WHERE channel = '{c}')" for c in ("online", "counter", "mail")
+            )
+            total = "sum(count)"
+        group = f"GROUP BY {', '.join(cols)} {order}" if cols else ""
+        query = f"""SELECT {select}
+                       coalesce({online}, 0)::bigint AS online,
+                       coalesce({counter}, 0)::bigint AS counter,
+                       coalesce({mail}, 0)::bigint AS mail,
+                       coalesce({total}, 0)::bigint AS total
+                    FROM {source} WHERE {where} {group}"""
+    return list(await conn.fetch(query, *_application_args(f)))
 
 
 TurnaroundKey = Literal["procedure_code", "month"]
