@@ -349,6 +349,8 @@ def run(args: argparse.Namespace) -> list[str]:
     ):
         namespace = new_namespace("cmd")
         env = {"APPLICANT_JWT_SECRET": APPLICANT_SECRET}
+        if not args.rate_limits:
+            env["APPLICATIONS_RATE_LIMITS"] = "false"
         if args.db_pool_max:
             env["DB_POOL_MAX"] = str(args.db_pool_max)
         svc = ServiceProcess("applications", srv.nats_url, srv.database_url, namespace, env=env)
@@ -494,6 +496,12 @@ def main() -> None:
     parser.add_argument("--paced-seconds", type=float, default=18.0)
     parser.add_argument("--applicants", type=int, default=5000, help="distinct citizens")
     parser.add_argument("--db-pool-max", type=int, default=0, help="DB_POOL_MAX (0: default)")
+    parser.add_argument(
+        "--rate-limits",
+        action="store_true",
+        help="keep the service's per-caller rate limits on (off by default, as in the other "
+        "sections: their in-memory counters cost a scan of every caller's key per request)",
+    )
     args = parser.parse_args()
     started = time.monotonic()
     failures = run(args)

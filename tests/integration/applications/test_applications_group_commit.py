@@ -258,3 +258,30 @@ async def test_an_unreachable_database_fails_the_batch_instead_of_retrying_it(
     with pytest.raises(asyncpg.ConnectionDoesNotExistError):
         await writer.write(sub)
     assert writer.fallbacks == 0
+
+
+async def test_each_application_s_events_keep_their_order_in_the_outbox(
+    applications: Any,
+) -> None:
+    """An online application with a fee has two events, ApplicationSubmitted then
+    ApplicationPaymentRequested: a batch keeps each application's events in that order."""
+    writer = SubmissionWriter(applications.pool)
+    subs = []
+    for n in range(6):
+        sub = await decided(applications, n)
+        cached = applications.ctx.provide(ProcedureCache, ProcedureCache).peek("SHIMIN_NO_KOE")
+        assert cached is not None
+        procedure = dataclasses.replace(cached.procedure, fee_yen=300)
+        with_fee = dataclasses.replace(sub.application, fee_yen=300)
+        asked_app, asked = domain.request_fee(with_fee, procedure, with_fee.submitted_at)
+        events = [*sub.events, *(applications.ctx.new_event(e) for e in asked)]
+        subs.append(dataclasses.replace(sub, application=asked_app, events=events))
+    assert await asyncio.gather(*(writer.write(s) for s in subs)) == [True] * 6
+    rows = await applications.pool.fetch(
+        "SELECT payload::jsonb->>'application_id' AS app, ce_type FROM outbox ORDER BY seq"
+    )
+    assert [(r["app"], r["ce_type"].split(".")[-2]) for r in rows] == [
+        (str(s.application.id), kind)
+        for s in subs
+        for kind in ("ApplicationSubmitted", "ApplicationPaymentRequested")
+    ]
