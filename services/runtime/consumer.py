@@ -19,6 +19,8 @@ the reason.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -140,11 +142,21 @@ class EventConsumer:
         return self.backoff_s[min(max(deliveries, 1), len(self.backoff_s)) - 1]
 
     async def process_batch(self, msgs: Sequence[Msg]) -> None:
+        await self.apply_batch(await self.decode_batch(msgs))
+
+    async def decode_batch(self, msgs: Sequence[Msg]) -> list[_Item]:
+        """The valid events of a fetched batch, with their handlers; the others are dealt with
+        here (dead-lettered, or acked when no handler of this consumer wants them)."""
         items: list[_Item] = []
         for msg in msgs:
             item = await self._decode(msg)
             if item is not None:
                 items.append(item)
+        return items
+
+    async def apply_batch(self, items: Sequence[_Item]) -> None:
+        """Apply decoded events in one transaction and ack them after the commit (or find the
+        failing ones, see the module's docstring)."""
         if not items:
             return
         try:
@@ -396,3 +408,68 @@ class EventConsumer:
             extra={"consumer": self.name, "subject": msg.subject, "reason": reason},
         )
         await msg.term()
+
+
+class Prefetching:
+    """Feeds a consumer so that the next batch is fetched and decoded while the previous one's
+    transaction runs in PostgreSQL, instead of after it.
+
+    The subscriber calls ``submit`` with each fetched batch: it decodes the batch and queues it
+    (waiting while ``depth`` batches are queued already), and returns, so the subscriber fetches
+    again at once. One worker applies the queued batches one at a time, in the order they were
+    fetched, so stream order and the one-transaction-per-batch rule are kept. On ``close`` the
+    queued batches are applied and acked; batches submitted after it are NAKed at once, for
+    another replica (or this one after a restart) to take.
+    """
+
+    def __init__(self, consumer: EventConsumer, depth: int = 1) -> None:
+        self.consumer = consumer
+        self._queue: asyncio.Queue[Sequence[_Item]] = asyncio.Queue(maxsize=depth)
+        self._worker: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def submit(self, msgs: Sequence[Msg]) -> None:
+        if self._closed:
+            await self._give_back(msgs)
+            return
+        items = await self.consumer.decode_batch(msgs)
+        if not items:
+            return
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._work(), name=f"{self.consumer.name}-apply")
+        # (Closed while waiting here: the batch is applied if the worker is still draining,
+        # else it stays unacked and JetStream redelivers it after ack_wait. Nothing is lost.)
+        await self._queue.put(items)
+
+    async def _work(self) -> None:
+        while not (self._closed and self._queue.empty()):
+            items = await self._queue.get()
+            try:
+                await self.consumer.apply_batch(items)
+            except Exception:
+                # apply_batch NAKs or dead-letters what fails; this is a failure to do even
+                # that (connection lost): the messages come back after ack_wait.
+                log.exception("batch not applied", extra={"consumer": self.consumer.name})
+            finally:
+                self._queue.task_done()
+
+    async def _give_back(self, msgs: Sequence[Msg]) -> None:
+        for msg in msgs:
+            with contextlib.suppress(Exception):
+                await msg.nak()
+
+    async def close(self, timeout_s: float = 30.0) -> None:
+        """Apply and ack what is queued, then stop; later submissions are NAKed."""
+        self._closed = True
+        worker = self._worker
+        if worker is None:
+            return
+        try:
+            await asyncio.wait_for(self._queue.join(), timeout=timeout_s)
+        except TimeoutError:
+            log.warning(
+                "queued batches not applied in time", extra={"consumer": self.consumer.name}
+            )
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await worker

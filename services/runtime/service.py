@@ -34,7 +34,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from contracts.envelope import Envelope, Event
 from contracts.subjects import absolute
 from services.runtime import auth, db, http_limits
-from services.runtime.consumer import Admit, EventConsumer, Handler, Scrub
+from services.runtime.consumer import Admit, EventConsumer, Handler, Prefetching, Scrub
 from services.runtime.dlq import DeadLetters
 from services.runtime.outbox import OutboxRelay, PublishBatch, jetstream_publisher
 from services.runtime.reconcile import OutboxReconciler
@@ -79,6 +79,9 @@ class ServiceDefinition:
     router: APIRouter | None = None
     """HTTP routes; they reach the running service through ``Depends(service_context)``."""
     consumers: Callable[[ServiceContext], Sequence[ConsumerBinding]] = lambda _ctx: ()
+    startup: Callable[[ServiceContext], Awaitable[None]] | None = None
+    """Run once at start-up, after the migrations and before any consumer or route is served
+    (reference data the handlers rely on)."""
     background: Callable[[ServiceContext], Sequence[BackgroundJob]] = lambda _ctx: ()
     """Long-running jobs (expiry sweeps, retry workers); started after the subscribers,
     cancelled first at shutdown. Each should loop until cancelled."""
@@ -148,6 +151,7 @@ class Runtime:
         self.ctx: ServiceContext | None = None
         self._relay_task: asyncio.Task[None] | None = None
         self._jobs: list[asyncio.Task[None]] = []
+        self._feeds: list[Prefetching] = []
         self.started_at = time.monotonic()
 
     async def start(self) -> ServiceContext:
@@ -185,6 +189,8 @@ class Runtime:
         await provision_streams(
             ctx.js, StreamSettings(namespace=s.namespace, replicas=s.stream_replicas)
         )
+        if self.defn.startup is not None:
+            await self.defn.startup(ctx)
         for binding in self.defn.consumers(ctx):
             decl = self._subscribe(ctx, binding)
             await provision_consumer(ctx.js, decl, s.namespace)
@@ -238,6 +244,8 @@ class Runtime:
             scrub=binding.scrub,
         )
         ctx.consumers.append(consumer)
+        feed = Prefetching(consumer)
+        self._feeds.append(feed)
 
         async def raw_batch(msg: Any) -> list[bytes]:
             # Keep the bodies as bytes: the consumer validates each one against its contract
@@ -261,7 +269,9 @@ class Runtime:
 
         @subscriber
         async def handle_batch(body: list[bytes], message: Any = Context("message")) -> None:
-            await consumer.process_batch(message.raw_message)
+            # Returns once the batch is decoded and queued: FastStream fetches the next one
+            # while this one's transaction runs.
+            await feed.submit(message.raw_message)
 
         return decl
 
@@ -278,6 +288,12 @@ class Runtime:
         for job in self._jobs:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await job
+        # Stop fetching, then apply and ack the batches already fetched while the connection
+        # is still open (broker.stop closes it).
+        for subscriber in ctx.broker.subscribers:
+            with contextlib.suppress(Exception):
+                await subscriber.stop()
+        await asyncio.gather(*(feed.close() for feed in self._feeds))
         if ctx.relay is not None:
             ctx.relay.stop()
         if self._relay_task is not None:
