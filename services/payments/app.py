@@ -16,11 +16,13 @@ from services.runtime.service import ServiceContext, ServiceDefinition
 log = logging.getLogger(__name__)
 
 
-def background(ctx: ServiceContext) -> Sequence[Callable[[], Awaitable[None]]]:
-    async def load_facilities() -> None:
-        """Load the 34 facilities (contracts.facilities) into the schema, once at start-up."""
-        await store.sync_facilities(ctx.pool)
+async def load_facilities(ctx: ServiceContext) -> None:
+    """Load the 34 facilities (contracts.facilities) into the schema before anything is served:
+    postings and settlements refer to them (a start-up job raced the first request)."""
+    await store.sync_facilities(ctx.pool)
 
+
+def background(ctx: ServiceContext) -> Sequence[Callable[[], Awaitable[None]]]:
     sweep_s = payments_settings(ctx).expiry_sweep_s
 
     async def expire_payment_requests() -> None:
@@ -31,7 +33,7 @@ def background(ctx: ServiceContext) -> Sequence[Callable[[], Awaitable[None]]]:
                 log.info("payment requests expired", extra={"count": expired})
             await asyncio.sleep(sweep_s)
 
-    return [load_facilities, expire_payment_requests]
+    return [expire_payment_requests]
 
 
 DEFINITION = ServiceDefinition(
@@ -39,6 +41,7 @@ DEFINITION = ServiceDefinition(
     package="services.payments",
     router=router,
     consumers=consumers,
+    startup=load_facilities,
     background=background,
     description=(
         "Cashless and cash payments at the city's 34 facilities (キャッシュレス決済): terminal "
