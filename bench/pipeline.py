@@ -33,9 +33,11 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -292,6 +294,41 @@ class E2E:
         return self.events / self.seconds
 
 
+@contextlib.contextmanager
+def profiled(p: Platform, folder: str | None, label: str) -> Iterator[None]:
+    """With ``--profile DIR``: py-spy samples payments and reporting while the block runs and
+    writes a flame graph of each (``DIR/<service><label>.svg``); else nothing."""
+    if not folder:
+        yield
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    spies = [
+        subprocess.Popen(
+            [
+                str(Path(sys.executable).with_name("py-spy")),
+                "record",
+                "--pid",
+                str(svc.pid),
+                "--rate",
+                "100",
+                "--nonblocking",
+                "--output",
+                str(Path(folder) / f"{svc.name}{label}.svg"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for svc in (p.payments, p.reporting)
+    ]
+    try:
+        yield
+    finally:
+        for spy in spies:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+        for spy in spies:
+            spy.wait(timeout=60)
+
+
 async def terminal_to_dashboard(
     p: Platform, js: JetStreamContext, events: int, run: str, srv: harness.Servers
 ) -> E2E:
@@ -475,7 +512,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 progress(f"warm-up ({args.warmup} events)")
                 await terminal_to_dashboard(p, js, args.warmup, "warm", srv)
                 progress(f"terminal to dashboard: {args.events} events, sync {sync}")
-                e2e = await terminal_to_dashboard(p, js, args.events, "e2e", srv)
+                with profiled(p, args.profile, label):
+                    e2e = await terminal_to_dashboard(p, js, args.events, "e2e", srv)
                 figure(
                     f"e2e.events_per_s{label}",
                     round(e2e.per_s),
@@ -598,6 +636,11 @@ def main() -> None:
         default=[],
         metavar="NAME=VALUE",
         help="extra setting for the services (e.g. CONSUMER_BATCH_SIZE=500)",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="py-spy flame graphs of payments and reporting during terminal to dashboard",
     )
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
