@@ -238,6 +238,49 @@ async def test_the_ledger_is_append_only_and_refuses_unbalanced_or_orphan_entrie
         await payments.pool.execute(orphans)
 
 
+async def test_keys_to_facilities_terminals_and_payments_are_checked_and_kept(
+    payments: Any, js: JetStreamContext, namespace: str
+) -> None:
+    """The registry's foreign keys, checked once per statement (migration 0009), still refuse
+    a row that refers to nothing, and a referenced row cannot go."""
+    terminal = await registered(payments)
+    await terminal_publishes(js, namespace, transaction(terminal.terminal_id, "K1"))
+    await wait_for(lambda: count(payments.pool, "postings"))
+    payment = await payments.pool.fetchrow("SELECT * FROM payments")
+    fk = asyncpg.exceptions.ForeignKeyViolationError
+
+    copy = """INSERT INTO payments (payment_id, facility_code, terminal_id, channel, method,
+                                    amount_yen, item, occurred_at, receipt_number, fiscal_year,
+                                    receipt_serial)
+              VALUES (gen_random_uuid(), $1, $2, 'terminal', 'qr', 300, 'x', now(), $3,
+                      2026, 999)"""
+    with pytest.raises(fk, match="facility_code nowhere of payments is not a key of facilities"):
+        await payments.pool.execute(copy, "nowhere", terminal.terminal_id, "R-1")
+    with pytest.raises(fk, match="terminal_id t-none of payments is not a key of terminals"):
+        await payments.pool.execute(copy, "shiminka", "t-none", "R-2")
+    with pytest.raises(fk, match=r"payment_id \S+ of postings is not a key of payments"):
+        await payments.pool.execute(
+            """INSERT INTO postings (posting_id, facility_code, kind, payment_id, business_date)
+               VALUES (gen_random_uuid(), 'shiminka', 'capture', gen_random_uuid(), current_date)"""
+        )
+    with pytest.raises(fk, match="terminal_id t-none of terminal_transactions"):
+        await payments.pool.execute(
+            """INSERT INTO terminal_transactions
+                   (terminal_id, transaction_id, kind, payment_id, amount_yen, occurred_at)
+               VALUES ('t-none', 'K2', 'capture', $1, 300, now())""",
+            payment["payment_id"],
+        )
+    for statement in (
+        "DELETE FROM facilities WHERE code = 'shiminka'",
+        f"DELETE FROM terminals WHERE terminal_id = '{terminal.terminal_id}'",
+        "UPDATE payments SET payment_id = gen_random_uuid()",
+        "DELETE FROM payments",
+    ):
+        with pytest.raises(fk, match="refused: other rows refer to its key"):
+            await payments.pool.execute(statement)
+    assert await count(payments.pool, "payments") == 1
+
+
 async def test_a_batch_of_captures_is_numbered_in_order_per_facility_and_fiscal_year(
     payments: Any, js: JetStreamContext, namespace: str
 ) -> None:
