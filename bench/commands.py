@@ -358,6 +358,7 @@ def run(args: argparse.Namespace) -> list[str]:
             svc.start()
             asyncio.run(svc.wait_ready())
             progress(f"applications ready (pid {svc.pid}, port {svc.port}); load {load_average()}")
+            figure("commands.rate_limits", "on" if args.rate_limits else "off")
             cpu_start = svc.cpu_s()
 
             progress("warm-up: 3 s")
