@@ -130,6 +130,12 @@ def _period(from_month: str | None, to_month: str | None) -> Period:
 
 
 @functools.lru_cache(maxsize=4096)
+def _day(d: date) -> str:
+    """YYYY-MM-DD, remembered: a year of revenue is 12,410 rows over 365 days."""
+    return d.isoformat()
+
+
+@functools.lru_cache(maxsize=4096)
 def _month(d: date) -> str:
     """YYYY-MM. Called per row (40,000 rows in a year of open data) with a few dozen distinct
     months: remembered, it costs a dictionary lookup instead of isoformat and a slice."""
@@ -877,20 +883,20 @@ async def _revenue(ctx: ServiceContext, f: PaymentFilter) -> Row:
     whole_day = f.method is None and f.brand is None
     days = []
     total_gross = total_fee = 0
-    for r in await store.revenue_by_day(ctx.pool, f):
-        gross = r["amount_yen"]
-        fee = (r["fee_yen"] or 0) if whole_day else None
+    # 12,410 facility-days a year: rows unpacked rather than looked up by name
+    for facility, day, count, gross, day_fee, reconciled in await store.revenue_by_day(ctx.pool, f):
+        fee = (day_fee or 0) if whole_day else None
         total_gross += gross
         total_fee += fee or 0
         days.append(
             {
-                "facility_code": r["facility_code"],
-                "day": r["day"].isoformat(),
-                "count": r["count"],
+                "facility_code": facility,
+                "day": _day(day),
+                "count": count,
                 "gross_yen": gross,
                 "fee_yen": fee,
                 "net_yen": None if fee is None else gross - fee,
-                "reconciled": r["reconciled"],
+                "reconciled": reconciled,
             }
         )
     return {

@@ -421,23 +421,28 @@ async def revenue_by_day(conn: Conn, f: PaymentFilter) -> list[asyncpg.Record]:
     """Per facility and day: payments standing (``payments_by``) beside the day's settlements
     (the processor fees of its reconciled batches, and whether every batch of the day
     reconciled; null when there is none), joined here rather than
-    in Python: a year is 12,000 facility-days."""
+    in Python: a year is 12,000 facility-days. Columns: facility_code, day, count,
+    amount_yen, fee_yen, reconciled."""
     keys: list[PaymentKey] = ["facility_code", "day"]
     level = _payment_level(keys, f)
     facility = "facility_code" if level.facility else "NULL::text"
     method, brand = ("method", "brand") if level.method else ("NULL::text", "NULL::text")
+    if level.method:  # by method and brand: summed to the facility and day
+        paid = "sum(count)::bigint AS count, sum(amount_yen)::bigint AS amount_yen"
+        group = "GROUP BY facility_code, day"
+    else:  # payments_facility_days: one row per facility and day already
+        paid, group = "count, amount_yen", ""
     return list(
         await conn.fetch(
             f"""WITH paid AS (
-                    SELECT facility_code, day, sum(count)::bigint AS count,
-                           sum(amount_yen)::bigint AS amount_yen
+                    SELECT facility_code, day, {paid}
                     FROM {level.table}
                     WHERE ($1::text IS NULL OR {facility} = $1)
                       AND ($2::text IS NULL OR {method} = $2)
                       AND ($3::text IS NULL OR {brand} = $3)
                       AND ($4::date IS NULL OR day >= $4)
                       AND ($5::date IS NULL OR day < $5)
-                    GROUP BY facility_code, day),
+                    {group}),
                 settled AS (
                     SELECT facility_code, business_date AS day,
                            coalesce(sum(fee_yen) FILTER (WHERE reconciled), 0)::bigint AS fee_yen,
@@ -447,7 +452,8 @@ async def revenue_by_day(conn: Conn, f: PaymentFilter) -> list[asyncpg.Record]:
                       AND ($4::date IS NULL OR business_date >= $4)
                       AND ($5::date IS NULL OR business_date < $5)
                     GROUP BY facility_code, business_date)
-                SELECT paid.*, settled.fee_yen, settled.reconciled
+                SELECT paid.facility_code, paid.day, paid.count, paid.amount_yen,
+                       settled.fee_yen, settled.reconciled
                 FROM paid LEFT JOIN settled USING (facility_code, day)
                 ORDER BY facility_code, day""",
             f.facility_code,
