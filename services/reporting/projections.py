@@ -274,6 +274,13 @@ usage_wide AS (
     FROM new_facts GROUP BY month, procedure_code
     ON CONFLICT (month, procedure_code) DO UPDATE SET online = u.online + EXCLUDED.online,
         counter = u.counter + EXCLUDED.counter, mail = u.mail + EXCLUDED.mail),
+usage_procedure_totals AS (
+    INSERT INTO applications_procedure_totals AS u (procedure_code, online, counter, mail)
+    SELECT procedure_code, count(*) FILTER (WHERE channel = 'online'),
+           count(*) FILTER (WHERE channel = 'counter'), count(*) FILTER (WHERE channel = 'mail')
+    FROM new_facts GROUP BY procedure_code
+    ON CONFLICT (procedure_code) DO UPDATE SET online = u.online + EXCLUDED.online,
+        counter = u.counter + EXCLUDED.counter, mail = u.mail + EXCLUDED.mail),
 usage_by_procedure AS (
     INSERT INTO applications_by_procedure AS u (procedure_code, channel, count)
     SELECT procedure_code, channel, count(*) FROM new_facts GROUP BY procedure_code, channel

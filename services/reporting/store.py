@@ -36,6 +36,7 @@ READ_MODEL_TABLES: tuple[str, ...] = (
     "turnaround_procedure_histogram",
     "turnaround_month_histogram",
     "applications_month_procedure",
+    "applications_procedure_totals",
 )
 """Every projection table, in the order a rebuild copies them (the inbox comes with them)."""
 
@@ -136,7 +137,7 @@ def _application_args(f: ApplicationFilter) -> tuple[object, ...]:
 
 _USAGE = (
     _Level("applications_month_procedure", procedure=True, month=True, wide=True),
-    _Level("applications_by_procedure", procedure=True, month=False),
+    _Level("applications_procedure_totals", procedure=True, month=False, wide=True),
     _Level("applications_by_month", procedure=False, month=True),
 )
 
@@ -152,7 +153,8 @@ async def applications_by(
     order = f"ORDER BY {', '.join(cols)}" if cols else ""
     level = _application_level(keys, f, *_USAGE)
     source, where = _application_where(level, _needs_catalog(keys, f))
-    if level.wide and set(keys) == {"month", "procedure_code"}:
+    grain = {"procedure_code"} | ({"month"} if level.month else set())
+    if level.wide and set(keys) == grain:
         # one row per key already (the catalog join is on its primary key): nothing to sum
         query = f"""SELECT {select} m.online, m.counter, m.mail,
                            m.online + m.counter + m.mail AS total

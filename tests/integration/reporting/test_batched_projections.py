@@ -329,6 +329,11 @@ ROLLUPS = {
                coalesce(sum(count) FILTER (WHERE channel = 'counter'), 0),
                coalesce(sum(count) FILTER (WHERE channel = 'mail'), 0)
         FROM applications_monthly GROUP BY 1, 2""",
+    "applications_procedure_totals": """
+        SELECT procedure_code, coalesce(sum(count) FILTER (WHERE channel = 'online'), 0),
+               coalesce(sum(count) FILTER (WHERE channel = 'counter'), 0),
+               coalesce(sum(count) FILTER (WHERE channel = 'mail'), 0)
+        FROM applications_monthly GROUP BY 1""",
     "applications_by_procedure": """SELECT procedure_code, channel, sum(count)
                                     FROM applications_monthly GROUP BY 1, 2""",
     "applications_by_month": """SELECT month, channel, sum(count)
