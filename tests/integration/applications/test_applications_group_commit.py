@@ -202,6 +202,20 @@ async def test_submissions_arriving_together_go_in_one_statement(applications: A
         assert events[str(sub.application.id)]["trace"]["traceparent"] == traceparent(n)[0]
 
 
+async def test_a_writer_keeps_its_connection_for_a_submission_that_follows_soon(
+    applications: Any,
+) -> None:
+    lingering = SubmissionWriter(applications.pool, linger_s=2)
+    for n in range(3):
+        assert await lingering.write(await decided(applications, n)) is True
+    assert (lingering.flights, lingering.batches) == (1, 3)
+    at_once = SubmissionWriter(applications.pool, linger_s=0)
+    for n in range(3, 6):
+        assert await at_once.write(await decided(applications, n)) is True
+    assert (at_once.flights, at_once.batches) == (3, 3)
+    assert await applications.pool.fetchval("SELECT count(*) FROM applications") == 6
+
+
 async def test_a_key_already_claimed_or_twice_in_a_batch_is_left_to_the_one_by_one_path(
     applications: Any,
 ) -> None:
