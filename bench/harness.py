@@ -295,3 +295,16 @@ def process_cpu_s(pid: int) -> float:
 def load_average() -> str:
     one, five, _fifteen = os.getloadavg()
     return f"{one:.2f}/{five:.2f}"
+
+
+def machine_busy() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs so far (/proc/stat)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The share of all CPUs' time that was busy between two ``machine_busy()`` readings."""
+    busy, total = after[0] - before[0], after[1] - before[1]
+    return busy / total if total else 0.0

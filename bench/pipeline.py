@@ -288,6 +288,8 @@ class E2E:
     reporting_cpu_s: float
     nats_cpu_s: float | None = None
     postgres_cpu_s: float | None = None
+    machine_busy: float = 0.0
+    """Share of both cores busy (everything on the machine) while it ran."""
 
     @property
     def per_s(self) -> float:
@@ -344,6 +346,7 @@ async def terminal_to_dashboard(
         messages = p.messages(events, run)
         cpu0 = (p.payments.cpu_s(), p.reporting.cpu_s())
         servers0 = (srv.nats_cpu_s(), srv.postgres_cpu_s())
+        busy0 = harness.machine_busy()
         started = time.perf_counter()
         publish_s = await publish_all(js, messages, p.namespace)
         posted = await wait_for_count(
@@ -361,6 +364,7 @@ async def terminal_to_dashboard(
         )
         cpu1 = (p.payments.cpu_s(), p.reporting.cpu_s())
         servers1 = (srv.nats_cpu_s(), srv.postgres_cpu_s())
+        busy = harness.busy_share(busy0, harness.machine_busy())
         nats_cpu, pg_cpu = (
             None if a is None or b is None else b - a
             for a, b in zip(servers0, servers1, strict=True)
@@ -374,6 +378,7 @@ async def terminal_to_dashboard(
             publish_s=publish_s,
             payments_cpu_s=cpu1[0] - cpu0[0],
             reporting_cpu_s=cpu1[1] - cpu0[1],
+            machine_busy=busy,
         )
     finally:
         await conn.close()
@@ -538,6 +543,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "µs",
                     "reporting process CPU per capture",
                 )
+                figure(
+                    f"e2e.machine_busy{label}",
+                    f"{e2e.machine_busy:.0%}",
+                    "",
+                    f"both cores, everything on the machine (load {harness.load_average()})",
+                )
                 for name, cpu in (("nats", e2e.nats_cpu_s), ("postgres", e2e.postgres_cpu_s)):
                     if cpu is not None:
                         figure(
@@ -553,6 +564,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "reporting_cpu_us": e2e.reporting_cpu_s / args.events * 1e6,
                     "nats_cpu_us": (e2e.nats_cpu_s or 0) / args.events * 1e6,
                     "postgres_cpu_us": (e2e.postgres_cpu_s or 0) / args.events * 1e6,
+                    "machine_busy": e2e.machine_busy,
                 }
                 if sync == "2m":
                     figure(
