@@ -17,8 +17,10 @@ log = logging.getLogger(__name__)
 
 
 async def load_facilities(ctx: ServiceContext) -> None:
-    """Load the 34 facilities (contracts.facilities) into the schema before anything is served:
-    postings and settlements refer to them (a start-up job raced the first request)."""
+    """Before anything is served: read payments' own settings (a bad value stops the service
+    with the field's error) and load the 34 facilities (contracts.facilities) into the schema,
+    which postings and settlements refer to (a start-up job raced the first request)."""
+    payments_settings(ctx)
     await store.sync_facilities(ctx.pool)
 
 
