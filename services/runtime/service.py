@@ -168,6 +168,18 @@ class Runtime:
             max_size=s.db_pool_max,
             app_name=s.service,
         )
+        try:
+            return await self._start(pool)
+        except BaseException:
+            # A start that fails (bad settings, a server gone) closes what it opened.
+            if self.ctx is None:
+                await pool.close()
+            else:
+                await self.stop()
+            raise
+
+    async def _start(self, pool: asyncpg.Pool) -> ServiceContext:
+        s = self.settings
         await db.migrate(pool, s.schema_name, migrations_for(self.defn))
         # No FastStream telemetry middleware: the runtime makes the spans that matter itself
         # (one CONSUMER span per event or batch run, parented by the producer's traceparent;
