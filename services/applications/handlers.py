@@ -192,20 +192,20 @@ async def submit_application(
     one statement inserts the applications, claims their Idempotency-Keys with the responses,
     checks their cached procedures are still current and writes their outbox rows.
 
-    Whatever the group commit does not write takes the one-by-one path (``_submit_alone``): a
-    procedure not cached yet or changed since (read again, share-locked, and decided again), a
-    refusal (it claims its key as ``in_transaction`` does and rolls back, so a retry of a
-    request that was accepted gets its first response even if it would be refused now, and a
-    refusal stores nothing), a key already used (its first response replayed), and a batch
-    PostgreSQL refused as a whole.
+    A refusal claims its key as ``in_transaction`` does and rolls back (``_refused``), so a
+    retry of a request that was accepted gets its first response even if it would be refused
+    now, and a refusal stores nothing. Whatever the group commit does not write takes the
+    one-by-one path (``_submit_alone``): a procedure not cached yet or changed since (read
+    again, share-locked, and decided again), a key already used (its first response replayed),
+    and a batch PostgreSQL refused as a whole.
     """
     procedures = ctx.provide(ProcedureCache, ProcedureCache)
     cached = procedures.peek(cmd.procedure_code)
     if cached is not None:
         try:
             app, events = _decide_submission(cmd, cached, applicant_id, trust)
-        except (ApplicationError, FormInvalid, IdentityRefused):
-            pass  # refused: alone, after claiming its key (a retry replays the first answer)
+        except (ApplicationError, FormInvalid, IdentityRefused) as refusal:
+            return await _refused(ctx, idempotency, refusal)
         else:
             body = render(app)
             claim = None
@@ -218,6 +218,23 @@ async def submit_application(
             if await writer.write(submission):
                 return 201, body
     return await _submit_alone(ctx, cmd, applicant_id, trust, idempotency, render, procedures)
+
+
+async def _refused(
+    ctx: ServiceContext, idempotency: IdempotencyKey | None, refusal: Exception
+) -> tuple[int, Any]:
+    """A refused submission: the first response of its key if it has one (a retry of a request
+    that was accepted), else the refusal. The key is claimed and the claim rolled back, as
+    ``in_transaction`` does, so a concurrent request with the same key is waited for."""
+    if idempotency is not None:
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            stored = await store.claim_idempotency_key(
+                conn, idempotency.key, idempotency.request_hash
+            )
+            if stored is not None:
+                return _replay(stored, idempotency)
+            raise refusal  # rolls the claim back
+    raise refusal
 
 
 def _envelopes(ctx: ServiceContext, app: Application, events: list[Event]) -> list[Envelope[Event]]:

@@ -182,3 +182,23 @@ async def test_a_my_number_is_never_stored_published_or_logged(
     for record in caplog.records:
         assert MY_NUMBER not in record.getMessage()
         assert MY_NUMBER not in json.dumps(vars(record), default=str)
+
+
+async def test_a_refusal_of_a_cached_procedure_is_logged_once_and_stores_nothing(
+    service: Any, ca: CardCA, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Once KOSEKI_TOHON is cached, a submission is decided before the database is touched
+    (the group commit's path): a refusal there is decided, logged and answered once."""
+    accepted = await service.http.post("/applications", json=ca.issue().sign(KOSEKI))
+    assert accepted.status_code == 201, accepted.text
+    caplog.set_level(logging.WARNING, logger="services.applications.handlers")
+    stranger = CardCA("Somebody Else's CA")
+    signed = stranger.issue().sign(KOSEKI, chain=[stranger.cert])
+    resp = await service.http.post(
+        "/applications", json=signed, headers={"Idempotency-Key": "refused-once"}
+    )
+    assert refusal(resp) == "identity.unknown_ca"
+    refused = [r for r in caplog.records if r.getMessage() == "identity check refused"]
+    assert [getattr(r, "reason", None) for r in refused] == ["unknown_ca"]
+    assert await service.pool.fetchval("SELECT count(*) FROM applications") == 1
+    assert await service.pool.fetchval("SELECT count(*) FROM idempotency_keys") == 0
