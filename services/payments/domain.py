@@ -5,6 +5,7 @@ Pure: no I/O, no framework. The handlers load state, ask these functions what to
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from dataclasses import dataclass
@@ -184,6 +185,7 @@ BANK = "bank"
 """指定金融機関: money remitted by the processor or deposited from the cash drawer."""
 
 
+@functools.lru_cache(maxsize=1024)
 def receivable_account(method: PaymentMethod, brand: str | None) -> str:
     """Where captured money waits: the cash drawer, or what a processor owes (未収金)."""
     if method is PaymentMethod.CASH:

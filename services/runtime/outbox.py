@@ -278,6 +278,14 @@ class OutboxRelay:
         )
         if not records:
             return 0
+        # The rows of one transaction share their trace headers: parse each distinct text once.
+        parsed: dict[str, dict[str, str]] = {}
+
+        def trace_headers(text: str) -> dict[str, str]:
+            if (headers := parsed.get(text)) is None:
+                headers = parsed[text] = json.loads(text)
+            return headers
+
         rows = [
             OutboxRow(
                 seq=r["seq"],
@@ -287,7 +295,7 @@ class OutboxRelay:
                 ce_source=r["ce_source"],
                 ce_subject=r["ce_subject"],
                 ce_time=r["ce_time"],
-                trace_headers=json.loads(r["trace_headers"]),
+                trace_headers=trace_headers(r["trace_headers"]),
                 payload=r["payload"],
                 republished=r["republished"],
             )
