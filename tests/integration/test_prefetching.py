@@ -49,7 +49,7 @@ class Recorder:
         self.most_at_once = max(self.most_at_once, self.running)
         self.log.append(f"apply {events[0].id}")
         await conn.executemany("INSERT INTO seen (event_id) VALUES ($1)", [(e.id,) for e in events])
-        await asyncio.sleep(0.2)  # a transaction that takes a while
+        await asyncio.sleep(0.5)  # a transaction that takes a while
         self.log.append(f"applied {events[0].id}")
         self.running -= 1
 
