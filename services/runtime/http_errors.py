@@ -60,9 +60,10 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def no_nul_characters(request: Request) -> None:
+async def no_nul_characters(request: Request) -> None:
     """Refuse (422) a query or path parameter holding NUL: PostgreSQL cannot store or compare
-    it, so it would reach the database only to fail there as a 500."""
+    it, so it would reach the database only to fail there as a 500. (An ``async def``: FastAPI
+    runs a plain ``def`` dependency in a worker thread, two thread hops per request.)"""
     values = [*request.query_params.multi_items(), *request.path_params.items()]
     for name, value in values:
         if isinstance(value, str) and "\x00" in value:
