@@ -247,9 +247,11 @@ class OutboxRelay:
                 loop = asyncio.get_running_loop()
                 while not self._stopping.is_set():
                     self._wake.clear()
-                    published = await self.drain_once()
+                    # On the leader's own connection: a pooled one per statement paid an
+                    # acquire and a reset each, twice per drain (~50 µs of CPU a drain).
+                    published = await self.drain_once(conn)
                     if loop.time() - last_cleanup > 60:
-                        await self.delete_expired()
+                        await self.delete_expired(conn)
                         last_cleanup = loop.time()
                     if published < self._batch_size:
                         await self._sleep(self._poll_interval_s)
@@ -268,9 +270,11 @@ class OutboxRelay:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
 
-    async def drain_once(self) -> int:
-        """Publish one batch of unpublished rows in order; return how many were published."""
-        records = await self._pool.fetch(
+    async def drain_once(self, conn: asyncpg.Connection | None = None) -> int:
+        """Publish one batch of unpublished rows in order; return how many were published.
+        ``conn``: the connection to use (the leader's), else the pool's."""
+        db: asyncpg.Connection | asyncpg.Pool = conn if conn is not None else self._pool
+        records = await db.fetch(
             """SELECT seq, event_id::text, subject, ce_type, ce_source, ce_subject, ce_time,
                       trace_headers::text, payload, republished
                FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT $1""",
@@ -311,7 +315,7 @@ class OutboxRelay:
             os.kill(os.getpid(), signal.SIGKILL)
         failed = [res for res in results if isinstance(res, BaseException)]
         if done:
-            await self._pool.execute(
+            await db.execute(
                 """UPDATE outbox o SET published_at = now(), stream_seq = d.stream_seq
                    FROM unnest($1::bigint[], $2::bigint[]) AS d(seq, stream_seq)
                    WHERE o.seq = d.seq""",
@@ -327,8 +331,9 @@ class OutboxRelay:
             await self._sleep(min(self._poll_interval_s, 1.0))
         return len(done)
 
-    async def delete_expired(self) -> int:
-        result = await self._pool.execute(
+    async def delete_expired(self, conn: asyncpg.Connection | None = None) -> int:
+        db: asyncpg.Connection | asyncpg.Pool = conn if conn is not None else self._pool
+        result = await db.execute(
             "DELETE FROM outbox WHERE published_at < now() - make_interval(secs => $1)",
             self._retention_hours * 3600,
         )
