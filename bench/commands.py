@@ -52,9 +52,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import (
     ServiceProcess,
+    busy_share,
     cleanup,
     figure,
     load_average,
+    machine_busy,
     new_namespace,
     percentile,
     progress,
@@ -258,21 +260,6 @@ def plans(
         LoadPlan(port, start_at, seconds, per, applicants, rate / workers, seed=n + 1)
         for n in range(workers)
     ]
-
-
-# -- the machine --------------------------------------------------------------------------------
-
-
-def machine_busy() -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs so far (/proc/stat)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    return sum(values) - idle, sum(values)
-
-
-def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
-    busy, total = after[0] - before[0], after[1] - before[1]
-    return busy / total if total else 0.0
 
 
 # -- checks -------------------------------------------------------------------------------------
