@@ -87,6 +87,28 @@ def _my_numbers(value: Any, where: list[str]) -> list[str]:
     return []
 
 
+def _unstorable(value: Any, where: list[str]) -> list[FieldProblem]:
+    """Text PostgreSQL cannot keep (JSON can carry it as \u0000 or \ud800): NUL characters and
+    unpaired surrogates, in values and in keys."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            return [FieldProblem(".".join(where), "the NUL character is not allowed")]
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return [FieldProblem(".".join(where), "text with an unpaired surrogate is not allowed")]
+        return []
+    if isinstance(value, dict):
+        return [
+            p
+            for k, v in value.items()
+            for p in _unstorable(k, [*where, str(k)]) or _unstorable(v, [*where, str(k)])
+        ]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in _unstorable(v, [*where, str(i)])]
+    return []
+
+
 class Form:
     """A procedure's form with its compiled validator, built once and reused for every
     application to that procedure (see ``procedures.ProcedureCache``)."""
@@ -100,7 +122,7 @@ class Form:
 
         A My Number is refused wherever it appears: the city may not collect it (番号法 art. 20).
         """
-        problems: list[FieldProblem] = [
+        problems: list[FieldProblem] = _unstorable(answers, ["form"]) + [
             FieldProblem(f, "a My Number (個人番号) must not be sent")
             for f in _my_numbers(answers, ["form"])
         ]

@@ -150,3 +150,25 @@ async def test_an_unknown_procedure_is_refused_naming_the_field(applications: An
     resp = await applications.http.post("/applications", json={"procedure_code": "NO_SUCH"})
     assert resp.status_code == 422
     assert resp.json()["detail"][0]["loc"] == ["body", "procedure_code"]
+
+
+async def test_text_postgresql_cannot_store_is_refused_naming_the_field(applications: Any) -> None:
+    """NUL and unpaired surrogates can be sent in JSON (\\u0000, \\ud800) but PostgreSQL cannot
+    store them: a 422 naming the field, not a 500 from the database."""
+    http = applications.http
+    for raw, why in (("\\u0000", "NUL"), ("\\ud800", "unpaired surrogate")):
+        body = (
+            '{"procedure_code": "SHIMIN_NO_KOE", "form": {"subject": "公園", "body": "a'
+            + raw
+            + 'b"}}'
+        )
+        resp = await http.post(
+            "/applications",
+            content=body.encode(),
+            headers=CITIZEN | {"content-type": "application/json"},
+        )
+        assert resp.status_code == 422, (raw, resp.status_code, resp.text)
+        [problem] = resp.json()["detail"]
+        assert problem["loc"] == ["body", "form", "body"]
+        assert why in problem["msg"]
+    assert await applications.pool.fetchval("SELECT count(*) FROM applications") == 0
