@@ -84,6 +84,34 @@ _INSERT_APPLICATION = """INSERT INTO applications (id, procedure_code, channel, 
     SELECT $1, $2, $3, $4, $5, $6, $7::jsonb, $8, $9, $10, $11, $12, $13, $14, $15"""
 
 
+def _application_values(app: Application) -> tuple[Any, ...]:
+    """``_INSERT_APPLICATION``'s $1-$15 for ``app``."""
+    ident = app.identity
+    return (
+        app.id,
+        app.procedure_code,
+        app.channel.value,
+        app.status.value,
+        app.submitted_at,
+        app.applicant_id,
+        json.dumps(app.form, ensure_ascii=False),
+        app.fee_yen,
+        *(
+            (
+                ident.name,
+                ident.address,
+                ident.birth_date,
+                ident.certificate_serial,
+                ident.issuer,
+                ident.checked_at,
+                ident.result,
+            )
+            if ident
+            else (None,) * 7
+        ),
+    )
+
+
 async def insert_submission(
     conn: asyncpg.Connection, app: Application, procedure_version: str, claim: KeyClaim | None
 ) -> SubmissionWrite:
@@ -95,30 +123,7 @@ async def insert_submission(
     ``claim_idempotency_key`` does.
     """
     unchanged = "unchanged AS (SELECT FROM procedures WHERE code = $2 AND xmin::text = $16::text)"
-    args: list[Any] = [
-        app.id,
-        app.procedure_code,
-        app.channel.value,
-        app.status.value,
-        app.submitted_at,
-        app.applicant_id,
-        json.dumps(app.form, ensure_ascii=False),
-        app.fee_yen,
-        *(
-            (
-                app.identity.name,
-                app.identity.address,
-                app.identity.birth_date,
-                app.identity.certificate_serial,
-                app.identity.issuer,
-                app.identity.checked_at,
-                app.identity.result,
-            )
-            if app.identity
-            else (None,) * 7
-        ),
-        procedure_version,
-    ]
+    args: list[Any] = [*_application_values(app), procedure_version]
     if claim is None:
         sql = f"""WITH {unchanged},
                   app AS ({_INSERT_APPLICATION} FROM unchanged RETURNING id)"""
@@ -221,29 +226,8 @@ async def insert_submissions(conn: Conn, submissions: Sequence[NewSubmission]) -
     columns: list[list[Any]] = [[] for _ in range(29)]
     for sub in submissions:
         app, claim = sub.application, sub.claim
-        ident = app.identity
         row: tuple[Any, ...] = (
-            app.id,
-            app.procedure_code,
-            app.channel.value,
-            app.status.value,
-            app.submitted_at,
-            app.applicant_id,
-            json.dumps(app.form, ensure_ascii=False),
-            app.fee_yen,
-            *(
-                (
-                    ident.name,
-                    ident.address,
-                    ident.birth_date,
-                    ident.certificate_serial,
-                    ident.issuer,
-                    ident.checked_at,
-                    ident.result,
-                )
-                if ident
-                else (None,) * 7
-            ),
+            *_application_values(app),
             sub.procedure_version,
             *(
                 (
