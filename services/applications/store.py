@@ -16,6 +16,7 @@ from contracts.applications import Channel, ProcedureGroup
 from contracts.envelope import Envelope, Event
 from services.applications.domain import Application, ApplicationStatus, Procedure
 from services.applications.identity import VerifiedIdentity
+from services.runtime.outbox import OUTBOX_COLUMNS, OUTBOX_UNNEST_TYPES, outbox_values
 
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
@@ -160,7 +161,10 @@ class NewSubmission:
     """JSON of the W3C trace context of the request that made it (its events' parent)."""
 
 
-_INSERT_SUBMISSIONS = """
+_OUTBOX_ARRAYS = ", ".join(f"${n}::{t}[]" for n, t in enumerate(OUTBOX_UNNEST_TYPES, 22))
+
+# Each event's outbox row (runtime.outbox.outbox_values) after its application's id ($21).
+_INSERT_SUBMISSIONS = f"""
 WITH s AS (
     SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
                          $6::uuid[], $7::text[], $8::integer[], $9::text[], $10::text[],
@@ -195,12 +199,10 @@ app AS (
     RETURNING id
 ),
 events AS (
-    INSERT INTO outbox (event_id, subject, ce_type, ce_source, ce_subject, ce_time,
-                        trace_headers, payload)
+    INSERT INTO outbox ({OUTBOX_COLUMNS})
     SELECT e.event_id, e.subject, e.ce_type, e.ce_source, e.ce_subject, e.ce_time,
            e.trace_headers::jsonb, e.payload
-    FROM unnest($21::uuid[], $22::uuid[], $23::text[], $24::text[], $25::text[], $26::text[],
-                $27::timestamptz[], $28::text[], $29::text[]) WITH ORDINALITY
+    FROM unnest($21::uuid[], {_OUTBOX_ARRAYS}) WITH ORDINALITY
         AS e(application_id, event_id, subject, ce_type, ce_source, ce_subject, ce_time,
              trace_headers, payload, n)
     WHERE e.application_id IN (SELECT id FROM app)
@@ -244,19 +246,7 @@ async def insert_submissions(conn: Conn, submissions: Sequence[NewSubmission]) -
             column.append(value)
         for e in sub.events:
             for column, value in zip(
-                columns[20:],
-                (
-                    app.id,
-                    e.id,
-                    e.data.subject,
-                    e.type,
-                    e.source,
-                    e.subject,
-                    e.time,
-                    sub.trace_headers,
-                    e.data.model_dump_json(),
-                ),
-                strict=True,
+                columns[20:], (app.id, *outbox_values(e, sub.trace_headers)), strict=True
             ):
                 column.append(value)
     rows = await conn.fetch(_INSERT_SUBMISSIONS, *columns)

@@ -22,6 +22,7 @@ import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 from nats.js import JetStreamContext, api
@@ -38,29 +39,49 @@ tracer = trace.get_tracer("cityhall.outbox")
 NOTIFY_CHANNEL = "cityhall_outbox"
 
 
+OUTBOX_COLUMNS = (
+    "event_id, subject, ce_type, ce_source, ce_subject, ce_time, trace_headers, payload"
+)
+"""The columns a writer fills in an outbox row, in the order of ``outbox_values``."""
+
+OUTBOX_UNNEST_TYPES = ("uuid", "text", "text", "text", "text", "timestamptz", "text", "text")
+"""The array type of each of ``OUTBOX_COLUMNS`` for ``unnest`` (trace_headers as JSON text)."""
+
+
+def outbox_values(event: Envelope[Event], trace_headers: str) -> tuple[Any, ...]:
+    """One outbox row in ``OUTBOX_COLUMNS`` order. ``trace_headers``: the JSON text of the W3C
+    context of the request or batch that made the event (its producer span's parent). For a
+    service that writes its events inside a statement of its own (applications' group
+    commit, each event with its own request's context); others call ``add_events``."""
+    return (
+        event.id,
+        event.data.subject,
+        event.type,
+        event.source,
+        event.subject,
+        event.time,
+        trace_headers,
+        event.data.model_dump_json(),
+    )
+
+
+_ADD_EVENTS = f"""INSERT INTO outbox ({OUTBOX_COLUMNS})
+    SELECT e.id, e.subject, e.type, e.source, e.ce_subject, e.time, e.trace_headers::jsonb,
+           e.payload
+    FROM unnest({", ".join(f"${n}::{t}[]" for n, t in enumerate(OUTBOX_UNNEST_TYPES, 1))})
+         AS e(id, subject, type, source, ce_subject, time, trace_headers, payload)"""
+
+
 async def add_events(conn: asyncpg.Connection, envelopes: Sequence[Envelope[Event]]) -> None:
-    """Write events to the outbox inside the caller's open transaction."""
+    """Write events to the outbox inside the caller's open transaction, with the current trace
+    context."""
     if not envelopes:
         return
     trace_headers = json.dumps(current_trace_headers())
+    rows = [outbox_values(e, trace_headers) for e in envelopes]
     # One statement for all of them (arrays), not one per row: a consumer batch writes
     # hundreds of events at once.
-    await conn.execute(
-        """INSERT INTO outbox (event_id, subject, ce_type, ce_source, ce_subject, ce_time,
-                               trace_headers, payload)
-           SELECT e.id, e.subject, e.type, e.source, e.ce_subject, e.time, $7::jsonb, e.payload
-           FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
-                       $6::timestamptz[], $8::text[])
-                AS e(id, subject, type, source, ce_subject, time, payload)""",
-        [e.id for e in envelopes],
-        [e.data.subject for e in envelopes],
-        [e.type for e in envelopes],
-        [e.source for e in envelopes],
-        [e.subject for e in envelopes],
-        [e.time for e in envelopes],
-        trace_headers,
-        [e.data.model_dump_json() for e in envelopes],
-    )
+    await conn.execute(_ADD_EVENTS, *([list(c) for c in zip(*rows, strict=True)]))
 
 
 def message_id(event_id: str, republished: int = 0) -> str:
@@ -283,13 +304,7 @@ class OutboxRelay:
         if not records:
             return 0
         # The rows of one transaction share their trace headers: parse each distinct text once.
-        parsed: dict[str, dict[str, str]] = {}
-
-        def trace_headers(text: str) -> dict[str, str]:
-            if (headers := parsed.get(text)) is None:
-                headers = parsed[text] = json.loads(text)
-            return headers
-
+        trace_headers = {text: json.loads(text) for text in {r["trace_headers"] for r in records}}
         rows = [
             OutboxRow(
                 seq=r["seq"],
@@ -299,7 +314,7 @@ class OutboxRelay:
                 ce_source=r["ce_source"],
                 ce_subject=r["ce_subject"],
                 ce_time=r["ce_time"],
-                trace_headers=trace_headers(r["trace_headers"]),
+                trace_headers=trace_headers[r["trace_headers"]],
                 payload=r["payload"],
                 republished=r["republished"],
             )
