@@ -127,6 +127,8 @@ async def test_an_applicant_past_their_rate_is_429_with_retry_after_then_served_
     limited = await http.get("/applications", headers=me)
     assert limited.status_code == 429
     assert "too many requests" in limited.json()["detail"]
+    # A 5/second limit's sliding window ends within two seconds, and a wait is never 0 s:
+    # a Retry-After computed from another window (a minute's) or rounded to 0 fails this.
     assert 1 <= int(limited.headers["retry-after"]) <= 2
     # Per caller: another applicant and staff are not held back by this one.
     assert (await http.get("/applications", headers=applicant())).status_code == 200
