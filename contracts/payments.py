@@ -575,7 +575,13 @@ class ProviderPaymentConfirmation(BaseModel):
         },
     )
 
-    event_id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
+    event_id: str = Field(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="The provider's id of this notice. Like every field here, it must not hold "
+        "a run of 12 or more digits: that could be a card number, and the notice is refused.",
+    )
     reference: str = Field(min_length=1, max_length=40)
     amount_yen: int = Field(gt=0)
     method: PaymentMethod

@@ -54,6 +54,9 @@ from services.runtime.telemetry import (
 )
 
 log = logging.getLogger(__name__)
+
+STOP_STEP_TIMEOUT_S = 10.0
+GRACEFUL_TIMEOUT_S = 30.0  # how long a subscriber's stop waits for its handlers in flight
 T = TypeVar("T")
 
 
@@ -190,7 +193,7 @@ class Runtime:
             s.nats_url.split(","),
             logger=logging.getLogger("faststream"),
             log_level=logging.DEBUG,
-            graceful_timeout=30.0,
+            graceful_timeout=GRACEFUL_TIMEOUT_S,
             name=f"cityhall-{s.service}",
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
@@ -294,28 +297,30 @@ class Runtime:
         return jetstream_publisher(ctx.js, namespace, subject_streams(namespace))
 
     async def stop(self) -> None:
+        """Stop in order; every step is bounded, so a stuck step is logged, not a hung pod."""
         ctx = self.ctx
         if ctx is None:
             return
         for job in self._jobs:
             job.cancel()
-        for job in self._jobs:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await job
+        if self._jobs:
+            _, stuck = await asyncio.wait(self._jobs, timeout=STOP_STEP_TIMEOUT_S)
+            for job in stuck:  # it swallowed its cancellation: leave it, say which
+                log.error(
+                    "background job did not stop when cancelled", extra={"job": job.get_name()}
+                )
         # Stop fetching, then apply and ack the batches already fetched while the connection
         # is still open (broker.stop closes it).
         for subscriber in ctx.broker.subscribers:
-            with contextlib.suppress(Exception):
-                await subscriber.stop()
+            await _bounded("subscriber stop", subscriber.stop(), GRACEFUL_TIMEOUT_S + 5)
         await asyncio.gather(*(feed.close() for feed in self._feeds))
         if ctx.relay is not None:
             ctx.relay.stop()
         if self._relay_task is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(self._relay_task, timeout=10)
-        with contextlib.suppress(Exception):
-            await ctx.broker.stop()
-        await ctx.pool.close()
+            await _bounded("outbox relay", self._relay_task, STOP_STEP_TIMEOUT_S)
+        await _bounded("NATS connection", ctx.broker.stop(), STOP_STEP_TIMEOUT_S)
+        if not await _bounded("database pool", ctx.pool.close(), STOP_STEP_TIMEOUT_S):
+            ctx.pool.terminate()  # a connection still held: close them all at once
         log.info("service stopped")
 
     async def readiness(self) -> dict[str, str]:
@@ -331,6 +336,19 @@ class Runtime:
         if not await ctx.broker.ping(timeout=2):
             problems["nats"] = "not connected"
         return problems
+
+
+async def _bounded(step: str, aw: Awaitable[Any], timeout_s: float | None) -> bool:
+    """Await one shutdown step for at most ``timeout_s``; False (and a log line) if it did not
+    finish in time or failed. Shutdown goes on either way."""
+    try:
+        await asyncio.wait_for(aw, timeout=timeout_s)
+    except TimeoutError:
+        log.error("shutdown step did not finish in time", extra={"step": step, "s": timeout_s})
+        return False
+    except (asyncio.CancelledError, Exception):
+        return False
+    return True
 
 
 def _nats_security(settings: ServiceSettings) -> NatsUserPassword | None:

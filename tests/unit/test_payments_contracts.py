@@ -15,6 +15,7 @@ from contracts.payments import (
     TerminalTransactionV1,
     contains_card_number,
 )
+from services.payments import provider_sim
 from services.payments.subscribers import mask_card_numbers
 
 
@@ -85,3 +86,12 @@ def test_cashless_needs_a_brand_and_undoing_needs_the_original() -> None:
 def test_dead_lettered_bodies_keep_only_the_last_four_digits() -> None:
     masked = mask_card_numbers(b'{"item": "4111-1111-1111-1234"}')
     assert masked == b'{"item": "***************1234"}'
+
+
+def test_the_provider_simulators_notice_ids_never_look_like_card_numbers() -> None:
+    # Its ids were hex once: about one in a hundred held a run of 12 digits and was refused.
+    ids = {provider_sim.event_id() for _ in range(20_000)}
+    assert len(ids) == 20_000
+    assert all(re.fullmatch(r"evt_[A-Za-z0-9]{16}", i) for i in ids)
+    assert not any(contains_card_number(i) for i in ids)
+    assert contains_card_number("evt_" + "4111111111111111")  # what the hex ids could be

@@ -96,7 +96,7 @@ async def test_a_replayed_or_forged_webhook_is_refused(
             "/pay", json={"reference": request["reference"], "amount_yen": 750}
         )
     notice = paid.json()
-    assert notice["status_code"] == 200
+    assert notice["status_code"] == 200, paid.text
 
     replay = await payments.http.post(
         "/webhooks/provider", content=notice["body"], headers=notice["headers"]
