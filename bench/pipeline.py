@@ -297,9 +297,13 @@ class E2E:
 
 
 @contextlib.contextmanager
-def profiled(p: Platform, folder: str | None, label: str) -> Iterator[None]:
+def profiled(
+    p: Platform, folder: str | None, label: str, fmt: str = "flamegraph"
+) -> Iterator[None]:
     """With ``--profile DIR``: py-spy samples payments and reporting while the block runs and
-    writes a flame graph of each (``DIR/<service><label>.svg``); else nothing."""
+    writes a flame graph of each (``DIR/<service><label>.svg``), or with ``fmt="raw"`` their
+    collapsed stacks (``.txt``, one line per stack and its count, to read or grep); else
+    nothing."""
     if not folder:
         yield
         return
@@ -314,8 +318,10 @@ def profiled(p: Platform, folder: str | None, label: str) -> Iterator[None]:
                 "--rate",
                 "100",
                 "--nonblocking",
+                "--format",
+                fmt,
                 "--output",
-                str(Path(folder) / f"{svc.name}{label}.svg"),
+                str(Path(folder) / f"{svc.name}{label}.{'txt' if fmt == 'raw' else 'svg'}"),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -517,7 +523,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 progress(f"warm-up ({args.warmup} events)")
                 await terminal_to_dashboard(p, js, args.warmup, "warm", srv)
                 progress(f"terminal to dashboard: {args.events} events, sync {sync}")
-                with profiled(p, args.profile, label):
+                with profiled(p, args.profile, label, args.profile_format):
                     e2e = await terminal_to_dashboard(p, js, args.events, "e2e", srv)
                 figure(
                     f"e2e.events_per_s{label}",
@@ -653,6 +659,12 @@ def main() -> None:
         "--profile",
         metavar="DIR",
         help="py-spy flame graphs of payments and reporting during terminal to dashboard",
+    )
+    parser.add_argument(
+        "--profile-format",
+        choices=("flamegraph", "raw"),
+        default="flamegraph",
+        help="raw: collapsed stacks as text instead of SVG",
     )
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
