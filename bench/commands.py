@@ -9,8 +9,9 @@ request is what a signed-in citizen sends: ``Authorization: Bearer <jwt>`` (the 
 gateway's token for one of ``--applicants`` accounts, signed HS256 with the benchmark's own
 ``APPLICANT_JWT_SECRET``), a unique ``Idempotency-Key`` and a 市民の声 (SHIMIN_NO_KOE: group 1,
 no fee) form, so every request runs the whole command: token verified, caller counted against
-its rate limit (the service's defaults: 20/s and 600/min per applicant, which 5,000 accounts
-at 1,000 requests/s stay far below), key claimed, form checked against the procedure's JSON
+its rate limit (on, as in production, unless ``--no-rate-limits``; the service's defaults:
+20/s and 600/min per applicant, which 5,000 accounts at 1,000 requests/s stay far below), key
+claimed, form checked against the procedure's JSON
 Schema, application and ApplicationSubmitted (outbox) written, response kept with the key,
 all in one transaction.
 
@@ -510,9 +511,10 @@ def main() -> None:
     parser.add_argument("--db-pool-max", type=int, default=0, help="DB_POOL_MAX (0: default)")
     parser.add_argument(
         "--rate-limits",
-        action="store_true",
-        help="keep the service's per-caller rate limits on (off by default, as in the other "
-        "sections: their in-memory counters cost a scan of every caller's key per request)",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the service's per-caller rate limits, as in production (on by default; "
+        "--no-rate-limits to see what counting costs)",
     )
     args = parser.parse_args()
     started = time.monotonic()

@@ -11,8 +11,10 @@
   (``<SERVICE>_RATE_LIMIT_*``), and ``<SERVICE>_RATE_LIMITS=false`` turns them off.
 
 Counting in memory means per process: N replicas allow N times the limit, which is what the
-limit is for (a runaway client or a guessing script), not a quota. A shared count needs a
-storage such as ``async+redis://`` (``<SERVICE>_RATE_LIMIT_STORAGE``) and its client library.
+limit is for (a runaway client or a guessing script), not a quota. The default storage,
+``async+windowed-memory://`` (``rate_storage``), keeps its upkeep constant per request however
+many callers there are. A shared count needs a storage such as ``async+redis://``
+(``<SERVICE>_RATE_LIMIT_STORAGE``) and its client library.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.runtime import rate_storage
 from services.runtime.settings import SettingsError
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
@@ -57,7 +60,7 @@ class HttpLimitSettings(BaseSettings):
     )
     rate_limit_staff: str = Field(default="200/second", description="Per staff id.")
     rate_limit_storage: str = Field(
-        default="async+memory://",
+        default=f"{rate_storage.SCHEME}://",
         description="Where counts are kept (limits storage URI, async+ scheme).",
     )
 
