@@ -1,4 +1,5 @@
-"""A service's stop always finishes: a stuck step is logged and passed, never a hung process."""
+"""The runtime's own costs and limits: a stop always finishes (a stuck step is logged and
+passed, never a hung process); a consumer takes its batches without a thread hop."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import contextlib
 import logging
 from typing import Any
 
+import anyio.to_thread
 import asyncpg
 import pytest
+from nats.js import JetStreamContext
 
 from services.runtime import service
+from tests.integration.helpers import publish_envelope, submitted, wait_for
 
 
 async def test_stop_finishes_past_a_job_that_ignores_cancel_and_a_connection_never_released(
@@ -42,3 +46,29 @@ async def test_stop_finishes_past_a_job_that_ignores_cancel_and_a_connection_nev
     assert ("shutdown step did not finish in time", "database pool") in said
     with pytest.raises(asyncpg.InterfaceError):  # terminated with the pool
         await held.fetchval("SELECT 1")
+
+
+async def test_a_consumer_takes_its_batches_without_a_thread_hop(
+    start_service: Any, js: JetStreamContext, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # FastStream resolved a Context("message") parameter with a sync call in a worker thread:
+    # one hop per batch on the consumer's critical path. The batch now comes as the body.
+    hops: list[str] = []
+    run_sync = anyio.to_thread.run_sync
+
+    async def counted(func: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(func, "__qualname__", repr(func)))
+        return await run_sync(func, *args, **kwargs)
+
+    monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+    reporting = await start_service("reporting")
+    events = [submitted() for _ in range(20)]
+    for env in events:
+        await publish_envelope(js, namespace, env)
+
+    async def counted_all() -> bool:
+        n = await reporting.pool.fetchval("SELECT count(*) FROM application_facts")
+        return bool(n == len(events))
+
+    await wait_for(counted_all)
+    assert hops == []
