@@ -29,7 +29,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from contracts.payments import PaymentMethod
 from services.payments import webhook
 
-
 _ID_ALPHABET = string.ascii_letters + string.digits
 
 

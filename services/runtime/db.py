@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 
@@ -29,14 +30,20 @@ async def create_pool(
     min_size: int = 1,
     max_size: int = 10,
     app_name: str = "cityhall",
+    server_settings: Mapping[str, str] | None = None,
 ) -> asyncpg.Pool:
-    """A pool whose connections see only ``schema`` (and pg_catalog)."""
+    """A pool whose connections see only ``schema`` (and pg_catalog); ``server_settings``
+    adds PostgreSQL settings for its sessions."""
     await ensure_schema(dsn, schema)
     pool = await asyncpg.create_pool(
         dsn,
         min_size=min_size,
         max_size=max_size,
-        server_settings={"search_path": schema, "application_name": app_name},
+        server_settings={
+            **(server_settings or {}),
+            "search_path": schema,
+            "application_name": app_name,
+        },
     )
     assert pool is not None
     return pool

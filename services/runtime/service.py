@@ -91,6 +91,8 @@ class ServiceDefinition:
     """Long-running jobs (expiry sweeps, retry workers); started after the subscribers,
     cancelled first at shutdown. Each should loop until cancelled."""
     description: str = ""
+    db_settings: Mapping[str, str] = field(default_factory=dict)
+    """PostgreSQL settings for the service's sessions (e.g. reporting's plan_cache_mode)."""
 
 
 @dataclass
@@ -172,6 +174,7 @@ class Runtime:
             min_size=s.db_pool_min,
             max_size=s.db_pool_max,
             app_name=s.service,
+            server_settings=self.defn.db_settings,
         )
         try:
             return await self._start(pool)

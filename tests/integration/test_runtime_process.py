@@ -72,3 +72,12 @@ async def test_a_consumer_takes_its_batches_without_a_thread_hop(
 
     await wait_for(counted_all)
     assert hops == []
+
+
+async def test_a_service_sets_its_own_postgresql_session_settings(start_service: Any) -> None:
+    # reporting's optional filters need plans made with their values (docs/reporting.md)
+    reporting = await start_service("reporting")
+    payments = await start_service("payments")
+    assert await reporting.pool.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
+    assert await payments.pool.fetchval("SHOW plan_cache_mode") == "auto"
+    assert await reporting.pool.fetchval("SHOW application_name") == "reporting"
