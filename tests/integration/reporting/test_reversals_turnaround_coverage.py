@@ -172,6 +172,18 @@ async def test_certificate_turnaround_and_completion_rate(
         await reporting.http.get("/kpi/certificate-turnaround", params={"procedure": "KOSEKI"})
     ).json()
     assert koseki["total"]["completion_rate"] == 0.3333
+    # One procedure's months (its own rows and bins, read without adding up): all of
+    # JUMINHYO's certificates were in October.
+    juminhyo = (
+        await reporting.http.get("/kpi/certificate-turnaround", params={"procedure": "JUMINHYO"})
+    ).json()
+    [october] = juminhyo["by_month"]
+    assert (october["month"], october["submitted"], october["certificates_issued"]) == (
+        "2026-10",
+        4,
+        4,
+    )
+    assert (october["median_seconds"], october["p90_seconds"]) == (9000.0, 28440.0)
 
 
 async def test_online_coverage_by_group_and_department_planned_beside_actual(
