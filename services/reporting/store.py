@@ -205,10 +205,9 @@ def _percentile(upto: Sequence[int], tail_min: Sequence[float], num: int, den: i
 
 def _median_p90(bins: Sequence[tuple[int, float]]) -> tuple[float, float]:
     """Median and 90th percentile of one group's (count, mean) bins, in bin order."""
-    upto = list(itertools.accumulate(count for count, _ in bins))
-    tail_min = [v for _, v in bins]
-    for i in range(len(tail_min) - 2, -1, -1):
-        tail_min[i] = min(tail_min[i], tail_min[i + 1])
+    counts, means = zip(*bins, strict=True)
+    upto = list(itertools.accumulate(counts))
+    tail_min = list(itertools.accumulate(reversed(means), min))[::-1]  # running min from the end
     return _percentile(upto, tail_min, 1, 2), _percentile(upto, tail_min, 9, 10)
 
 
