@@ -230,9 +230,10 @@ async def turnaround_by(
     grain = {"procedure_code"} if times.procedure else set()
     grain |= {"month"} if times.month else set()
     # One row per key (and bin) already: nothing to add up. A procedure asked for by name is
-    # one value of its key: a procedure's months are one row (and bin) per month.
+    # one value of its key: a procedure's months are one row (and bin) per month. Without
+    # keys the answer is always one row (the sums), even for a procedure with none.
     fixed = {"procedure_code"} if f.procedure_code is not None else set()
-    exact = grain - fixed == set(keys) - fixed
+    exact = bool(keys) and grain - fixed == set(keys) - fixed
     if exact:
         totals = f"""SELECT {select} m.submitted, m.completed, m.closed, m.certificates_issued
                      FROM {counts_source} WHERE {where} {order}"""

@@ -184,6 +184,10 @@ async def test_certificate_turnaround_and_completion_rate(
         4,
     )
     assert (october["median_seconds"], october["p90_seconds"]) == (9000.0, 28440.0)
+    # A procedure with no applications: one total of zeros, no months (not a 500).
+    none = await reporting.http.get("/kpi/certificate-turnaround", params={"procedure": "NOSUCH"})
+    assert none.status_code == 200, none.text
+    assert (none.json()["total"]["submitted"], none.json()["by_month"]) == (0, [])
 
 
 async def test_online_coverage_by_group_and_department_planned_beside_actual(
