@@ -30,7 +30,11 @@ from services.applications.domain import Application, ApplicationStatus, Procedu
 from services.applications.forms import FormInvalid
 from services.applications.handlers import IdempotencyKey
 from services.applications.identity import IdentityRefused
-from services.applications.settings import ApplicationsSettings, trust_config
+from services.applications.settings import (
+    ApplicationsSettings,
+    load_applications_settings,
+    trust_config,
+)
 from services.runtime.auth import Caller, caller_dependency, require_signed_in, require_staff
 from services.runtime.http_errors import ERROR_RESPONSES, no_nul_characters
 from services.runtime.service import ServiceContext, service_context
@@ -50,7 +54,7 @@ Ctx = Annotated[ServiceContext, Depends(_context)]
 
 def settings_of(ctx: ServiceContext) -> ApplicationsSettings:
     """This service's own settings, read once per running service."""
-    return ctx.provide(ApplicationsSettings, ApplicationsSettings)
+    return ctx.provide(ApplicationsSettings, load_applications_settings)
 
 
 # -- callers ----------------------------------------------------------------------------------

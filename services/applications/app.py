@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from services.applications import store
 from services.applications.api import router, settings_of
+from services.applications.settings import load_applications_settings
 from services.applications.subscribers import consumers
 from services.runtime.service import ServiceContext, ServiceDefinition
 
@@ -37,5 +38,6 @@ DEFINITION = ServiceDefinition(
     router=router,
     consumers=consumers,
     background=background,
+    settings=(load_applications_settings,),
     description="Procedure catalog, applications by channel, certificates.",
 )

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.applications.identity import TrustConfig
 from services.runtime.auth import StaffTokens
+from services.runtime.settings import read_settings
 
 
 class ApplicationsSettings(BaseSettings):
@@ -45,6 +46,12 @@ class ApplicationsSettings(BaseSettings):
         validation_alias=AliasChoices("APPLICATIONS_JPKI_CRL"),
         description="CRL file (PEM or DER) of those CAs; re-read when the file changes.",
     )
+
+
+def load_applications_settings() -> ApplicationsSettings:
+    """APPLICATIONS_* and the identity settings; a bad value stops start-up, one line per
+    variable."""
+    return read_settings(ApplicationsSettings, "applications")
 
 
 def trust_config(settings: ApplicationsSettings) -> TrustConfig:

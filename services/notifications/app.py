@@ -8,6 +8,7 @@ from services.notifications import subscribers, watch
 from services.notifications.api import router
 from services.notifications.components import components, release
 from services.notifications.sender import Sender
+from services.notifications.settings import load_notification_settings
 from services.runtime.service import ConsumerBinding, ServiceContext, ServiceDefinition
 
 
@@ -41,5 +42,6 @@ DEFINITION = ServiceDefinition(
     router=router,
     consumers=consumers,
     background=background,
+    settings=(load_notification_settings,),
     description="E-mail and webhook notifications from templates, exactly once.",
 )

@@ -16,7 +16,7 @@ import httpx
 from contracts.notifications import NotificationChannel
 from services.notifications.channels import Channel, EmailChannel, WebhookChannel
 from services.notifications.handlers import Notifier
-from services.notifications.settings import load_notification_settings
+from services.notifications.settings import NotificationSettings, load_notification_settings
 from services.runtime.service import ServiceContext
 
 if TYPE_CHECKING:
@@ -34,11 +34,12 @@ class Components:
 
 def components(ctx: ServiceContext) -> Components:
     """The running service's notifier and channels, built on first use."""
-    return ctx.provide(Components, _build)
+    return ctx.provide(
+        Components, lambda: _build(ctx.provide(NotificationSettings, load_notification_settings))
+    )
 
 
-def _build() -> Components:
-    settings = load_notification_settings()
+def _build(settings: NotificationSettings) -> Components:
     http = httpx.AsyncClient(follow_redirects=False)
     built = Components(
         notifier=Notifier.from_settings(settings),

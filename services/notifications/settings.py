@@ -85,17 +85,6 @@ class NotificationSettings(BaseSettings):
 
 def load_notification_settings() -> NotificationSettings:
     """Read NOTIFY_*; a bad value stops start-up with one line per problem, as the runtime does."""
-    from pydantic import ValidationError
+    from services.runtime.settings import read_settings
 
-    from services.runtime.settings import SettingsError
-
-    try:
-        return NotificationSettings()
-    except ValidationError as exc:
-        lines = ["cityhall notifications: invalid configuration"]
-        for err in exc.errors():
-            name = f"NOTIFY_{str(err['loc'][0]).upper()}" if err["loc"] else "NOTIFY_*"
-            value = err.get("input")
-            shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
-            lines.append(f"  {name}: {err['msg'].removeprefix('Value error, ')}{shown}")
-        raise SettingsError("\n".join(lines)) from None
+    return read_settings(NotificationSettings, "notifications")

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from services.payments import handlers, store
 from services.payments.api import router
-from services.payments.settings import payments_settings
+from services.payments.settings import load_payments_settings, payments_settings
 from services.payments.subscribers import consumers
 from services.runtime.service import ServiceContext, ServiceDefinition
 
@@ -45,6 +45,7 @@ DEFINITION = ServiceDefinition(
     consumers=consumers,
     startup=load_facilities,
     background=background,
+    settings=(load_payments_settings,),
     description=(
         "Cashless and cash payments at the city's 34 facilities (キャッシュレス決済): terminal "
         "transactions, the ledger, receipts (領収書), refunds, daily reconciliation (調定)."

@@ -7,6 +7,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.runtime.auth import StaffTokens
 from services.runtime.service import ServiceContext
+from services.runtime.settings import read_settings
 
 
 class PaymentsSettings(BaseSettings):
@@ -50,6 +51,11 @@ class PaymentsSettings(BaseSettings):
     )
 
 
+def load_payments_settings() -> PaymentsSettings:
+    """PAYMENT_* and PAYMENTS_*; a bad value stops start-up, one line per variable."""
+    return read_settings(PaymentsSettings, "payments")
+
+
 def payments_settings(ctx: ServiceContext) -> PaymentsSettings:
-    """This service's own settings, read once per running service."""
-    return ctx.provide(PaymentsSettings, PaymentsSettings)
+    """This service's own settings, read once per running service (at start-up)."""
+    return ctx.provide(PaymentsSettings, load_payments_settings)

@@ -27,7 +27,7 @@ from services.reporting import answers, domain, metrics, store
 from services.reporting.answers import Answer, AnswerCache
 from services.reporting.dashboard import dashboard
 from services.reporting.lag import ConsumerLag, projection_lag
-from services.reporting.settings import ReportingSettings
+from services.reporting.settings import ReportingSettings, load_reporting_settings
 from services.reporting.store import ApplicationFilter, CatalogFilter, PaymentFilter, Period
 from services.reporting.subscribers import BINDINGS
 from services.runtime.auth import Caller, caller_dependency, require_staff
@@ -167,7 +167,7 @@ BOTH_FAMILIES = ("applications", "payments")
 
 def _answers(ctx: ServiceContext) -> AnswerCache:
     def build() -> AnswerCache:
-        mb = ctx.provide(ReportingSettings, ReportingSettings).answer_cache_mb
+        mb = ctx.provide(ReportingSettings, load_reporting_settings).answer_cache_mb
         return AnswerCache(mb * 2**20)
 
     return ctx.provide(AnswerCache, build)
@@ -1071,7 +1071,7 @@ def _csv(name: str, header: Sequence[str], rows: Iterable[Sequence[object]]) -> 
 
 
 def _staff_tokens(ctx: ServiceContext) -> Mapping[str, SecretStr]:
-    return ctx.provide(ReportingSettings, ReportingSettings).staff_tokens
+    return ctx.provide(ReportingSettings, load_reporting_settings).staff_tokens
 
 
 caller = caller_dependency(_staff_tokens)

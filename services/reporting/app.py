@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 from services.reporting.api import router
-from services.reporting.settings import ReportingSettings
+from services.reporting.settings import load_reporting_settings
 from services.reporting.subscribers import consumers
-from services.runtime.service import ServiceContext, ServiceDefinition
-
-
-async def read_settings(ctx: ServiceContext) -> None:
-    """Read reporting's own settings at start-up: a bad value stops the service with the
-    field's error, instead of failing the first request that needs it."""
-    ctx.provide(ReportingSettings, ReportingSettings)
-
+from services.runtime.service import ServiceDefinition
 
 DEFINITION = ServiceDefinition(
     name="reporting",
     package="services.reporting",
     router=router,
     consumers=consumers,
-    startup=read_settings,
+    settings=(load_reporting_settings,),
     description="KPI read-models toward 100% online and 100% cashless.",
     # The KPI queries take optional filters as ``($n IS NULL OR column = $n)``. After five
     # runs of a prepared statement PostgreSQL may switch to a generic plan, made without the

@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.subjects import DEFAULT_NAMESPACE
 from services.runtime.auth import StaffTokens
-from services.runtime.settings import Identifier, NatsUrl
+from services.runtime.settings import Identifier, NatsUrl, read_settings
 
 
 class ReportingSettings(BaseSettings):
@@ -32,6 +32,11 @@ class ReportingSettings(BaseSettings):
         description="Memory for encoded KPI answers kept until the read-models change "
         "(services/reporting/answers.py); 0: every request is computed.",
     )
+
+
+def load_reporting_settings() -> ReportingSettings:
+    """REPORTING_*; a bad value stops start-up, one line per variable."""
+    return read_settings(ReportingSettings, "reporting")
 
 
 class DemoSettings(BaseSettings):

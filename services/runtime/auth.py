@@ -27,11 +27,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from services.runtime.http_limits import RateLimited, RateLimits
-from services.runtime.settings import SettingsError
+from services.runtime.settings import read_settings
 
 if TYPE_CHECKING:
     from services.runtime.service import ServiceContext
@@ -292,14 +292,7 @@ def identify(
 
 def load_applicant_tokens() -> ApplicantTokens:
     """The verifier from ``APPLICANT_JWT_*``; a bad value stops start-up, one line each."""
-    try:
-        return ApplicantTokens(ApplicantTokenSettings())
-    except ValidationError as exc:
-        lines = ["cityhall: invalid configuration"]
-        for err in exc.errors():
-            name = f"APPLICANT_JWT_{str(err['loc'][0]).upper()}" if err["loc"] else "APPLICANT_JWT"
-            lines.append(f"  {name}: {err['msg'].removeprefix('Value error, ')}")
-        raise SettingsError("\n".join(lines)) from None
+    return ApplicantTokens(read_settings(ApplicantTokenSettings, "applicant tokens"))
 
 
 StaffTokensOf = Callable[["ServiceContext"], Mapping[str, SecretStr]]

@@ -28,13 +28,13 @@ from typing import Any
 import limits
 import limits.aio.strategies
 from limits.storage import storage_from_string
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.runtime import rate_storage
-from services.runtime.settings import SettingsError
+from services.runtime.settings import read_settings
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 """1 MiB: a group-2 application with its certificate chain is a few kB; a settlement batch of
@@ -73,17 +73,7 @@ class HttpLimitSettings(BaseSettings):
 
 def load_http_limits(service: str) -> HttpLimitSettings:
     """``<SERVICE>_*`` limits; a bad value stops start-up with one line per problem."""
-    prefix = f"{service.upper()}_"
-    try:
-        return HttpLimitSettings(_env_prefix=prefix)  # type: ignore[call-arg]
-    except ValidationError as exc:
-        lines = [f"cityhall {service}: invalid configuration"]
-        for err in exc.errors():
-            name = f"{prefix}{str(err['loc'][0]).upper()}" if err["loc"] else f"{prefix}*"
-            value = err.get("input")
-            shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
-            lines.append(f"  {name}: {err['msg'].removeprefix('Value error, ')}{shown}")
-        raise SettingsError("\n".join(lines)) from None
+    return read_settings(HttpLimitSettings, service, prefix=f"{service.upper()}_")
 
 
 # -- body size ----------------------------------------------------------------------------------

@@ -93,6 +93,10 @@ class ServiceDefinition:
     description: str = ""
     db_settings: Mapping[str, str] = field(default_factory=dict)
     """PostgreSQL settings for the service's sessions (e.g. reporting's plan_cache_mode)."""
+    settings: Sequence[Callable[[], Any]] = ()
+    """The service's own settings, read when the app is built (before the server starts), so
+    a bad value stops the process with one line per variable instead of a traceback from the
+    first request or handler that needs it; each is then ``ctx.provide``-d by its type."""
 
 
 @dataclass
@@ -155,6 +159,8 @@ class Runtime:
     def __init__(self, defn: ServiceDefinition, settings: ServiceSettings) -> None:
         self.defn = defn
         self.settings = settings
+        own = [read() for read in defn.settings]  # SettingsError: stop before serving
+        self._own_settings: dict[type, Any] = {type(value): value for value in own}
         self.ctx: ServiceContext | None = None
         self._relay_task: asyncio.Task[None] | None = None
         self._jobs: list[asyncio.Task[None]] = []
@@ -204,6 +210,7 @@ class Runtime:
             security=_nats_security(s),
         )
         ctx = ServiceContext(settings=s, pool=pool, broker=broker)
+        ctx._provided.update(self._own_settings)
         self.ctx = ctx
         await broker.connect()
         await provision_streams(

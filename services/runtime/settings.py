@@ -8,7 +8,7 @@ A bad or missing value stops the process with one clear line per problem (see
 from __future__ import annotations
 
 import re
-from typing import Annotated, Self
+from typing import Annotated, Any, Self, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -222,26 +222,53 @@ def load_settings(service: str) -> ServiceSettings:
     """
     import os
 
-    overrides: dict[str, object] = {"service": service}
+    overrides: dict[str, Any] = {"service": service}
     if specific := os.environ.get(f"{service.upper()}_DATABASE_URL"):
         overrides["database_url"] = specific
+    return read_settings(ServiceSettings, service, **overrides)
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+# A value is shown beside its error unless its variable may hold a credential.
+_SECRET_NAME = re.compile(r"SECRET|PASSWORD|TOKEN|KEY|CREDENTIAL", re.IGNORECASE)
+
+
+def read_settings(cls: type[S], service: str, /, *, prefix: str | None = None, **values: Any) -> S:
+    """``cls`` from the environment (and ``values``); a bad value raises SettingsError, one
+    line per problem naming its environment variable, e.g.
+    ``REPORTING_ANSWER_CACHE_MB: Input should be greater than or equal to 0 (got '-5')``.
+    A value is never shown for a variable whose name says it may be a secret (tokens,
+    passwords, keys). ``prefix``: the variables' prefix when it is given at construction
+    (``_env_prefix``) rather than in the class's ``model_config``."""
     try:
-        return ServiceSettings(**overrides)  # type: ignore[arg-type]
+        if prefix is not None:
+            return cls(_env_prefix=prefix, **values)  # type: ignore[call-arg]
+        return cls(**values)
     except ValidationError as exc:
+        env_prefix = prefix if prefix is not None else str(cls.model_config.get("env_prefix") or "")
         lines = [f"cityhall {service}: invalid configuration"]
         for err in exc.errors():
-            loc = [str(p) for p in err["loc"]]
-            name = _env_name(loc[0]) if loc else "settings"
+            name = _variable(cls, str(err["loc"][0]), env_prefix) if err["loc"] else env_prefix
             value = err.get("input")
-            shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
-            lines.append(f"  {name}: {err['msg'].removeprefix('Value error, ')}{shown}")
+            shown = (
+                f" (got {value!r})"
+                if isinstance(value, str | int | float) and not _SECRET_NAME.search(name)
+                else ""
+            )
+            lines.append(f"  {name or '*'}: {err['msg'].removeprefix('Value error, ')}{shown}")
         raise SettingsError("\n".join(lines)) from None
 
 
-def _env_name(field_name: str) -> str:
-    field = ServiceSettings.model_fields.get(field_name)
-    if field is not None and isinstance(field.validation_alias, AliasChoices):
-        first = field.validation_alias.choices[0]
-        if isinstance(first, str):
-            return first
-    return field_name
+def _variable(cls: type[BaseSettings], where: str, prefix: str) -> str:
+    """The environment variable of a field named in an error (pydantic names a field by the
+    alias it was given under, or by its own name)."""
+    field = cls.model_fields.get(where)
+    if field is None:
+        return where  # an alias: the variable's own name already
+    alias = field.validation_alias
+    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+        return alias.choices[0]
+    if isinstance(alias, str):
+        return alias
+    return f"{prefix}{where}".upper()

@@ -63,3 +63,41 @@ def test_a_schema_name_that_is_not_an_identifier_is_refused(
     monkeypatch.setenv("CITYHALL_DB_SCHEMA", 'x"; DROP TABLE y; --')
     with pytest.raises(SettingsError, match="CITYHALL_DB_SCHEMA: use lower-case letters"):
         load_settings("applications")
+
+
+@pytest.mark.parametrize(
+    ("service", "variable", "bad", "expected"),
+    [
+        ("reporting", "REPORTING_ANSWER_CACHE_MB", "-5", "greater than or equal to 0 (got '-5')"),
+        ("payments", "PAYMENT_EXPIRY_SWEEP_S", "soon", "valid number"),
+        ("applications", "APPLICATIONS_STAFF_TOKENS", "counter01=short", "16+ characters"),
+        ("notifications", "NOTIFY_SMTP_PORT", "seventy", "valid integer"),
+    ],
+)
+def test_a_services_own_bad_setting_stops_it_before_it_serves(
+    monkeypatch: pytest.MonkeyPatch, service: str, variable: str, bad: str, expected: str
+) -> None:
+    from services.registry import definition
+    from services.runtime.service import build_app
+    from services.runtime.settings import ServiceSettings
+
+    monkeypatch.setenv(variable, bad)
+    settings = ServiceSettings(service=service, database_url="postgresql://x@127.0.0.1/db")
+    with pytest.raises(SettingsError) as stopped:
+        build_app(definition(service), settings)  # before any server or connection
+    [heading, line] = str(stopped.value).splitlines()
+    assert heading == f"cityhall {service}: invalid configuration"
+    assert line.startswith(f"  {variable}: ")
+    assert expected in line
+
+
+def test_a_credential_is_never_echoed_in_the_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.reporting.settings import load_reporting_settings
+
+    monkeypatch.setenv("REPORTING_STAFF_TOKENS", "ops01=tok-short")
+    with pytest.raises(SettingsError) as stopped:
+        load_reporting_settings()
+    message = str(stopped.value)
+    assert "REPORTING_STAFF_TOKENS: expected staff_id=token pairs" in message
+    assert "tok-short" not in message
+    assert "(got" not in message

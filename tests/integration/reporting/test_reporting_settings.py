@@ -6,14 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
+
+from services.runtime.settings import SettingsError
 
 
 async def test_a_bad_answer_cache_size_stops_the_start(
     start_service: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("REPORTING_ANSWER_CACHE_MB", "-5")
-    with pytest.raises(ValidationError, match="REPORTING_ANSWER_CACHE_MB"):
+    with pytest.raises(SettingsError, match=r"REPORTING_ANSWER_CACHE_MB: .* \(got '-5'\)"):
         await start_service("reporting")
 
 
