@@ -115,8 +115,22 @@ async def db(database_url: str, namespace: str) -> AsyncIterator[asyncpg.Connect
         schemas = await conn.fetch(
             "SELECT nspname FROM pg_namespace WHERE nspname LIKE $1", f"{namespace}\\_%"
         )
+        # A lock wait here (a connection a test left open) fails naming who holds the schema,
+        # instead of hanging the run until pytest-timeout.
+        await conn.execute("SET lock_timeout = '30s'")
         for row in schemas:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{row["nspname"]}" CASCADE')
+            try:
+                await conn.execute(f'DROP SCHEMA IF EXISTS "{row["nspname"]}" CASCADE')
+            except asyncpg.LockNotAvailableError:
+                holders = await conn.fetch(
+                    """SELECT pid, application_name, state, left(query, 80) AS query
+                       FROM pg_stat_activity
+                       WHERE datname = current_database() AND pid <> pg_backend_pid()"""
+                )
+                raise AssertionError(
+                    f"schema {row['nspname']} still locked after 30 s; sessions: "
+                    + "; ".join(str(dict(h)) for h in holders)
+                ) from None
         await conn.close()
 
 
