@@ -318,7 +318,12 @@ class Runtime:
         for job in self._jobs:
             job.cancel()
         if self._jobs:
-            _, stuck = await asyncio.wait(self._jobs, timeout=STOP_STEP_TIMEOUT_S)
+            done, stuck = await asyncio.wait(self._jobs, timeout=STOP_STEP_TIMEOUT_S)
+            # A job that failed as it stopped: its error is taken here, not reported later by
+            # asyncio as "exception was never retrieved".
+            for job in done:
+                if not job.cancelled():
+                    job.exception()
             for job in stuck:  # it swallowed its cancellation: leave it, say which
                 log.error(
                     "background job did not stop when cancelled", extra={"job": job.get_name()}
