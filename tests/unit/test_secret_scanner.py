@@ -58,6 +58,11 @@ def test_a_card_number_is_found_plain_spaced_dashed_and_in_json(text: str) -> No
     assert kinds(text) == ["card number"]
 
 
+def test_a_card_number_beside_a_traceparent_is_still_found() -> None:
+    text = '"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "pan": '
+    assert kinds(text + '"4242 4242 4242 4242"') == ["card number"]
+
+
 def test_a_card_number_is_found_in_bytes() -> None:
     body = json.dumps({"card": {"token": VISA}}).encode() + b"\x00\xff binary tail"
     assert kinds(body) == ["card number"]
@@ -115,6 +120,8 @@ def test_masked_invalid_or_embedded_runs_are_not_card_numbers(text: str) -> None
         "024-924-2111",  # 郡山市役所's phone number
         "072036",  # Koriyama's local government code
         "0000000015 00000 n \n0000000079 00000 n ",  # a PDF's xref table
+        # a traceparent whose random span id is all decimal digits (a Luhn-valid Visa number)
+        '"traceparent": "00-0af7651916cd43dd8448eb211c80319c-4111111111111111-02"',
     ],
 )
 def test_ids_timestamps_receipts_and_amounts_are_not_findings(text: str) -> None:
