@@ -477,15 +477,18 @@ async def database_unavailable(request: Request, exc: Exception) -> JSONResponse
     )
 
 
-def build_app(defn: ServiceDefinition, settings: ServiceSettings) -> FastAPI:
-    """The service's HTTP app: its routes plus /healthz and /readyz; runtime in the lifespan."""
+def build_app(
+    defn: ServiceDefinition, settings: ServiceSettings, *, freeze_heap_after_start: bool = False
+) -> FastAPI:
+    """The service's HTTP app: its routes plus /healthz and /readyz; runtime in the lifespan.
+    ``freeze_heap_after_start``: for a process of its own (``serve``), see ``freeze_heap``."""
     runtime = Runtime(defn, settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx = await runtime.start()
         app.state.ctx = ctx
-        if getattr(app.state, "freeze_heap", False):
+        if freeze_heap_after_start:
             freeze_heap()
         try:
             yield
@@ -532,8 +535,7 @@ def build_app(defn: ServiceDefinition, settings: ServiceSettings) -> FastAPI:
 def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
     """Run one service until SIGTERM/SIGINT (what `cityhall serve <service>` does)."""
     setup_logging(settings.service, settings.log_level, settings.log_format)
-    app = build_app(defn, settings)
-    app.state.freeze_heap = True  # a process of its own: what it holds after start is for good
+    app = build_app(defn, settings, freeze_heap_after_start=True)
     config = uvicorn.Config(
         app,
         host=settings.http_host,
