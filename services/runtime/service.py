@@ -359,13 +359,18 @@ class Runtime:
 
 async def _bounded(step: str, aw: Awaitable[Any], timeout_s: float | None) -> bool:
     """Await one shutdown step for at most ``timeout_s``; False (and a log line) if it did not
-    finish in time or failed. Shutdown goes on either way."""
+    finish in time or failed. Shutdown goes on either way, unless stop itself is cancelled."""
     try:
         await asyncio.wait_for(aw, timeout=timeout_s)
     except TimeoutError:
         log.error("shutdown step did not finish in time", extra={"step": step, "s": timeout_s})
         return False
-    except (asyncio.CancelledError, Exception):
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # stop was cancelled, not the step (a cancelled relay task ends this way)
+        return False
+    except Exception:
         return False
     return True
 
