@@ -10,6 +10,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.runtime.auth import StaffTokens
+from services.runtime.settings import read_settings
 
 SHIPPED_RULES = Path(__file__).parent / "rules.yaml"
 
@@ -85,6 +86,4 @@ class NotificationSettings(BaseSettings):
 
 def load_notification_settings() -> NotificationSettings:
     """Read NOTIFY_*; a bad value stops start-up with one line per problem, as the runtime does."""
-    from services.runtime.settings import read_settings
-
     return read_settings(NotificationSettings, "notifications")
