@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import itertools
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -203,9 +202,9 @@ def _percentile(upto: Sequence[int], tail_min: Sequence[float], num: int, den: i
     return lo + (x % den) / den * (hi - lo)
 
 
-def _median_p90(bins: Sequence[tuple[int, float]]) -> tuple[float, float]:
-    """Median and 90th percentile of one group's (count, mean) bins, in bin order."""
-    counts, means = zip(*bins, strict=True)
+def _median_p90(counts: Sequence[int], means: Sequence[float]) -> tuple[float, float]:
+    """Median and 90th percentile of one group's bins (their counts and means, in bin
+    order)."""
     upto = list(itertools.accumulate(counts))
     tail_min = list(itertools.accumulate(reversed(means), min))[::-1]  # running min from the end
     return _percentile(upto, tail_min, 1, 2), _percentile(upto, tail_min, 9, 10)
@@ -234,11 +233,15 @@ async def turnaround_by(
     # keys the answer is always one row (the sums), even for a procedure with none.
     fixed = {"procedure_code"} if f.procedure_code is not None else set()
     exact = bool(keys) and grain - fixed == set(keys) - fixed
+    # The bins come as one row per group, in arrays (counts and means, in bin order): the
+    # groups' rows decoded by asyncpg's C code instead of one Python record per bin (a year by
+    # procedure: 14,851 bins in 349 groups).
     if exact:
         totals = f"""SELECT {select} m.submitted, m.completed, m.closed, m.certificates_issued
                      FROM {counts_source} WHERE {where} {order}"""
-        bins = f"""SELECT {select} m.count, m.seconds::float8 / m.count AS v
-                   FROM {times_source} WHERE {where} ORDER BY m.bin"""
+        bins = f"""SELECT {select} array_agg(m.count ORDER BY m.bin) AS counts,
+                          array_agg(m.seconds::float8 / m.count ORDER BY m.bin) AS means
+                   FROM {times_source} WHERE {where} {group}"""
     else:
         totals = f"""SELECT {select}
                          coalesce(sum(submitted), 0)::bigint AS submitted,
@@ -246,10 +249,14 @@ async def turnaround_by(
                          coalesce(sum(closed), 0)::bigint AS closed,
                          coalesce(sum(certificates_issued), 0)::bigint AS certificates_issued
                      FROM {counts_source} WHERE {where} {group} {order}"""
-        bins = f"""SELECT {select} sum(m.count)::bigint AS count,
-                          sum(m.seconds)::float8 / sum(m.count) AS v
-                   FROM {times_source} WHERE {where}
-                   GROUP BY {select} m.bin ORDER BY m.bin"""
+        names = "".join(f"{k}, " for k in keys)
+        bins = f"""SELECT {names} array_agg(count ORDER BY bin) AS counts,
+                          array_agg(v ORDER BY bin) AS means
+                   FROM (SELECT {select} m.bin, sum(m.count)::bigint AS count,
+                                sum(m.seconds)::float8 / sum(m.count) AS v
+                         FROM {times_source} WHERE {where}
+                         GROUP BY {select} m.bin) AS b
+                   {"GROUP BY " + ", ".join(keys) if keys else ""}"""
     args = _application_args(f)
     if isinstance(conn, asyncpg.Pool):
         count_rows, bin_rows = await asyncio.gather(
@@ -258,14 +265,14 @@ async def turnaround_by(
     else:
         count_rows, bin_rows = await conn.fetch(totals, *args), await conn.fetch(bins, *args)
     width = len(keys)
-    by_key: dict[tuple[Any, ...], list[tuple[int, float]]] = defaultdict(list)
-    for r in bin_rows:  # in bin order, so each group's list is too
-        by_key[tuple(r[:width])].append((r[width], r[width + 1]))
+    by_key = {tuple(r[:width]): r for r in bin_rows if r[width] is not None}  # none: no bins
     out = []
     for r in count_rows:
         row = dict(r)
         found = by_key.get(tuple(r[:width]))
-        row["median_seconds"], row["p90_seconds"] = _median_p90(found) if found else (None, None)
+        row["median_seconds"], row["p90_seconds"] = (
+            _median_p90(found[width], found[width + 1]) if found else (None, None)
+        )
         out.append(row)
     return out
 
