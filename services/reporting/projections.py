@@ -211,7 +211,7 @@ async def apply_application_rows(conn: asyncpg.Connection, rows: Sequence[Applic
     steps = [r for r in rows if isinstance(r, Step)]
     procedures = [r for r in rows if isinstance(r, Procedure)]
     if submissions or steps:
-        await conn.execute(
+        timed = await conn.fetch(
             _SUBMISSIONS_AND_STEPS,
             [r.application_id for r in submissions],
             [r.procedure_code for r in submissions],
@@ -221,6 +221,12 @@ async def apply_application_rows(conn: asyncpg.Connection, rows: Sequence[Applic
             [r.step for r in steps],
             [r.occurred_at for r in steps],
         )
+        if timed:
+            await conn.execute(
+                _TURNAROUND_PERCENTILES,
+                [r["month"] for r in timed],
+                [r["procedure_code"] for r in timed],
+            )
     if procedures:
         await conn.execute(
             _PROCEDURES,
@@ -249,7 +255,8 @@ _ADD_TIMES = "count = h.count + EXCLUDED.count, seconds = h.seconds + EXCLUDED.s
 # touches, how its outcome changed: counted in the turnaround tables and, once it has both a
 # submission and a certificate, in the histograms; each at every roll-up level (0006). Sibling
 # CTEs see the tables as they were before the statement, so `steps_before` is each
-# application's steps before this batch.
+# application's steps before this batch. It returns the (month, procedure) keys that got new
+# times.
 _SUBMISSIONS_AND_STEPS = f"""
 WITH sub AS (
     SELECT DISTINCT ON (t.id) t.id, t.code, t.channel, t.at
@@ -364,11 +371,16 @@ histogram AS (
 procedure_histogram AS (
     INSERT INTO turnaround_procedure_histogram AS h (procedure_code, bin, count, seconds)
     SELECT procedure_code, bin, count(*), sum(seconds) FROM times GROUP BY procedure_code, bin
-    ON CONFLICT (procedure_code, bin) DO UPDATE SET {_ADD_TIMES})
-INSERT INTO turnaround_month_histogram AS h (month, bin, count, seconds)
-SELECT month, bin, count(*), sum(seconds) FROM times GROUP BY month, bin
-ON CONFLICT (month, bin) DO UPDATE SET {_ADD_TIMES}
+    ON CONFLICT (procedure_code, bin) DO UPDATE SET {_ADD_TIMES}),
+month_histogram AS (
+    INSERT INTO turnaround_month_histogram AS h (month, bin, count, seconds)
+    SELECT month, bin, count(*), sum(seconds) FROM times GROUP BY month, bin
+    ON CONFLICT (month, bin) DO UPDATE SET {_ADD_TIMES})
+SELECT DISTINCT month, procedure_code FROM times
 """
+# The keys whose times changed get their kept median and p90 again (0012), in a statement of
+# their own: it must see the histograms as the statement above left them.
+_TURNAROUND_PERCENTILES = "SELECT turnaround_refresh_percentiles($1::date[], $2::text[])"
 
 # The catalog as last announced: per procedure, the newest facts of the batch (the later in
 # the stream on a tie), written when not older than what is stored.

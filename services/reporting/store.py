@@ -216,8 +216,11 @@ async def turnaround_by(
     """Applications submitted (by month of submission), how many were completed (certificate
     issued or approved), closed otherwise, and the submitted -> certificate issued times
     (median and 90th percentile, interpolated, in seconds), from the read-models the
-    projection keeps (``turnaround_monthly``, ``turnaround_histogram``): per group, the keys,
-    then submitted, completed, closed, certificates_issued, median_seconds, p90_seconds."""
+    projection keeps (``turnaround_monthly``, ``turnaround_histogram`` and their roll-ups):
+    per group, the keys, then submitted, completed, closed, certificates_issued,
+    median_seconds, p90_seconds. A group that is one row of a read-model reads the median and
+    p90 kept with it; groups that sum rows interpolate over their summed bins (the same
+    figures either way: migration 0012)."""
     select = "".join(f"m.{k}, " for k in keys)
     group = f"GROUP BY {', '.join(f'm.{k}' for k in keys)}" if keys else ""
     order = f"ORDER BY {', '.join(keys)}" if keys else ""
@@ -233,31 +236,32 @@ async def turnaround_by(
     # keys the answer is always one row (the sums), even for a procedure with none.
     fixed = {"procedure_code"} if f.procedure_code is not None else set()
     exact = bool(keys) and grain - fixed == set(keys) - fixed
-    # The bins come as one row per group, in arrays (counts and means, in bin order): the
-    # groups' rows decoded by asyncpg's C code instead of one Python record per bin (a year by
-    # procedure: 14,851 bins in 349 groups).
-    if exact:
-        totals = f"""SELECT {select} m.submitted, m.completed, m.closed, m.certificates_issued
-                     FROM {counts_source} WHERE {where} {order}"""
-        bins = f"""SELECT {select} array_agg(m.count ORDER BY m.bin) AS counts,
-                          array_agg(m.seconds::float8 / m.count ORDER BY m.bin) AS means
-                   FROM {times_source} WHERE {where} {group}"""
-    else:
-        totals = f"""SELECT {select}
-                         coalesce(sum(submitted), 0)::bigint AS submitted,
-                         coalesce(sum(completed), 0)::bigint AS completed,
-                         coalesce(sum(closed), 0)::bigint AS closed,
-                         coalesce(sum(certificates_issued), 0)::bigint AS certificates_issued
-                     FROM {counts_source} WHERE {where} {group} {order}"""
-        names = "".join(f"{k}, " for k in keys)
-        bins = f"""SELECT {names} array_agg(count ORDER BY bin) AS counts,
-                          array_agg(v ORDER BY bin) AS means
-                   FROM (SELECT {select} m.bin, sum(m.count)::bigint AS count,
-                                sum(m.seconds)::float8 / sum(m.count) AS v
-                         FROM {times_source} WHERE {where}
-                         GROUP BY {select} m.bin) AS b
-                   {"GROUP BY " + ", ".join(keys) if keys else ""}"""
     args = _application_args(f)
+    if exact:  # the projection keeps each row's median and p90 (0012)
+        rows = await conn.fetch(
+            f"""SELECT {select} m.submitted, m.completed, m.closed, m.certificates_issued,
+                       m.median_seconds, m.p90_seconds
+                FROM {counts_source} WHERE {where} {order}""",
+            *args,
+        )
+        return [dict(r) for r in rows]
+    # Rows summed: percentiles interpolated over the summed bins. The bins come as one row
+    # per group, in arrays (counts and means, in bin order): decoded by asyncpg's C code
+    # instead of one Python record per bin.
+    totals = f"""SELECT {select}
+                     coalesce(sum(submitted), 0)::bigint AS submitted,
+                     coalesce(sum(completed), 0)::bigint AS completed,
+                     coalesce(sum(closed), 0)::bigint AS closed,
+                     coalesce(sum(certificates_issued), 0)::bigint AS certificates_issued
+                 FROM {counts_source} WHERE {where} {group} {order}"""
+    names = "".join(f"{k}, " for k in keys)
+    bins = f"""SELECT {names} array_agg(count ORDER BY bin) AS counts,
+                      array_agg(v ORDER BY bin) AS means
+               FROM (SELECT {select} m.bin, sum(m.count)::bigint AS count,
+                            sum(m.seconds)::float8 / sum(m.count) AS v
+                     FROM {times_source} WHERE {where}
+                     GROUP BY {select} m.bin) AS b
+               {"GROUP BY " + ", ".join(keys) if keys else ""}"""
     if isinstance(conn, asyncpg.Pool):
         count_rows, bin_rows = await asyncio.gather(
             conn.fetch(totals, *args), conn.fetch(bins, *args)
