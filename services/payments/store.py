@@ -29,6 +29,7 @@ from services.payments.domain import (
     PostingKind,
 )
 from services.payments.domain import receipt_number as format_receipt_number
+from services.runtime import db
 
 
 async def sync_facilities(conn: asyncpg.Connection | asyncpg.Pool) -> None:
@@ -150,6 +151,13 @@ async def record_capture(conn: asyncpg.Connection, p: NewCapture, posting: Posti
     return number
 
 
+_PAYMENT_COLUMNS = (
+    "payment_id", "facility_code", "terminal_id", "channel", "method", "brand", "amount_yen",
+    "item", "occurred_at", "receipt_number", "application_id", "card_token", "card_last4",
+    "fiscal_year", "receipt_serial",
+)  # fmt: skip
+
+
 async def record_captures(
     conn: asyncpg.Connection, captures: Sequence[tuple[NewCapture, Posting]]
 ) -> list[str]:
@@ -186,30 +194,30 @@ async def record_captures(
         format_receipt_number(c.facility_code, c.fiscal_year, n)
         for (c, _), n in zip(captures, serials, strict=True)
     ]
-    pays = [c for c, _ in captures]
-    await conn.execute(
-        """INSERT INTO payments (payment_id, facility_code, terminal_id, channel, method, brand,
-                                 amount_yen, item, occurred_at, receipt_number, application_id,
-                                 card_token, card_last4, fiscal_year, receipt_serial)
-           SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                $6::text[], $7::bigint[], $8::text[], $9::timestamptz[],
-                                $10::text[], $11::uuid[], $12::text[], $13::text[], $14::int[],
-                                $15::int[])""",
-        [c.payment_id for c in pays],
-        [c.facility_code for c in pays],
-        [c.terminal_id for c in pays],
-        [c.channel for c in pays],
-        [c.method.value for c in pays],
-        [c.brand for c in pays],
-        [c.amount_yen for c in pays],
-        [c.item for c in pays],
-        [c.occurred_at for c in pays],
-        numbers,
-        [c.application_id for c in pays],
-        [c.card_token for c in pays],
-        [c.card_last4 for c in pays],
-        [c.fiscal_year for c in pays],
-        serials,
+    await db.append_rows(
+        conn,
+        "payments",
+        _PAYMENT_COLUMNS,
+        (
+            (
+                c.payment_id,
+                c.facility_code,
+                c.terminal_id,
+                c.channel,
+                c.method.value,
+                c.brand,
+                c.amount_yen,
+                c.item,
+                c.occurred_at,
+                number,
+                c.application_id,
+                c.card_token,
+                c.card_last4,
+                c.fiscal_year,
+                serial_number,
+            )
+            for (c, _), number, serial_number in zip(captures, numbers, serials, strict=True)
+        ),
     )
     await insert_postings(conn, [posting for _, posting in captures])
     return numbers
@@ -305,27 +313,21 @@ async def insert_posting(conn: asyncpg.Connection, posting: Posting) -> None:
 async def insert_postings(conn: asyncpg.Connection, postings: Sequence[Posting]) -> None:
     """Postings and their entries, one statement each: the ledger's trigger checks at the end
     of the entries' statement that every posting it touched balances."""
-    await conn.execute(
-        """INSERT INTO postings (posting_id, facility_code, kind, payment_id, reverses,
-                                 business_date, memo)
-           SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::uuid[],
-                                $6::date[], $7::text[])""",
-        [p.posting_id for p in postings],
-        [p.facility_code for p in postings],
-        [p.kind.value for p in postings],
-        [p.payment_id for p in postings],
-        [p.reverses for p in postings],
-        [p.business_date for p in postings],
-        [p.memo for p in postings],
-    )
-    entries = [(p.posting_id, e) for p in postings for e in p.entries]
-    await conn.execute(
-        """INSERT INTO ledger_entries (posting_id, account, debit_yen, credit_yen)
-           SELECT * FROM unnest($1::uuid[], $2::text[], $3::bigint[], $4::bigint[])""",
-        [posting_id for posting_id, _ in entries],
-        [e.account for _, e in entries],
-        [e.debit_yen for _, e in entries],
-        [e.credit_yen for _, e in entries],
+    await db.append_rows(
+        conn,
+        "postings",
+        ("posting_id", "facility_code", "kind", "payment_id", "reverses", "business_date", "memo"),
+        (
+            (p.posting_id, p.facility_code, p.kind.value, p.payment_id, p.reverses,
+             p.business_date, p.memo)
+            for p in postings
+        ),
+    )  # fmt: skip
+    await db.append_rows(
+        conn,
+        "ledger_entries",
+        ("posting_id", "account", "debit_yen", "credit_yen"),
+        ((p.posting_id, e.account, e.debit_yen, e.credit_yen) for p in postings for e in p.entries),
     )
 
 

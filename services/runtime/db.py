@@ -12,9 +12,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 import asyncpg
 
@@ -47,6 +48,23 @@ async def create_pool(
     )
     assert pool is not None
     return pool
+
+
+async def append_rows(
+    conn: asyncpg.Connection,
+    table: str,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+) -> None:
+    """Append ``rows`` (each in ``columns`` order) to ``table`` of the connection's schema with
+    binary COPY, inside the caller's transaction. For plain appends of many rows (no ``ON
+    CONFLICT``, nothing returned): triggers and constraints apply as to an INSERT (statement
+    triggers fire once, with their transition tables), and a violation raises the same error.
+    Cheaper than ``INSERT ... SELECT FROM unnest($1::t[], ...)`` on both sides: asyncpg checks
+    every element of an array parameter against three ``collections.abc`` classes before
+    encoding it (about 5 µs of Python per 15-column row against 1.7 with COPY), and the server
+    writes COPY's rows without unnesting arrays (wall time per row 6-7 µs against 3)."""
+    await conn.copy_records_to_table(table, records=rows, columns=list(columns))
 
 
 async def ensure_schema(dsn: str, schema: str) -> None:

@@ -31,6 +31,7 @@ from opentelemetry.trace import SpanKind
 
 from contracts.envelope import Envelope, Event
 from contracts.subjects import absolute
+from services.runtime import db
 from services.runtime.telemetry import context_from_headers, current_trace_headers
 
 log = logging.getLogger(__name__)
@@ -65,11 +66,7 @@ def outbox_values(event: Envelope[Event], trace_headers: str) -> tuple[Any, ...]
     )
 
 
-_ADD_EVENTS = f"""INSERT INTO outbox ({OUTBOX_COLUMNS})
-    SELECT e.id, e.subject, e.type, e.source, e.ce_subject, e.time, e.trace_headers::jsonb,
-           e.payload
-    FROM unnest({", ".join(f"${n}::{t}[]" for n, t in enumerate(OUTBOX_UNNEST_TYPES, 1))})
-         AS e(id, subject, type, source, ce_subject, time, trace_headers, payload)"""
+_OUTBOX_COLUMN_NAMES = tuple(c.strip() for c in OUTBOX_COLUMNS.split(","))
 
 
 async def add_events(conn: asyncpg.Connection, envelopes: Sequence[Envelope[Event]]) -> None:
@@ -78,10 +75,11 @@ async def add_events(conn: asyncpg.Connection, envelopes: Sequence[Envelope[Even
     if not envelopes:
         return
     trace_headers = json.dumps(current_trace_headers())
-    rows = [outbox_values(e, trace_headers) for e in envelopes]
-    # One statement for all of them (arrays), not one per row: a consumer batch writes
-    # hundreds of events at once.
-    await conn.execute(_ADD_EVENTS, *([list(c) for c in zip(*rows, strict=True)]))
+    # One COPY for all of them, not one INSERT per row: a consumer batch writes hundreds of
+    # events at once (db.append_rows).
+    await db.append_rows(
+        conn, "outbox", _OUTBOX_COLUMN_NAMES, (outbox_values(e, trace_headers) for e in envelopes)
+    )
 
 
 def message_id(event_id: str, republished: int = 0) -> str:
