@@ -11,10 +11,12 @@ built again (after a projection bug is fixed, or a new KPI is added). ``rebuild`
    commit waits), drains what was published meanwhile into the shadow, then replaces the live
    rows with the shadow's and commits. Readers see the old figures or the new, never a mix.
 
-Why this is exact: the live consumer writes its inbox before its projections in one
-transaction, so while the lock is held every event it has committed is in the stream up to the
-last sequence the drain reached. After the swap its inbox holds every replayed id, so events it
-fetches again are recognised as duplicates and events it has not seen yet are applied once.
+Why this is exact: the live consumer writes its inbox (for payment events, whose projection is
+keyed, it takes the inbox's lock) before its projections in one transaction, so while the lock
+is held every event it has committed is in the stream up to the last sequence the drain
+reached. After the swap its inbox holds every replayed application event id and the
+read-models every payment's key, so events it fetches again are recognised as duplicates and
+events it has not seen yet are applied once.
 
 An event that is not a valid contract is skipped (the live consumer has dead-lettered it
 already); one whose projection fails is skipped and counted, so one bad event cannot stop a
@@ -154,29 +156,37 @@ class StreamReplay:
 async def _apply_items(
     conn: asyncpg.Connection, consumer: str, items: Sequence[tuple[Envelope[Any], Handler]]
 ) -> int:
-    """The live consumer's inbox-then-projection step, for a batch already decoded."""
+    """The live consumer's inbox-then-projection step, for a batch already decoded: events
+    of a ``keyed`` projection get no inbox row and are always handed to it (it skips what it
+    applied before by its own keys), as in ``EventConsumer``."""
     if not items:
         return 0
-    new_ids = {
-        r["event_id"]
-        for r in await conn.fetch(
-            """INSERT INTO inbox (consumer, event_id, ce_type)
-               SELECT $1, t.id, t.type FROM unnest($2::text[], $3::text[]) AS t(id, type)
-               ON CONFLICT DO NOTHING RETURNING event_id""",
-            consumer,
-            [env.id for env, _ in items],
-            [env.type for env, _ in items],
-        )
-    }
+    tracked = [(env, h) for env, h in items if not (isinstance(h, Batched) and h.keyed)]
+    new_ids = (
+        {
+            r["event_id"]
+            for r in await conn.fetch(
+                """INSERT INTO inbox (consumer, event_id, ce_type)
+                   SELECT $1, t.id, t.type FROM unnest($2::text[], $3::text[]) AS t(id, type)
+                   ON CONFLICT DO NOTHING RETURNING event_id""",
+                consumer,
+                [env.id for env, _ in tracked],
+                [env.type for env, _ in tracked],
+            )
+        }
+        if tracked
+        else set()
+    )
     # As the live consumer does: each run of new events sharing a Batched projection in one
     # call (set-based), any other handler one event at a time.
     applied = 0
     run: list[Envelope[Any]] = []
     run_handler: Batched | None = None
     for env, handler in items:
-        if env.id not in new_ids:
-            continue
-        new_ids.discard(env.id)
+        if not (isinstance(handler, Batched) and handler.keyed):
+            if env.id not in new_ids:
+                continue
+            new_ids.discard(env.id)
         if run and handler is not run_handler:
             await _apply_run(conn, run_handler, run)
             run = []
