@@ -69,7 +69,8 @@ def figures(report: dict[str, Any]) -> dict[str, float]:
 def costs(report: dict[str, Any]) -> Costs:
     f = figures(report)
     return Costs(
-        payments_us=f["e2e.payments_cpu_us_per_event"],
+        payments_us=f["e2e.payments_cpu_us_per_event"]
+        + f.get("e2e.payments_relay_cpu_us_per_event", 0.0),  # its relay's process, if apart
         reporting_us=f["e2e.reporting_cpu_us_per_event"],
         nats_us=f.get("e2e.nats_cpu_us_per_event", 0.0),
         postgres_us=f.get("e2e.postgres_cpu_us_per_event", 0.0),

@@ -178,6 +178,8 @@ class ServiceProcess:
     database_url: str
     namespace: str
     env: dict[str, str] = field(default_factory=dict)
+    command: str = "serve"
+    """``serve``, or ``relay``: the service's outbox relay alone."""
     port: int = field(default_factory=free_port)
     log_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()))
     process: subprocess.Popen[bytes] | None = None
@@ -191,8 +193,13 @@ class ServiceProcess:
         return f"{self.namespace}_{self.name}"
 
     @property
+    def label(self) -> str:
+        """The process in figures: the service's name, ``<name>_relay`` for its relay."""
+        return self.name if self.command == "serve" else f"{self.name}_{self.command}"
+
+    @property
     def log_file(self) -> Path:
-        return self.log_dir / f"{self.namespace}-{self.name}.log"
+        return self.log_dir / f"{self.namespace}-{self.label}.log"
 
     def start(self) -> None:
         env = {
@@ -214,7 +221,7 @@ class ServiceProcess:
         env.update(self.env)
         handle = self.log_file.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "cityhall", "serve", self.name],
+            [sys.executable, "-m", "cityhall", self.command, self.name],
             env=env,
             cwd=ROOT,
             stdout=handle,
@@ -230,13 +237,13 @@ class ServiceProcess:
                 assert self.process is not None
                 if self.process.poll() is not None:
                     raise RuntimeError(
-                        f"{self.name} exited with {self.process.returncode}:\n{self.tail()}"
+                        f"{self.label} exited with {self.process.returncode}:\n{self.tail()}"
                     )
                 with contextlib.suppress(httpx.HTTPError):
                     if (await client.get(f"{self.url}/readyz", timeout=2)).status_code == 200:
                         return
                 await asyncio.sleep(0.1)
-        raise TimeoutError(f"{self.name} not ready in {timeout_s}s:\n{self.tail()}")
+        raise TimeoutError(f"{self.label} not ready in {timeout_s}s:\n{self.tail()}")
 
     def tail(self, lines: int = 30) -> str:
         try:

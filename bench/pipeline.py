@@ -8,7 +8,11 @@ Every figure comes from one run on one machine, because this machine's speed dri
    JetStream ``publish_async`` rate; and the raw one-hop pipeline of the performance issue:
    publish -> pull ``fetch(500)`` -> one PostgreSQL transaction per batch that upserts 100
    counters and records the processed ids -> ack, publisher and consumer in one process.
-2. **Terminal to dashboard**: payments and reporting run as processes (``cityhall serve``);
+2. **Terminal to dashboard**: payments and reporting run as processes (``cityhall serve``),
+   payments' outbox relay in a process of its own (``cityhall relay payments``, payments with
+   ``OUTBOX_RELAY=false``: the deployment docs/deploy.md gives for payments;
+   ``--payments-relay in-process`` for one process); the same run is then repeated with the
+   other arrangement, for comparison (``--no-compare-relay`` skips it);
    the benchmark publishes ``--events`` terminal captures from 34 terminals (one per
    facility) as fast as JetStream takes them, each through payments (validation, dedupe,
    double-entry ledger, receipt number, outbox) -> PaymentCaptured -> reporting's
@@ -46,6 +50,7 @@ from typing import Any
 import asyncpg
 import httpx
 import nats
+from nats.aio.client import Client as NATSClient
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
@@ -132,7 +137,7 @@ async def wait_for_count(
 # -- 1. raw references ------------------------------------------------------------------------
 
 
-async def raw_publish(nc: nats.NATS, namespace: str, count: int) -> float:
+async def raw_publish(nc: NATSClient, namespace: str, count: int) -> float:
     js = nc.jetstream()
     stream = f"{namespace.upper()}_RAWPUB"
     await js.add_stream(
@@ -152,7 +157,7 @@ async def raw_publish(nc: nats.NATS, namespace: str, count: int) -> float:
         await js.delete_stream(stream)
 
 
-async def raw_pipeline(nc: nats.NATS, database_url: str, namespace: str, count: int) -> float:
+async def raw_pipeline(nc: NATSClient, database_url: str, namespace: str, count: int) -> float:
     """The issue's one-hop reference: publish -> fetch(500) -> one transaction per batch
     (100 counters upserted, processed ids recorded) -> ack. Events per second."""
     js = nc.jetstream()
@@ -239,7 +244,13 @@ class Platform:
     payments: harness.ServiceProcess
     reporting: harness.ServiceProcess
     terminals: list[tuple[str, str]]  # (terminal id, facility code)
+    relay: harness.ServiceProcess | None = None
+    """Payments' outbox relay, when it runs in a process of its own."""
     published: int = 0
+
+    @property
+    def processes(self) -> list[harness.ServiceProcess]:
+        return [self.payments, *([self.relay] if self.relay else []), self.reporting]
 
     def messages(self, count: int, run: str) -> list[Message]:
         out = []
@@ -253,16 +264,28 @@ class Platform:
 
 @contextlib.asynccontextmanager
 async def platform(
-    nats_url: str, database_url: str, env: dict[str, str]
+    nats_url: str, database_url: str, env: dict[str, str], relay: str = "process"
 ) -> AsyncIterator[Platform]:
+    """Payments and reporting as processes; ``relay="process"``: payments' outbox relay in one
+    of its own."""
     namespace = harness.new_namespace("pipe")
-    payments = harness.ServiceProcess("payments", nats_url, database_url, namespace, env=env)
+    apart = relay == "process"
+    payments_env = {**env, "OUTBOX_RELAY": "false"} if apart else env
+    payments = harness.ServiceProcess(
+        "payments", nats_url, database_url, namespace, env=payments_env
+    )
+    relay_process = (
+        harness.ServiceProcess("payments", nats_url, database_url, namespace, env, "relay")
+        if apart
+        else None
+    )
     reporting = harness.ServiceProcess("reporting", nats_url, database_url, namespace, env=env)
+    started = [payments, *([relay_process] if relay_process else []), reporting]
     try:
-        payments.start()
-        reporting.start()
-        await payments.wait_ready()
-        await reporting.wait_ready()
+        for svc in started:
+            svc.start()
+        for svc in started:
+            await svc.wait_ready()
         pool = await db.create_pool(database_url, payments.schema, min_size=1, max_size=2)
         try:
             terminals = []
@@ -271,10 +294,12 @@ async def platform(
                 terminals.append((creds.terminal_id, creds.facility_code))
         finally:
             await pool.close()
-        yield Platform(namespace, nats_url, database_url, payments, reporting, terminals)
+        yield Platform(
+            namespace, nats_url, database_url, payments, reporting, terminals, relay_process
+        )
     finally:
-        payments.stop()
-        reporting.stop()
+        for svc in started:
+            svc.stop()
         await harness.cleanup(nats_url, database_url, namespace)
 
 
@@ -286,6 +311,8 @@ class E2E:
     publish_s: float
     payments_cpu_s: float
     reporting_cpu_s: float
+    relay_cpu_s: float | None = None
+    """Payments' outbox relay's process, when apart."""
     nats_cpu_s: float | None = None
     postgres_cpu_s: float | None = None
     machine_busy: float = 0.0
@@ -321,12 +348,12 @@ def profiled(
                 "--format",
                 fmt,
                 "--output",
-                str(Path(folder) / f"{svc.name}{label}.{'txt' if fmt == 'raw' else 'svg'}"),
+                str(Path(folder) / f"{svc.label}{label}.{'txt' if fmt == 'raw' else 'svg'}"),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        for svc in (p.payments, p.reporting)
+        for svc in p.processes
     ]
     try:
         yield
@@ -350,7 +377,7 @@ async def terminal_to_dashboard(
             f'SELECT count(*) FROM "{p.payments.schema}".terminal_transactions'
         )
         messages = p.messages(events, run)
-        cpu0 = (p.payments.cpu_s(), p.reporting.cpu_s())
+        cpu0 = [svc.cpu_s() for svc in p.processes]
         servers0 = (srv.nats_cpu_s(), srv.postgres_cpu_s())
         busy0 = harness.machine_busy()
         started = time.perf_counter()
@@ -368,7 +395,13 @@ async def terminal_to_dashboard(
             before + events,
             timeout_s=600,
         )
-        cpu1 = (p.payments.cpu_s(), p.reporting.cpu_s())
+        cpu = dict(
+            zip(
+                [svc.label for svc in p.processes],
+                [svc.cpu_s() - c0 for svc, c0 in zip(p.processes, cpu0, strict=True)],
+                strict=True,
+            )
+        )
         servers1 = (srv.nats_cpu_s(), srv.postgres_cpu_s())
         busy = harness.busy_share(busy0, harness.machine_busy())
         nats_cpu, pg_cpu = (
@@ -382,8 +415,9 @@ async def terminal_to_dashboard(
             seconds=counted - started,
             payments_posted_s=posted - started,
             publish_s=publish_s,
-            payments_cpu_s=cpu1[0] - cpu0[0],
-            reporting_cpu_s=cpu1[1] - cpu0[1],
+            payments_cpu_s=cpu["payments"],
+            reporting_cpu_s=cpu["reporting"],
+            relay_cpu_s=cpu.get("payments_relay"),
             machine_busy=busy,
         )
     finally:
@@ -519,7 +553,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "publish -> fetch(500) -> 1 tx/batch (100 counters + ids) -> ack",
                 )
                 results["raw"] = {"publish": raw_pub, "pipeline": raw_pipe}
-            async with platform(srv.nats_url, srv.database_url, env) as p:
+            async with platform(srv.nats_url, srv.database_url, env, args.payments_relay) as p:
                 progress(f"warm-up ({args.warmup} events)")
                 await terminal_to_dashboard(p, js, args.warmup, "warm", srv)
                 progress(f"terminal to dashboard: {args.events} events, sync {sync}")
@@ -543,6 +577,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "µs",
                     "payments process CPU per capture",
                 )
+                if e2e.relay_cpu_s is not None:
+                    figure(
+                        f"e2e.payments_relay_cpu_us_per_event{label}",
+                        round(e2e.relay_cpu_s / args.events * 1e6),
+                        "µs",
+                        "payments' outbox relay process CPU per capture",
+                    )
                 figure(
                     f"e2e.reporting_cpu_us_per_event{label}",
                     round(e2e.reporting_cpu_s / args.events * 1e6),
@@ -567,6 +608,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "per_s": e2e.per_s,
                     "seconds": e2e.seconds,
                     "payments_cpu_us": e2e.payments_cpu_s / args.events * 1e6,
+                    "payments_relay_cpu_us": (e2e.relay_cpu_s or 0) / args.events * 1e6,
                     "reporting_cpu_us": e2e.reporting_cpu_s / args.events * 1e6,
                     "nats_cpu_us": (e2e.nats_cpu_s or 0) / args.events * 1e6,
                     "postgres_cpu_us": (e2e.postgres_cpu_s or 0) / args.events * 1e6,
@@ -613,10 +655,26 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                             "tables + indexes" if name.endswith("_db") else "JetStream",
                         )
                         extra[f"storage_{name}_bytes"] = round(per)
-                for svc in (p.payments, p.reporting):
+                for svc in p.processes:
                     rss = round(svc.peak_rss_mb(), 1)
-                    figure(f"memory.{svc.name}_peak_rss_mb{label}", rss, "MB", "target < 200")
-                    extra[f"{svc.name}_peak_rss_mb{label}"] = rss
+                    figure(f"memory.{svc.label}_peak_rss_mb{label}", rss, "MB", "target < 200")
+                    extra[f"{svc.label}_peak_rss_mb{label}"] = rss
+            if sync == "2m" and args.compare_relay:
+                other = "in-process" if args.payments_relay == "process" else "process"
+                async with platform(srv.nats_url, srv.database_url, env, other) as p:
+                    progress(f"terminal to dashboard again, payments' relay {other}")
+                    await terminal_to_dashboard(p, js, args.warmup, "warm", srv)
+                    again = await terminal_to_dashboard(p, js, args.events, "e2e", srv)
+                    await check_exact(p)
+                    name = other.replace("-", "_")
+                    figure(
+                        f"e2e.events_per_s_relay_{name}",
+                        round(again.per_s),
+                        "events/s",
+                        f"the same with payments' outbox relay {other}, for comparison "
+                        f"(ratio {again.per_s / raw_pipe:.3f})",
+                    )
+                    results[f"e2e_relay_{name}"] = {"per_s": again.per_s}
             await nc.close()
     if "e2e_sync_always" in results:
         cost = results["e2e_sync_always"]["per_s"] / results["e2e"]["per_s"]
@@ -648,6 +706,18 @@ def main() -> None:
         "--low-rate", type=int, default=1_000, help="freshness again at this rate (0: skip)"
     )
     parser.add_argument("--skip-always", action="store_true", help="no sync_interval: always")
+    parser.add_argument(
+        "--payments-relay",
+        choices=("process", "in-process"),
+        default="process",
+        help="payments' outbox relay in a process of its own (cityhall relay) or in payments",
+    )
+    parser.add_argument(
+        "--no-compare-relay",
+        dest="compare_relay",
+        action="store_false",
+        help="skip the second terminal-to-dashboard run with the other relay arrangement",
+    )
     parser.add_argument(
         "--service-env",
         action="append",

@@ -30,7 +30,7 @@ def _load_operator_env() -> None:
     """Commands run beside `cityhall up` (dlq list, reporting rebuild, demo, ...) reach its
     servers as the operator: `up` writes <home>/operator.env; read it when NATS_URL is unset.
     Variables already set win; `up` and `serve` themselves never read it."""
-    if os.environ.get("NATS_URL") or sys.argv[1:2] in (["up"], ["serve"]):
+    if os.environ.get("NATS_URL") or sys.argv[1:2] in (["up"], ["serve"], ["relay"]):
         return
     path = Path(os.environ.get("CITYHALL_HOME") or ".cityhall") / "operator.env"
     if not path.is_file():
@@ -70,16 +70,8 @@ def up(
     raise typer.Exit(run_stack(config))
 
 
-@app.command()
-def serve(
-    service: Annotated[
-        str, typer.Argument(help="applications, payments, notifications or reporting")
-    ],
-) -> None:
-    """Run one service alone (what a container runs), configured from the environment."""
-    from services.registry import SERVICE_NAMES, definition
-    from services.runtime.service import serve as serve_service
-    from services.runtime.settings import load_settings
+def _known_service(service: str) -> None:
+    from services.registry import SERVICE_NAMES
 
     if service not in SERVICE_NAMES:
         typer.echo(
@@ -87,7 +79,40 @@ def serve(
             err=True,
         )
         raise typer.Exit(2)
+
+
+@app.command()
+def serve(
+    service: Annotated[
+        str, typer.Argument(help="applications, payments, notifications or reporting")
+    ],
+) -> None:
+    """Run one service alone (what a container runs), configured from the environment."""
+    from services.registry import definition
+    from services.runtime.service import serve as serve_service
+    from services.runtime.settings import load_settings
+
+    _known_service(service)
     serve_service(definition(service), load_settings(service))
+
+
+@app.command()
+def relay(
+    service: Annotated[
+        str, typer.Argument(help="applications, payments, notifications or reporting")
+    ],
+) -> None:
+    """Run a service's outbox relay alone: it publishes what the service's processes write to
+    their outbox (and checks the streams kept it). For a service whose `serve` processes run
+    with OUTBOX_RELAY=false, so publishing takes no time from their consumers and requests.
+    Serves /healthz and /readyz (with the outbox backlog) on HTTP_PORT; configured from the
+    environment as `serve` is."""
+    from services.registry import definition
+    from services.runtime.service import serve as serve_service
+    from services.runtime.settings import load_settings
+
+    _known_service(service)
+    serve_service(definition(service), load_settings(service), role="relay")
 
 
 @app.command()

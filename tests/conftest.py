@@ -29,7 +29,7 @@ from nats.js import JetStreamContext
 
 from cityhall.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 from services.registry import definition
-from services.runtime.service import Runtime, ServiceContext, build_app
+from services.runtime.service import Role, Runtime, ServiceContext, build_app
 from services.runtime.settings import ServiceSettings
 from tests.security.scanner import AT_REST_FINAL_TEST, AtRestScan, ScanningLogHandler
 
@@ -225,10 +225,10 @@ async def start_service(
     """``await start_service("reporting", **settings)`` -> RunningService; stopped after."""
     started: list[Runtime] = []
 
-    async def start(name: str, **overrides: Any) -> RunningService:
+    async def start(name: str, *, role: Role = "service", **overrides: Any) -> RunningService:
         settings = make_settings(name, nats_url, database_url, namespace, **overrides)
         defn = definition(name)
-        app = build_app(defn, settings)
+        app = build_app(defn, settings, role=role)
         runtime: Runtime = app.state.runtime
         ctx = await runtime.start()
         app.state.ctx = ctx

@@ -5,6 +5,11 @@ the runner does the rest in a fixed order: logging and tracing, database pool an
 NATS connection, streams and consumers, the outbox relay, the subscribers, then HTTP. On
 SIGTERM/SIGINT it stops taking HTTP requests, lets the subscribers finish the batch in hand,
 stops the relay and closes the pool.
+
+A process has one of two roles: ``service`` (``cityhall serve``: routes, consumers, background
+jobs and, unless ``OUTBOX_RELAY=false``, the outbox relay) or ``relay`` (``cityhall relay``: the
+outbox relay and its reconciliation job alone, with /healthz and /readyz). Relays of one
+service elect one publisher with an advisory lock, so any number may run.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import asyncpg
 import nats.errors
@@ -153,12 +158,20 @@ async def prepare_database(settings: ServiceSettings, defn: ServiceDefinition) -
         await pool.close()
 
 
+Role = Literal["service", "relay"]
+"""What a process runs: the service (``cityhall serve``), or its outbox relay alone
+(``cityhall relay``)."""
+
+
 class Runtime:
     """Owns a service's connections and background tasks between start() and stop()."""
 
-    def __init__(self, defn: ServiceDefinition, settings: ServiceSettings) -> None:
+    def __init__(
+        self, defn: ServiceDefinition, settings: ServiceSettings, *, role: Role = "service"
+    ) -> None:
         self.defn = defn
         self.settings = settings
+        self.role = role
         own = [read() for read in defn.settings]  # SettingsError: stop before serving
         self._own_settings: dict[type, Any] = {type(value): value for value in own}
         self.ctx: ServiceContext | None = None
@@ -216,16 +229,35 @@ class Runtime:
         await provision_streams(
             ctx.js, StreamSettings(namespace=s.namespace, replicas=s.stream_replicas)
         )
-        if self.defn.startup is not None:
+        service = self.role == "service"
+        if self.defn.startup is not None and service:
             await self.defn.startup(ctx)
-        for binding in self.defn.consumers(ctx):
+        for binding in self.defn.consumers(ctx) if service else ():
             decl = self._subscribe(ctx, binding)
             await provision_consumer(ctx.js, decl, s.namespace)
         _pull_fetch_raises_nats_timeout()
         _next_msg_takes_queued_messages_at_once()
         await broker.start()
+        if not service or s.outbox_relay:
+            self._start_relay(ctx)
+        for job in self.defn.background(ctx) if service else ():
+            self._jobs.append(asyncio.create_task(_keep_running(job), name=job.__name__))
+        log.info(
+            "outbox relay started"
+            if not service
+            else "service started"
+            if s.outbox_relay
+            else "service started; its outbox relay runs elsewhere (OUTBOX_RELAY=false)",
+            extra={"namespace": s.namespace, "schema": s.schema_name},
+        )
+        return ctx
+
+    def _start_relay(self, ctx: ServiceContext) -> None:
+        """The outbox relay (a candidate for the service's one publisher) and, unless turned
+        off, the reconciliation job that checks the streams kept what it published."""
+        s = self.settings
         ctx.relay = OutboxRelay(
-            pool,
+            ctx.pool,
             s.schema_name,
             self._publisher(ctx),
             batch_size=s.outbox_batch_size,
@@ -236,9 +268,9 @@ class Runtime:
         )
         self._relay_task = asyncio.create_task(ctx.relay.run(), name="outbox-relay")
         ctx.reconciler = OutboxReconciler(
-            pool,
+            ctx.pool,
             s.schema_name,
-            broker.config.connection_state.connection,
+            ctx.broker.config.connection_state.connection,
             subject_streams(s.namespace),
             grace_s=s.outbox_reconcile_grace_s,
             interval_s=s.outbox_reconcile_interval_s or 300.0,
@@ -247,10 +279,6 @@ class Runtime:
             self._jobs.append(
                 asyncio.create_task(_keep_running(ctx.reconciler.run), name="outbox-reconcile")
             )
-        for job in self.defn.background(ctx):
-            self._jobs.append(asyncio.create_task(_keep_running(job), name=job.__name__))
-        log.info("service started", extra={"namespace": s.namespace, "schema": s.schema_name})
-        return ctx
 
     def _subscribe(self, ctx: ServiceContext, binding: ConsumerBinding) -> ConsumerDecl:
         s = ctx.settings
@@ -483,11 +511,16 @@ async def database_unavailable(request: Request, exc: Exception) -> JSONResponse
 
 
 def build_app(
-    defn: ServiceDefinition, settings: ServiceSettings, *, freeze_heap_after_start: bool = False
+    defn: ServiceDefinition,
+    settings: ServiceSettings,
+    *,
+    role: Role = "service",
+    freeze_heap_after_start: bool = False,
 ) -> FastAPI:
-    """The service's HTTP app: its routes plus /healthz and /readyz; runtime in the lifespan.
-    ``freeze_heap_after_start``: for a process of its own (``serve``), see ``freeze_heap``."""
-    runtime = Runtime(defn, settings)
+    """The service's HTTP app: its routes (none for a ``relay``) plus /healthz and /readyz;
+    runtime in the lifespan. ``freeze_heap_after_start``: for a process of its own
+    (``serve``), see ``freeze_heap``."""
+    runtime = Runtime(defn, settings, role=role)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -501,7 +534,7 @@ def build_app(
             await runtime.stop()
 
     app = FastAPI(
-        title=f"cityhall {defn.name}",
+        title=f"cityhall {defn.name}" + (" outbox relay" if role == "relay" else ""),
         description=defn.description,
         version="0.1.0",
         lifespan=lifespan,
@@ -512,7 +545,7 @@ def build_app(
     app.state.rate_limits = http_limits.RateLimits(limits)
     app.state.applicant_tokens = auth.load_applicant_tokens()
     app.add_middleware(http_limits.BodySizeLimit, max_bytes=limits.max_body_bytes)
-    if defn.router is not None:
+    if defn.router is not None and role == "service":
         app.include_router(defn.router)
     for unavailable in DATABASE_UNAVAILABLE:
         app.add_exception_handler(unavailable, database_unavailable)
@@ -537,10 +570,11 @@ def build_app(
     return app
 
 
-def serve(defn: ServiceDefinition, settings: ServiceSettings) -> None:
-    """Run one service until SIGTERM/SIGINT (what `cityhall serve <service>` does)."""
+def serve(defn: ServiceDefinition, settings: ServiceSettings, *, role: Role = "service") -> None:
+    """Run one service (or its outbox relay alone) until SIGTERM/SIGINT (what `cityhall serve
+    <service>` and `cityhall relay <service>` do)."""
     setup_logging(settings.service, settings.log_level, settings.log_format)
-    app = build_app(defn, settings, freeze_heap_after_start=True)
+    app = build_app(defn, settings, role=role, freeze_heap_after_start=True)
     config = uvicorn.Config(
         app,
         host=settings.http_host,

@@ -131,6 +131,14 @@ class ServiceSettings(BaseSettings):
         "store when its machine crashes is caught by the one-by-one look-up.",
         validation_alias=AliasChoices("OUTBOX_RECONCILE_GRACE_S"),
     )
+    outbox_relay: bool = Field(
+        default=True,
+        description="Whether `cityhall serve` runs the service's outbox relay and its "
+        "reconciliation job. false: a `cityhall relay <service>` process of its own runs "
+        "them, so publishing takes no time from the consumers and requests (the payments "
+        "pipeline: docs/benchmarks.md); events wait in the outbox until one does.",
+        validation_alias=AliasChoices("OUTBOX_RELAY"),
+    )
     inbox_retention_days: float = Field(
         default=0, ge=0, validation_alias=AliasChoices("INBOX_RETENTION_DAYS")
     )

@@ -19,6 +19,7 @@ def test_every_service_command_is_registered() -> None:
     for command in (
         "up",
         "serve",
+        "relay",
         "migrate",
         "dlq",
         "contracts",
@@ -29,3 +30,9 @@ def test_every_service_command_is_registered() -> None:
         "demo",
     ):
         assert command in result.output, command
+
+
+def test_relay_names_the_services_it_knows() -> None:
+    result = CliRunner().invoke(app, ["relay", "parking"])
+    assert result.exit_code == 2
+    assert "unknown service 'parking'" in result.output

@@ -1,0 +1,55 @@
+"""A service's outbox relay in a process of its own (`cityhall relay`): the service's processes
+run with OUTBOX_RELAY=false and only write their outbox; the relay publishes it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from nats.js import JetStreamContext
+
+from contracts.subjects import APPLICATIONS
+from services.runtime.outbox import add_events
+from tests.integration.helpers import submitted, wait_for
+
+
+async def _stream_ids(js: JetStreamContext, namespace: str) -> list[str]:
+    stream = APPLICATIONS.stream_name(namespace)
+    info = await js.stream_info(stream)
+    if info.state.messages == 0:
+        return []
+    ids = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        msg = await js.get_msg(stream, seq=seq)
+        assert msg.headers is not None
+        ids.append(msg.headers["ce-id"])
+    return ids
+
+
+async def test_a_service_without_its_relay_keeps_its_events_until_a_relay_process_sends_them(
+    start_service: Any, js: JetStreamContext, namespace: str
+) -> None:
+    service = await start_service("applications", outbox_relay=False)
+    assert service.ctx.relay is None
+    events = [submitted() for _ in range(12)]
+    async with service.ctx.pool.acquire() as conn, conn.transaction():
+        await add_events(conn, events)
+    await asyncio.sleep(1.0)  # five of the tests' relay poll intervals: nothing publishes
+    assert await _stream_ids(js, namespace) == []
+    ready = await service.http.get("/readyz")
+    assert ready.status_code == 200
+    assert "outbox_pending" not in ready.json()
+
+    relay = await start_service("applications", role="relay")
+    await wait_for(
+        lambda: _published(js, namespace, [e.id for e in events]), timeout=15.0, interval=0.1
+    )
+    assert relay.ctx.consumers == []  # it consumes nothing
+    assert (await relay.http.get("/applications")).status_code == 404  # and serves no API
+    ready = (await relay.http.get("/readyz")).json()
+    assert ready["status"] == "ready"
+    assert ready["outbox_pending"] == 0
+
+
+async def _published(js: JetStreamContext, namespace: str, ids: list[str]) -> bool:
+    return await _stream_ids(js, namespace) == ids
