@@ -109,6 +109,41 @@ def test_each_service_has_its_deployment_probes_job_policy_budget_and_autoscaler
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_payments_relay_runs_in_pods_of_its_own_that_no_service_routes_to(overlay: str) -> None:
+    deployments = {d["metadata"]["name"]: d for d in objects(overlay, "Deployment")}
+    [payments] = deployments["payments-cityhall"]["spec"]["template"]["spec"]["containers"]
+    assert {"name": "OUTBOX_RELAY", "value": "false"} in payments["env"]
+    relay = deployments["payments-cityhall-relay"]
+    pod = relay["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["args"] == ["relay", "payments"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "payments-db-app"
+    assert env["NATS_USER"]["valueFrom"]["secretKeyRef"]["name"] == "payments-nats"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    labels = relay["spec"]["template"]["metadata"]["labels"]
+    for service in objects(overlay, "Service"):
+        selector = service["spec"].get("selector") or {}
+        assert not selector or not selector.items() <= labels.items(), service["metadata"]
+    [policy] = [
+        p
+        for p in objects(overlay, "NetworkPolicy")
+        if p["metadata"]["name"] == "payments-cityhall-relay"
+    ]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    assert policy["spec"]["ingress"] == []
+    targets = [
+        peer.get("podSelector", {}).get("matchLabels", {})
+        for rule in policy["spec"]["egress"]
+        for peer in rule["to"]
+    ]
+    assert {"cnpg.io/cluster": "payments-db"} in targets
+    assert {"app.kubernetes.io/name": "nats"} in targets
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_a_service_may_reach_only_nats_its_own_database_the_collector_and_dns(
     overlay: str,
 ) -> None:
