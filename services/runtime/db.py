@@ -67,10 +67,18 @@ async def append_rows(
     await conn.copy_records_to_table(table, records=rows, columns=list(columns))
 
 
+_MIGRATOR_LOCK = "SELECT pg_advisory_xact_lock(hashtext($1))"
+"""One migrator at a time per schema, even with many processes of a service starting at once:
+``CREATE ... IF NOT EXISTS`` is not safe against a concurrent one (both pass the check, the
+second fails on the catalog's unique index)."""
+
+
 async def ensure_schema(dsn: str, schema: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        async with conn.transaction():
+            await conn.execute(_MIGRATOR_LOCK, schema)
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
     finally:
         await conn.close()
 
@@ -110,19 +118,20 @@ async def migrate(pool: asyncpg.Pool, schema: str, migrations: list[Migration]) 
     """Apply what is not applied yet; return the names applied now."""
     applied_now: list[str] = []
     async with pool.acquire() as conn:
-        await conn.execute(
-            """CREATE TABLE IF NOT EXISTS schema_migrations (
-                   component text NOT NULL,
-                   version integer NOT NULL,
-                   name text NOT NULL,
-                   checksum text NOT NULL,
-                   applied_at timestamptz NOT NULL DEFAULT now(),
-                   PRIMARY KEY (component, version))"""
-        )
+        async with conn.transaction():
+            await conn.execute(_MIGRATOR_LOCK, schema)
+            await conn.execute(
+                """CREATE TABLE IF NOT EXISTS schema_migrations (
+                       component text NOT NULL,
+                       version integer NOT NULL,
+                       name text NOT NULL,
+                       checksum text NOT NULL,
+                       applied_at timestamptz NOT NULL DEFAULT now(),
+                       PRIMARY KEY (component, version))"""
+            )
         for m in migrations:
             async with conn.transaction():
-                # One migrator at a time per schema, even with many replicas starting at once.
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", schema)
+                await conn.execute(_MIGRATOR_LOCK, schema)
                 row = await conn.fetchrow(
                     "SELECT checksum FROM schema_migrations WHERE component = $1 AND version = $2",
                     m.component,

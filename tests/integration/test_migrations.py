@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import asyncpg
@@ -62,3 +63,23 @@ async def test_a_service_pool_sees_only_its_own_schema(
     finally:
         await apps.close()
         await rep.close()
+
+
+async def test_replicas_starting_at_once_migrate_a_new_schema_once(
+    database_url: str, namespace: str, db: asyncpg.Connection
+) -> None:
+    """Processes of one service starting together (replicas, or payments and its relay) each
+    create the schema, its schema_migrations and the migrations: each is made by one of them
+    while the others wait, then found done (before, two CREATE ... IF NOT EXISTS raced to a
+    unique violation and the process exited)."""
+    migrations = migrations_for(definition("payments"))
+    for attempt in range(4):
+        schema = f"{namespace}_payments{attempt}"
+        pools = [await rdb.create_pool(database_url, schema) for _ in range(3)]
+        try:
+            applied = await asyncio.gather(*(rdb.migrate(p, schema, migrations) for p in pools))
+        finally:
+            for p in pools:
+                await p.close()
+        names = [name for a in applied for name in a]  # each applied by one of them, once
+        assert sorted(names) == sorted(f"{m.component}/{m.name}" for m in migrations)
