@@ -353,6 +353,9 @@ class OutboxRelay:
         return int(result.split()[-1])
 
     async def pending(self) -> int:
-        return int(
-            await self._pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-        )
+        return await outbox_pending(self._pool)
+
+
+async def outbox_pending(pool: asyncpg.Pool) -> int:
+    """Rows written and not yet published (by whichever relay publishes them)."""
+    return int(await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"))

@@ -43,7 +43,7 @@ from contracts.subjects import absolute
 from services.runtime import auth, db, http_limits
 from services.runtime.consumer import Admit, EventConsumer, Handler, Prefetching, Scrub
 from services.runtime.dlq import DeadLetters
-from services.runtime.outbox import OutboxRelay, PublishBatch, jetstream_publisher
+from services.runtime.outbox import OutboxRelay, PublishBatch, jetstream_publisher, outbox_pending
 from services.runtime.reconcile import OutboxReconciler
 from services.runtime.settings import ServiceSettings
 from services.runtime.streams import (
@@ -562,8 +562,8 @@ def build_app(
         ctx = runtime.ctx
         assert ctx is not None
         body: dict[str, Any] = {"status": "ready", "service": defn.name}
-        if ctx.relay is not None:
-            body["outbox_pending"] = await ctx.relay.pending()
+        # the backlog, whether this process's relay or a `cityhall relay` one publishes it
+        body["outbox_pending"] = await outbox_pending(ctx.pool)
         return JSONResponse(body)
 
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz")
