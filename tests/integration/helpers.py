@@ -13,7 +13,7 @@ from nats.js import JetStreamContext
 
 from contracts import ApplicationSubmittedV1, Channel
 from contracts.envelope import Envelope, Event
-from contracts.subjects import STREAMS, absolute
+from contracts.subjects import APPLICATIONS, STREAMS, absolute
 from services.runtime import db as rdb
 from services.runtime.outbox import PublishBatch, jetstream_publisher
 from services.runtime.streams import subject_streams
@@ -85,3 +85,17 @@ def raw_publisher(js: JetStreamContext, namespace: str) -> PublishBatch:
     together), on a plain nats-py connection."""
 
     return jetstream_publisher(js, namespace, subject_streams(namespace))
+
+
+async def application_stream_ids(js: JetStreamContext, namespace: str) -> list[str]:
+    """The ce-id of every message in the APPLICATIONS stream, in stream order."""
+    stream = APPLICATIONS.stream_name(namespace)
+    info = await js.stream_info(stream)
+    ids: list[str] = []
+    if info.state.messages == 0:
+        return ids
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        msg = await js.get_msg(stream, seq=seq)
+        assert msg.headers is not None
+        ids.append(msg.headers["ce-id"])
+    return ids

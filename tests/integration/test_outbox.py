@@ -10,9 +10,9 @@ import asyncpg
 import pytest
 from nats.js import JetStreamContext
 
-from contracts.subjects import APPLICATIONS
 from services.runtime.outbox import OutboxRelay, add_events
 from tests.integration.helpers import (
+    application_stream_ids,
     provision,
     raw_publisher,
     runtime_pool,
@@ -30,19 +30,6 @@ async def pool(
     await p.close()
 
 
-async def stream_ids(js: JetStreamContext, namespace: str) -> list[str]:
-    stream = APPLICATIONS.stream_name(namespace)
-    info = await js.stream_info(stream)
-    ids: list[str] = []
-    if info.state.messages == 0:
-        return ids
-    for seq in range(info.state.first_seq, info.state.last_seq + 1):
-        msg = await js.get_msg(stream, seq=seq)
-        assert msg.headers is not None
-        ids.append(msg.headers["ce-id"])
-    return ids
-
-
 async def test_rows_committed_while_no_relay_runs_are_published_in_commit_order(
     pool: asyncpg.Pool, js: JetStreamContext, namespace: str
 ) -> None:
@@ -56,7 +43,7 @@ async def test_rows_committed_while_no_relay_runs_are_published_in_commit_order(
     while await relay.drain_once():
         pass
 
-    assert await stream_ids(js, namespace) == [e.id for e in events]
+    assert await application_stream_ids(js, namespace) == [e.id for e in events]
     assert await relay.pending() == 0
     seqs = await pool.fetch("SELECT stream_seq FROM outbox ORDER BY seq")
     assert [r["stream_seq"] for r in seqs] == list(range(1, 26))
@@ -76,7 +63,7 @@ async def test_rolled_back_transaction_leaves_no_event(
         await failing_change()
     relay = OutboxRelay(pool, f"{namespace}_outbox", raw_publisher(js, namespace))
     assert await relay.drain_once() == 0
-    assert await stream_ids(js, namespace) == []
+    assert await application_stream_ids(js, namespace) == []
 
 
 async def test_a_row_published_twice_is_stored_once_by_jetstream(
@@ -91,7 +78,7 @@ async def test_a_row_published_twice_is_stored_once_by_jetstream(
     assert await relay.drain_once() == 1
     await pool.execute("UPDATE outbox SET published_at = NULL")  # as if never marked
     assert await relay.drain_once() == 1
-    assert await stream_ids(js, namespace) == [env.id]
+    assert await application_stream_ids(js, namespace) == [env.id]
 
 
 async def test_failed_publish_keeps_the_row_for_the_next_round(
@@ -133,7 +120,7 @@ async def test_notify_wakes_the_relay_before_its_poll_interval(
             await add_events(conn, [env])
 
         async def published() -> bool:
-            return await stream_ids(js, namespace) == [env.id]
+            return await application_stream_ids(js, namespace) == [env.id]
 
         await wait_for(published, timeout=5)
     finally:

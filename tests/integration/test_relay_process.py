@@ -8,22 +8,8 @@ from typing import Any
 
 from nats.js import JetStreamContext
 
-from contracts.subjects import APPLICATIONS
 from services.runtime.outbox import add_events
-from tests.integration.helpers import submitted, wait_for
-
-
-async def _stream_ids(js: JetStreamContext, namespace: str) -> list[str]:
-    stream = APPLICATIONS.stream_name(namespace)
-    info = await js.stream_info(stream)
-    if info.state.messages == 0:
-        return []
-    ids = []
-    for seq in range(info.state.first_seq, info.state.last_seq + 1):
-        msg = await js.get_msg(stream, seq=seq)
-        assert msg.headers is not None
-        ids.append(msg.headers["ce-id"])
-    return ids
+from tests.integration.helpers import application_stream_ids, submitted, wait_for
 
 
 async def test_a_service_without_its_relay_keeps_its_events_until_a_relay_process_sends_them(
@@ -35,7 +21,7 @@ async def test_a_service_without_its_relay_keeps_its_events_until_a_relay_proces
     async with service.ctx.pool.acquire() as conn, conn.transaction():
         await add_events(conn, events)
     await asyncio.sleep(1.0)  # five of the tests' relay poll intervals: nothing publishes
-    assert await _stream_ids(js, namespace) == []
+    assert await application_stream_ids(js, namespace) == []
     ready = await service.http.get("/readyz")
     assert ready.status_code == 200
     assert ready.json()["outbox_pending"] == 12  # the backlog shows where it waits
@@ -52,4 +38,4 @@ async def test_a_service_without_its_relay_keeps_its_events_until_a_relay_proces
 
 
 async def _published(js: JetStreamContext, namespace: str, ids: list[str]) -> bool:
-    return await _stream_ids(js, namespace) == ids
+    return await application_stream_ids(js, namespace) == ids

@@ -15,74 +15,56 @@ ALTER TABLE turnaround_by_procedure
     ADD COLUMN median_seconds float8, ADD COLUMN p90_seconds float8;
 ALTER TABLE turnaround_by_month ADD COLUMN median_seconds float8, ADD COLUMN p90_seconds float8;
 
--- The percentiles of the keys given (all keys when both arrays are null).
+-- The percentiles of the keys given (all keys when both arrays are null): each level's bins,
+-- ranked once (a level's rows are told apart by which keys are null), then each table updated.
 CREATE FUNCTION turnaround_refresh_percentiles(months date[], codes text[])
 RETURNS void LANGUAGE sql AS $$
     WITH touched AS (
         SELECT DISTINCT t.month, t.code COLLATE "C" AS procedure_code
         FROM unnest(months, codes) AS t(month, code)),
-    bins AS (
-        SELECT h.month, h.procedure_code, h.bin,
-               (sum(h.count) OVER (PARTITION BY h.month, h.procedure_code ORDER BY h.bin))::bigint AS upto,
-               (sum(h.count) OVER (PARTITION BY h.month, h.procedure_code))::bigint AS n,
-               min(h.seconds::float8 / h.count)
-                   OVER (PARTITION BY h.month, h.procedure_code ORDER BY h.bin DESC) AS tail
+    levels AS (
+        SELECT h.month, h.procedure_code, h.bin, h.count, h.seconds
         FROM turnaround_histogram h
-        WHERE months IS NULL OR (h.month, h.procedure_code) IN (SELECT * FROM touched)),
+        WHERE months IS NULL OR (h.month, h.procedure_code) IN (SELECT * FROM touched)
+        UNION ALL
+        SELECT NULL, h.procedure_code, h.bin, h.count, h.seconds
+        FROM turnaround_procedure_histogram h
+        WHERE codes IS NULL OR h.procedure_code = ANY (codes)
+        UNION ALL
+        SELECT h.month, NULL, h.bin, h.count, h.seconds
+        FROM turnaround_month_histogram h
+        WHERE months IS NULL OR h.month = ANY (months)),
+    bins AS (
+        SELECT month, procedure_code,
+               (sum(count) OVER (PARTITION BY month, procedure_code ORDER BY bin))::bigint
+                   AS upto,
+               (sum(count) OVER (PARTITION BY month, procedure_code))::bigint AS n,
+               min(seconds::float8 / count)
+                   OVER (PARTITION BY month, procedure_code ORDER BY bin DESC) AS tail
+        FROM levels),
     ranked AS (
         SELECT month, procedure_code, n,
                min(tail) FILTER (WHERE upto > (n - 1) / 2) AS lo50,
                min(tail) FILTER (WHERE upto > n / 2) AS hi50,
                min(tail) FILTER (WHERE upto > 9 * (n - 1) / 10) AS lo90,
                min(tail) FILTER (WHERE upto > (9 * (n - 1) + 9) / 10) AS hi90
-        FROM bins GROUP BY month, procedure_code, n)
-    UPDATE turnaround_monthly t
-    SET median_seconds = r.lo50 + ((n - 1) % 2)::float8 / 2 * (r.hi50 - r.lo50),
-        p90_seconds = r.lo90 + ((9 * (n - 1)) % 10)::float8 / 10 * (r.hi90 - r.lo90)
-    FROM ranked r
-    WHERE t.month = r.month AND t.procedure_code = r.procedure_code;
-
-    WITH bins AS (
-        SELECT h.procedure_code, h.bin,
-               (sum(h.count) OVER (PARTITION BY h.procedure_code ORDER BY h.bin))::bigint AS upto,
-               (sum(h.count) OVER (PARTITION BY h.procedure_code))::bigint AS n,
-               min(h.seconds::float8 / h.count)
-                   OVER (PARTITION BY h.procedure_code ORDER BY h.bin DESC) AS tail
-        FROM turnaround_procedure_histogram h
-        WHERE codes IS NULL OR h.procedure_code = ANY (codes)),
-    ranked AS (
-        SELECT procedure_code, n,
-               min(tail) FILTER (WHERE upto > (n - 1) / 2) AS lo50,
-               min(tail) FILTER (WHERE upto > n / 2) AS hi50,
-               min(tail) FILTER (WHERE upto > 9 * (n - 1) / 10) AS lo90,
-               min(tail) FILTER (WHERE upto > (9 * (n - 1) + 9) / 10) AS hi90
-        FROM bins GROUP BY procedure_code, n)
-    UPDATE turnaround_by_procedure t
-    SET median_seconds = r.lo50 + ((n - 1) % 2)::float8 / 2 * (r.hi50 - r.lo50),
-        p90_seconds = r.lo90 + ((9 * (n - 1)) % 10)::float8 / 10 * (r.hi90 - r.lo90)
-    FROM ranked r
-    WHERE t.procedure_code = r.procedure_code;
-
-    WITH bins AS (
-        SELECT h.month, h.bin,
-               (sum(h.count) OVER (PARTITION BY h.month ORDER BY h.bin))::bigint AS upto,
-               (sum(h.count) OVER (PARTITION BY h.month))::bigint AS n,
-               min(h.seconds::float8 / h.count)
-                   OVER (PARTITION BY h.month ORDER BY h.bin DESC) AS tail
-        FROM turnaround_month_histogram h
-        WHERE months IS NULL OR h.month = ANY (months)),
-    ranked AS (
-        SELECT month, n,
-               min(tail) FILTER (WHERE upto > (n - 1) / 2) AS lo50,
-               min(tail) FILTER (WHERE upto > n / 2) AS hi50,
-               min(tail) FILTER (WHERE upto > 9 * (n - 1) / 10) AS lo90,
-               min(tail) FILTER (WHERE upto > (9 * (n - 1) + 9) / 10) AS hi90
-        FROM bins GROUP BY month, n)
-    UPDATE turnaround_by_month t
-    SET median_seconds = r.lo50 + ((n - 1) % 2)::float8 / 2 * (r.hi50 - r.lo50),
-        p90_seconds = r.lo90 + ((9 * (n - 1)) % 10)::float8 / 10 * (r.hi90 - r.lo90)
-    FROM ranked r
-    WHERE t.month = r.month;
+        FROM bins GROUP BY month, procedure_code, n),
+    percentiles AS (
+        SELECT month, procedure_code,
+               lo50 + ((n - 1) % 2)::float8 / 2 * (hi50 - lo50) AS median,
+               lo90 + ((9 * (n - 1)) % 10)::float8 / 10 * (hi90 - lo90) AS p90
+        FROM ranked),
+    monthly AS (
+        UPDATE turnaround_monthly t SET median_seconds = p.median, p90_seconds = p.p90
+        FROM percentiles p
+        WHERE t.month = p.month AND t.procedure_code = p.procedure_code),
+    by_procedure AS (
+        UPDATE turnaround_by_procedure t SET median_seconds = p.median, p90_seconds = p.p90
+        FROM percentiles p
+        WHERE p.month IS NULL AND t.procedure_code = p.procedure_code)
+    UPDATE turnaround_by_month t SET median_seconds = p.median, p90_seconds = p.p90
+    FROM percentiles p
+    WHERE p.procedure_code IS NULL AND t.month = p.month;
 $$;
 
 SELECT turnaround_refresh_percentiles(NULL, NULL);
