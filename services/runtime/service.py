@@ -242,14 +242,13 @@ class Runtime:
             self._start_relay(ctx)
         for job in self.defn.background(ctx) if service else ():
             self._jobs.append(asyncio.create_task(_keep_running(job), name=job.__name__))
-        log.info(
-            "outbox relay started"
-            if not service
-            else "service started"
-            if s.outbox_relay
-            else "service started; its outbox relay runs elsewhere (OUTBOX_RELAY=false)",
-            extra={"namespace": s.namespace, "schema": s.schema_name},
-        )
+        if not service:
+            started = "outbox relay started"
+        elif s.outbox_relay:
+            started = "service started"
+        else:
+            started = "service started; its outbox relay runs elsewhere (OUTBOX_RELAY=false)"
+        log.info(started, extra={"namespace": s.namespace, "schema": s.schema_name})
         return ctx
 
     def _start_relay(self, ctx: ServiceContext) -> None:
