@@ -42,7 +42,7 @@ from services.reporting import store
 from services.reporting.app import DEFINITION
 from services.reporting.subscribers import BINDINGS
 from services.runtime import db
-from services.runtime.consumer import Batched, Handler
+from services.runtime.consumer import Batched, Handler, is_keyed
 from services.runtime.service import ConsumerBinding, migrations_for
 from services.runtime.settings import ServiceSettings
 
@@ -161,7 +161,7 @@ async def _apply_items(
     applied before by its own keys), as in ``EventConsumer``."""
     if not items:
         return 0
-    tracked = [(env, h) for env, h in items if not (isinstance(h, Batched) and h.keyed)]
+    tracked = [(env, h) for env, h in items if not is_keyed(h)]
     new_ids = (
         {
             r["event_id"]
@@ -183,7 +183,7 @@ async def _apply_items(
     run: list[Envelope[Any]] = []
     run_handler: Batched | None = None
     for env, handler in items:
-        if not (isinstance(handler, Batched) and handler.keyed):
+        if not is_keyed(handler):
             if env.id not in new_ids:
                 continue
             new_ids.discard(env.id)

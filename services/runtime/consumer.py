@@ -100,7 +100,8 @@ def delivery_count(msg: Msg) -> int:
     return msg.metadata.num_delivered  # not a JetStream message: nats-py says why
 
 
-def _keyed(handler: Handler) -> bool:
+def is_keyed(handler: Handler) -> bool:
+    """Whether the handler dedupes its events by its own keys (no inbox row for them)."""
     return isinstance(handler, Batched) and handler.keyed
 
 
@@ -256,7 +257,7 @@ class EventConsumer:
 
     async def _record_in_inbox(self, conn: asyncpg.Connection, items: Sequence[_Item]) -> set[str]:
         """Inbox rows for the events whose handler is not ``keyed``; the ids that were new."""
-        tracked = [item.envelope for item in items if not _keyed(item.handler)]
+        tracked = [item.envelope for item in items if not is_keyed(item.handler)]
         if not tracked:
             return set()
         rows = await conn.fetch(
@@ -274,7 +275,7 @@ class EventConsumer:
         run: list[_Item] = []  # consecutive new events that share one Batched handler
         for item in items:
             env = item.envelope
-            if not _keyed(item.handler):
+            if not is_keyed(item.handler):
                 if env.id not in new_ids:
                     self.stats.duplicates += 1
                     continue
