@@ -18,7 +18,6 @@ import itertools
 import json
 import logging
 import os
-import re
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from typing import Any
 
 import asyncpg
 import nats.errors
+from nats.aio.client import _HEADER_KEY_RE, _HEADER_VALUE_NEWLINES  # as publish checks
 from nats.js import JetStreamContext, api
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
@@ -217,10 +217,6 @@ def jetstream_publisher(
     return publish_batch
 
 
-_HEADER_VALUE_NEWLINES = str.maketrans({"\r": " ", "\n": " "})
-_VALID_HEADER_KEY = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-
-
 class _Frames:
     """A batch of JetStream publishes written as one buffer of HPUB frames, each with a reply
     subject on nats-py's async-publish inbox, so nats-py's own reply handler resolves the
@@ -230,7 +226,8 @@ class _Frames:
     micro-benchmark (docs/benchmarks.md). nats-py internals used, to recheck when nats-py is
     upgraded (docs/architecture.md): ``JetStreamContext._async_reply_prefix``,
     ``_init_async_reply``, ``_publish_async_futures``; ``Client._nuid``, ``_send_command``,
-    ``_flush_pending``, ``_pending_data_size``, ``_max_pending_size``, ``stats``."""
+    ``_flush_pending``, ``_pending_data_size``, ``_max_pending_size``, ``stats``; and
+    ``nats.aio.client``'s header rules (``_HEADER_KEY_RE``, ``_HEADER_VALUE_NEWLINES``)."""
 
     def __init__(self, js: JetStreamContext, prefix: bytes) -> None:
         self._js = js
@@ -257,8 +254,8 @@ class _Frames:
             raise nats.errors.MaxPayloadError
         lines = [b"NATS/1.0\r\n"]
         for key, value in headers.items():
-            if key not in self._keys:  # checked once per distinct key, as nats-py would
-                if not _VALID_HEADER_KEY.fullmatch(key):
+            if key not in self._keys:  # checked once per distinct key, by nats-py's own rule
+                if not _HEADER_KEY_RE.fullmatch(key):
                     raise nats.errors.BadHeaderError(key)
                 self._keys.add(key)
             lines.append(f"{key}: {value.strip().translate(_HEADER_VALUE_NEWLINES)}\r\n".encode())
