@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 
 import asyncpg
+import nats.errors
 import pytest
 from nats.js import JetStreamContext
 
-from services.runtime.outbox import OutboxRelay, add_events
+from contracts.subjects import APPLICATIONS
+from services.runtime.outbox import OutboxRelay, OutboxRow, add_events
 from tests.integration.helpers import (
     application_stream_ids,
     provision,
@@ -177,3 +181,44 @@ async def test_outbox_row_carries_the_trace_context_and_exact_payload(
     row = await pool.fetchrow("SELECT trace_headers::text, payload FROM outbox")
     assert trace_id in json.loads(row["trace_headers"])["traceparent"]
     assert row["payload"] == env.body().decode()
+
+
+async def test_the_relays_frames_keep_publishs_header_rules(
+    js: JetStreamContext, namespace: str
+) -> None:
+    """A value's CR and LF become spaces and its ends are trimmed, as nats-py's publish does;
+    a header name publish would refuse fails its own row only."""
+    await provision(js, namespace)
+
+    def row(seq: int, trace_headers: dict[str, str]) -> OutboxRow:
+        return OutboxRow(
+            seq=seq,
+            event_id=str(uuid.uuid4()),
+            subject="applications.application.submitted.v1",
+            ce_type="jp.koriyama.cityhall.test.v1",
+            ce_source="/cityhall/tests",
+            ce_subject="frames",
+            ce_time=datetime.now(UTC),
+            trace_headers=trace_headers,
+            payload="{}",
+        )
+
+    rows = [
+        row(1, {"tracestate": " a=1\r\nPUB x 1\r\n "}),
+        row(2, {"bad key": "x"}),
+        row(3, {"tracestate": "b=2"}),
+    ]
+    results = await raw_publisher(js, namespace)(rows)
+
+    assert results[0] == 1
+    assert isinstance(results[1], nats.errors.BadHeaderError)
+    assert results[2] == 2
+    stream = APPLICATIONS.stream_name(namespace)
+    first = await js.get_msg(stream, seq=1)
+    second = await js.get_msg(stream, seq=2)
+    assert first.headers is not None
+    assert second.headers is not None
+    assert first.headers["tracestate"] == "a=1  PUB x 1"
+    assert first.headers["ce-id"] == rows[0].event_id
+    assert second.headers["ce-id"] == rows[2].event_id
+    assert second.headers["tracestate"] == "b=2"
