@@ -215,13 +215,15 @@ class Posting:
     memo: str = ""
 
     def __post_init__(self) -> None:
-        debits = sum(e.debit_yen for e in self.entries)
-        credits = sum(e.credit_yen for e in self.entries)
+        debits = credits = 0
+        for e in self.entries:  # one loop, no generators: a posting is made per capture
+            debit, credit = e.debit_yen, e.credit_yen
+            if (debit > 0) == (credit > 0) or debit < 0 or credit < 0:
+                raise ValueError(f"an entry is a debit or a credit, not both: {e}")
+            debits += debit
+            credits += credit
         if debits != credits or debits == 0:
             raise ValueError(f"unbalanced posting: debits {debits} <> credits {credits}")
-        for e in self.entries:
-            if (e.debit_yen > 0) == (e.credit_yen > 0) or min(e.debit_yen, e.credit_yen) < 0:
-                raise ValueError(f"an entry is a debit or a credit, not both: {e}")
 
 
 def capture_posting(
