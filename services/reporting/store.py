@@ -52,6 +52,20 @@ async def projection_versions(conn: Conn, families: Sequence[str]) -> tuple[int,
     return tuple(found[f] for f in families)
 
 
+async def month_versions(conn: Conn, table: str, period: Period) -> dict[date, int]:
+    """The version of each month of ``table`` in ``period`` (migration 0013: a new number
+    whenever a statement changes that month's rows), for the months it has or had rows."""
+    rows = await conn.fetch(
+        """SELECT month, version FROM read_model_months
+           WHERE table_name = $1 AND ($2::date IS NULL OR month >= $2)
+             AND ($3::date IS NULL OR month < $3)""",
+        table,
+        period.since,
+        period.until,
+    )
+    return {r["month"]: r["version"] for r in rows}
+
+
 @dataclass(frozen=True)
 class Period:
     since: date | None = None
@@ -179,6 +193,21 @@ async def applications_by(
                        coalesce({total}, 0)::bigint AS total
                     FROM {source} WHERE {where} {group}"""
     return list(await conn.fetch(query, *_application_args(f)))
+
+
+async def usage_of_months(conn: Conn, months: Sequence[date]) -> list[asyncpg.Record]:
+    """Online usage by month and procedure for these months, in month and procedure order:
+    month, procedure_code, online, counter, mail, total (what ``applications_by`` gives for
+    those keys, a month at a time)."""
+    return list(
+        await conn.fetch(
+            """SELECT month, procedure_code, online, counter, mail,
+                      online + counter + mail AS total
+               FROM applications_month_procedure WHERE month = ANY ($1::date[])
+               ORDER BY month, procedure_code""",
+            sorted(months),
+        )
+    )
 
 
 TurnaroundKey = Literal["procedure_code", "month"]

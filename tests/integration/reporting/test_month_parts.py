@@ -1,0 +1,143 @@
+"""Versions per month of a read-model (migration 0013) and the open data built month by month
+from them (answers.MonthParts), on real PostgreSQL: every write to a month gives it a new
+version, whoever writes; the answer is byte for byte the one computed from nothing, and only
+the months whose rows changed are read again."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from services.reporting import api, domain, projections, rebuild, store
+from services.reporting.answers import MonthParts
+from services.reporting.projections import Submission
+from services.runtime.settings import ServiceSettings
+
+TABLE = "applications_month_procedure"
+OCTOBER, NOVEMBER = date(2026, 10, 1), date(2026, 11, 1)
+IN_OCTOBER = datetime(2026, 10, 5, 1, 0, tzinfo=UTC)
+IN_NOVEMBER = datetime(2026, 11, 5, 1, 0, tzinfo=UTC)
+EVERYTHING = store.Period()
+
+
+async def submit(pool: Any, *rows: tuple[str, str, datetime]) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        await projections.apply_application_rows(
+            conn, [Submission(uuid.uuid4(), code, channel, at) for code, channel, at in rows]
+        )
+
+
+async def versions(pool: Any) -> dict[date, int]:
+    return await store.month_versions(pool, TABLE, EVERYTHING)
+
+
+async def test_every_write_to_a_month_gives_that_month_and_only_it_a_new_version(
+    start_service: Any,
+) -> None:
+    reporting = await start_service("reporting")
+    pool = reporting.pool
+    assert await versions(pool) == {}
+
+    await submit(pool, ("JUMINHYO", "online", IN_OCTOBER), ("KOSEKI", "counter", IN_NOVEMBER))
+    first = await versions(pool)
+    assert set(first) == {OCTOBER, NOVEMBER}
+
+    await submit(pool, ("JUMINHYO", "mail", IN_NOVEMBER))  # an update of November's rows
+    second = await versions(pool)
+    assert second[OCTOBER] == first[OCTOBER]
+    assert second[NOVEMBER] > first[NOVEMBER]
+
+    async with pool.acquire() as conn:  # rolled back: nothing moves
+        tx = conn.transaction()
+        await tx.start()
+        await projections.apply_application_rows(
+            conn, [Submission(uuid.uuid4(), "JUMINHYO", "online", IN_OCTOBER)]
+        )
+        await tx.rollback()
+    assert await versions(pool) == second
+
+    # a writer whose search_path is not the schema (an operator's psql, a benchmark) too
+    schema = reporting.ctx.settings.schema_name
+    conn = await asyncpg.connect(reporting.ctx.settings.dsn)
+    try:
+        await conn.execute(f'DELETE FROM "{schema}".{TABLE} WHERE month = $1', OCTOBER)
+    finally:
+        await conn.close()
+    third = await versions(pool)
+    assert third[OCTOBER] > second[OCTOBER]
+    assert third[NOVEMBER] == second[NOVEMBER]
+
+    await pool.execute(f"TRUNCATE {TABLE}")
+    fourth = await versions(pool)
+    assert all(fourth[m] > third[m] for m in third)
+
+
+def reference_usage(rows: list[Any]) -> bytes:
+    """Open data's online usage encoded as one list, as the API did before it had parts."""
+    return orjson.dumps(
+        [
+            {
+                "month": r["month"].isoformat()[:7],
+                "procedure_code": r["procedure_code"],
+                "online": r["online"],
+                "total": r["total"],
+                "online_share": domain.share(r["online"], r["total"]),
+            }
+            for r in rows
+        ]
+    )
+
+
+async def test_open_data_reads_again_only_the_months_that_changed_and_matches_a_fresh_build(
+    start_service: Any,
+) -> None:
+    reporting = await start_service("reporting")
+    pool, ctx = reporting.pool, reporting.ctx
+    await submit(
+        pool,
+        ("JUMINHYO", "online", IN_OCTOBER),
+        ("KOSEKI", "counter", IN_OCTOBER),
+        ("JUMINHYO", "mail", IN_NOVEMBER),
+    )
+    first = (await reporting.http.get("/open-data/kpi")).json()
+    parts = ctx.provided(MonthParts)
+    assert parts is not None
+    assert len(parts) == 2
+    hits, misses = parts.stats.hits, parts.stats.misses
+
+    await submit(pool, ("JUMINHYO", "online", IN_NOVEMBER), ("INKAN", "online", IN_NOVEMBER))
+    second = (await reporting.http.get("/open-data/kpi")).json()
+    assert (parts.stats.hits, parts.stats.misses) == (hits + 1, misses + 1)  # October kept
+    assert second["online_usage"][:2] == first["online_usage"][:2]
+    november = {r["procedure_code"]: r for r in second["online_usage"] if r["month"] == "2026-11"}
+    assert november["JUMINHYO"]["online"] == 1
+    assert november["JUMINHYO"]["total"] == 2
+    assert november["INKAN"]["total"] == 1
+
+    for period in (EVERYTHING, store.Period(NOVEMBER, date(2026, 12, 1))):
+        kept = orjson.dumps(await api._open_usage(ctx, period))
+        ctx._provided[MonthParts] = MonthParts(2**20)  # nothing kept: every month read
+        fresh = orjson.dumps(await api._open_usage(ctx, period))
+        rows = await store.applications_by(
+            pool, ["month", "procedure_code"], store.ApplicationFilter(period=period)
+        )
+        assert kept == fresh == reference_usage(rows)
+
+
+async def test_a_rebuild_gives_every_month_it_replaces_a_new_version(
+    start_service: Any,
+) -> None:
+    """The swap truncates the live read-models and copies the shadow's rows in: the months
+    the shadow has, and the ones it lacks, all move (here the shadow is empty: no events)."""
+    reporting = await start_service("reporting")
+    await submit(reporting.pool, ("JUMINHYO", "online", IN_OCTOBER))
+    before = await versions(reporting.pool)
+    settings: ServiceSettings = reporting.ctx.settings
+    await rebuild.rebuild(settings)
+    after = await versions(reporting.pool)
+    assert after[OCTOBER] > before[OCTOBER]
+    assert await reporting.pool.fetchval(f"SELECT count(*) FROM {TABLE}") == 0
