@@ -28,6 +28,7 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import Request
 from fastapi.responses import Response
@@ -172,29 +173,32 @@ class AnswerCache:
 
 
 class MonthParts:
-    """Encoded rows of one month of a read-model, kept per that month's version (migration
-    0013: statement triggers give a month a new version whenever its rows change).
+    """Encoded rows of one month of read-models, kept per that month's version (migration
+    0013: statement triggers give a month of a table a new version whenever its rows change).
 
     An answer that lists a long period month by month (the year's open data: 40,000 rows of
-    online usage) is rebuilt whenever its family changes, which is every event batch; the
-    batch changed one month's rows, nearly always the current one. With the parts, the
-    rebuild queries and encodes only the months whose version moved and joins the kept bytes
-    of the others. Never stale, for the same reason as the answers: the versions are read
-    before the rows, and rows read later are of that version or newer.
+    online usage; the year's revenue: 12,000 facility-days) is rebuilt whenever its family
+    changes, which is every event batch; the batch changed one month's rows, nearly always the
+    current one. With the parts, the rebuild queries and encodes only the months whose version
+    moved and joins the kept parts of the others. Never stale, for the same reason as the
+    answers: the versions are read before the rows, and rows read later are of that version
+    or newer.
 
-    Bounded like the answers: least recently used parts are dropped past ``max_bytes``.
+    A part is whatever its answer keeps of a month (JSON bytes, or bytes per facility with
+    sums), with its size in bytes. Bounded like the answers: least recently used parts are
+    dropped past ``max_bytes``.
     """
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.bytes = 0
         self.stats = CacheStats()
-        self._parts: OrderedDict[Hashable, tuple[int, bytes]] = OrderedDict()
+        self._parts: OrderedDict[Hashable, tuple[int, Any, int]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._parts)
 
-    def get(self, key: Hashable, version: int) -> bytes | None:
+    def get(self, key: Hashable, version: int) -> Any | None:
         kept = self._parts.get(key)
         if kept is None or kept[0] != version:
             self.stats.misses += 1
@@ -203,23 +207,22 @@ class MonthParts:
         self.stats.hits += 1
         return kept[1]
 
-    def put(self, key: Hashable, version: int, part: bytes) -> None:
-        old = self._parts.pop(key, None)
+    def put(self, key: Hashable, version: int, part: Any, size: int) -> None:
+        old = self._parts.get(key)
         if old is not None:
-            self.bytes -= len(old[1]) + OVERHEAD_BYTES
             if old[0] > version:  # a newer part is kept already (this one took longer)
-                self._parts[key] = old
-                self.bytes += len(old[1]) + OVERHEAD_BYTES
                 return
-        size = len(part) + OVERHEAD_BYTES
+            del self._parts[key]
+            self.bytes -= old[2]
+        size += OVERHEAD_BYTES
         if size > self.max_bytes // 4:
             self.stats.not_kept += 1
             return
-        self._parts[key] = (version, part)
+        self._parts[key] = (version, part, size)
         self.bytes += size
         while self.bytes > self.max_bytes:
-            _, (_, dropped) = self._parts.popitem(last=False)
-            self.bytes -= len(dropped) + OVERHEAD_BYTES
+            _, (_, _, dropped) = self._parts.popitem(last=False)
+            self.bytes -= dropped
             self.stats.evictions += 1
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import functools
 import io
 import itertools
@@ -894,9 +895,82 @@ async def revenue(
     f = _payment_filter(facility, method, brand, from_month, to_month)
 
     async def build() -> Answer:
+        if f.method is None and f.brand is None:
+            return await _revenue_by_months(ctx, f)
         return _json(await _revenue(ctx, f))
 
     return await _kept(ctx, request, ("revenue", f), PAYMENT_FAMILY, build)
+
+
+_REVENUE_TABLES = ("payments_facility_days", "settlements")
+
+_RevenueMonth: TypeAlias = dict[str, tuple[bytes, int, int]]
+"""A month of revenue as kept: per facility, its days' JSON (an array without its brackets),
+gross and fees."""
+
+
+async def _revenue_by_months(ctx: ServiceContext, f: PaymentFilter) -> Answer:
+    """``/kpi/revenue`` without a method or brand, month by month: the months whose
+    facility-days or settlements changed since they were encoded are read and encoded again,
+    the others' are reused (``answers.MonthParts``), and the facilities' days are joined in
+    the answer's order (facility, then day). The same bytes as ``_revenue``'s answer."""
+    parts = _month_parts(ctx)
+    versions = await store.month_versions(ctx.pool, _REVENUE_TABLES, f.period)
+    months: dict[date, _RevenueMonth] = {}
+    for month, version in versions.items():
+        part = parts.get(("revenue", f.facility_code, month), version)
+        if part is not None:
+            months[month] = part
+    missing = [m for m in versions if m not in months]
+    read = await asyncio.gather(
+        *(
+            store.revenue_by_day(
+                ctx.pool, dataclasses.replace(f, period=Period(m, domain.month_end(m)))
+            )
+            for m in missing
+        )
+    )
+    for month, rows in zip(missing, read, strict=True):
+        facilities: _RevenueMonth = {}
+        for facility, group in itertools.groupby(rows, key=lambda r: r[0]):
+            days = []
+            gross_sum = fee_sum = 0
+            for _facility, day, count, gross, day_fee, reconciled in group:
+                fee = day_fee or 0
+                gross_sum += gross
+                fee_sum += fee
+                days.append(
+                    {
+                        "facility_code": facility,
+                        "day": _day(day),
+                        "count": count,
+                        "gross_yen": gross,
+                        "fee_yen": fee,
+                        "net_yen": gross - fee,
+                        "reconciled": reconciled,
+                    }
+                )
+            facilities[facility] = (orjson.dumps(days)[1:-1], gross_sum, fee_sum)
+        months[month] = facilities
+        size = sum(len(days) + 100 for days, _, _ in facilities.values())
+        parts.put(("revenue", f.facility_code, month), versions[month], facilities, size)
+    order = sorted(months)
+    chunks: list[bytes] = []
+    total_gross = total_fee = 0
+    for facility in sorted({code for part in months.values() for code in part}):
+        for month in order:
+            if (found := months[month].get(facility)) is not None:
+                chunks.append(found[0])
+                total_gross += found[1]
+                total_fee += found[2]
+    return _json(
+        {
+            "total_gross_yen": total_gross,
+            "total_fee_yen": total_fee,
+            "total_net_yen": total_gross - total_fee,
+            "days": orjson.Fragment(b"[" + b",".join(chunks) + b"]"),
+        }
+    )
 
 
 async def _revenue(ctx: ServiceContext, f: PaymentFilter) -> Row:
@@ -1068,7 +1142,7 @@ async def _open_usage(ctx: ServiceContext, period: Period) -> orjson.Fragment:
     others' JSON is reused (``answers.MonthParts``). The same bytes as encoding the whole list
     at once: each month's part is its rows' JSON array without the brackets."""
     parts = _month_parts(ctx)
-    versions = await store.month_versions(ctx.pool, _USAGE_TABLE, period)
+    versions = await store.month_versions(ctx.pool, [_USAGE_TABLE], period)
     encoded: dict[date, bytes] = {}
     for month, version in versions.items():
         part = parts.get((_USAGE_TABLE, month), version)
@@ -1092,7 +1166,8 @@ async def _open_usage(ctx: ServiceContext, period: Period) -> orjson.Fragment:
                 ]
             )[1:-1]
         for month in missing:
-            parts.put((_USAGE_TABLE, month), versions[month], encoded.setdefault(month, b""))
+            part = encoded.setdefault(month, b"")
+            parts.put((_USAGE_TABLE, month), versions[month], part, len(part))
     return orjson.Fragment(b"[" + b",".join(p for _, p in sorted(encoded.items()) if p) + b"]")
 
 

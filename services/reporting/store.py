@@ -52,14 +52,17 @@ async def projection_versions(conn: Conn, families: Sequence[str]) -> tuple[int,
     return tuple(found[f] for f in families)
 
 
-async def month_versions(conn: Conn, table: str, period: Period) -> dict[date, int]:
-    """The version of each month of ``table`` in ``period`` (migration 0013: a new number
-    whenever a statement changes that month's rows), for the months it has or had rows."""
+async def month_versions(conn: Conn, tables: Sequence[str], period: Period) -> dict[date, int]:
+    """The version of each month in ``period`` of the rows of ``tables`` (migration 0013: a
+    new number whenever a statement changes that month's rows of a table; the greatest of the
+    tables', which moves when any of them changes: the numbers come from one sequence), for
+    the months they have or had rows."""
     rows = await conn.fetch(
-        """SELECT month, version FROM read_model_months
-           WHERE table_name = $1 AND ($2::date IS NULL OR month >= $2)
-             AND ($3::date IS NULL OR month < $3)""",
-        table,
+        """SELECT month, max(version) AS version FROM read_model_months
+           WHERE table_name = ANY ($1::text[]) AND ($2::date IS NULL OR month >= $2)
+             AND ($3::date IS NULL OR month < $3)
+           GROUP BY month""",
+        list(tables),
         period.since,
         period.until,
     )

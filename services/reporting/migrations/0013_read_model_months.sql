@@ -1,15 +1,18 @@
--- A version per month of a read-model that answers are built from month by month: the year's
--- open data is twelve months of online usage by procedure (40,000 rows), and an event batch
--- changes the rows of one month, the current one, nearly always. projection_versions (0008)
--- says only that the family changed; with these versions the API rebuilds the months whose
--- rows changed and reuses the other months' encoded rows (services/reporting/answers.py,
--- MonthParts).
+-- A version per month of the read-models that answers are built from month by month: the
+-- year's open data is twelve months of online usage by procedure (40,000 rows), the year's
+-- revenue twelve months of facility-days (12,000 rows) beside their settlements, and an event
+-- batch changes the rows of one month, the current one, nearly always. projection_versions
+-- (0008) says only that a family changed; with these versions the API reads and encodes again
+-- the months whose rows changed and reuses the other months' encoded rows
+-- (services/reporting/answers.py, MonthParts).
 --
--- Kept by statement triggers on the table itself, so every writer bumps them in its own
+-- Kept by statement triggers on the tables themselves, so every writer bumps them in its own
 -- transaction without knowing of them: the projections, a rebuild's swap (TRUNCATE, then
 -- INSERT), a migration's backfill. Each change takes a new number from one sequence, which
--- never gives a number twice; it starts at the migration's time in microseconds (as 0008), so
--- a schema dropped and made again under a running process does not meet its old numbers.
+-- never gives a number twice: the greatest version of a month over several tables moves
+-- whenever any of them changes that month. The sequence starts at the migration's time in
+-- microseconds (as 0008), so a schema dropped and made again under a running process does not
+-- meet its old numbers.
 CREATE SEQUENCE read_model_month_version;
 SELECT setval('read_model_month_version', (extract(epoch FROM clock_timestamp()) * 1000000)::bigint);
 
@@ -23,45 +26,55 @@ CREATE TABLE read_model_months (
 CREATE FUNCTION read_model_months_changed() RETURNS trigger LANGUAGE plpgsql
     SET search_path FROM CURRENT  -- the schema it was made in, whoever writes
 AS $$
+DECLARE
+    col text := TG_ARGV[0];  -- the rows' date column: the months of its values changed
+    changed text;
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN  -- every month it had; the rows written next add their own
         UPDATE read_model_months SET version = nextval('read_model_month_version')
          WHERE table_name = TG_TABLE_NAME;
-    ELSIF TG_OP = 'INSERT' THEN
-        INSERT INTO read_model_months AS v (table_name, month, version)
-        SELECT TG_TABLE_NAME, m.month, nextval('read_model_month_version')
-          FROM (SELECT DISTINCT month FROM new_rows) AS m
-        ON CONFLICT (table_name, month) DO UPDATE SET version = EXCLUDED.version;
-    ELSIF TG_OP = 'UPDATE' THEN
-        INSERT INTO read_model_months AS v (table_name, month, version)
-        SELECT TG_TABLE_NAME, m.month, nextval('read_model_month_version')
-          FROM (SELECT month FROM new_rows UNION SELECT month FROM old_rows) AS m
-        ON CONFLICT (table_name, month) DO UPDATE SET version = EXCLUDED.version;
-    ELSE  -- DELETE
-        INSERT INTO read_model_months AS v (table_name, month, version)
-        SELECT TG_TABLE_NAME, m.month, nextval('read_model_month_version')
-          FROM (SELECT DISTINCT month FROM old_rows) AS m
-        ON CONFLICT (table_name, month) DO UPDATE SET version = EXCLUDED.version;
+        RETURN NULL;
     END IF;
+    changed := CASE TG_OP
+        WHEN 'INSERT' THEN format('SELECT %I FROM new_rows', col)
+        WHEN 'DELETE' THEN format('SELECT %I FROM old_rows', col)
+        ELSE format('SELECT %1$I FROM new_rows UNION ALL SELECT %1$I FROM old_rows', col)
+    END;
+    EXECUTE format(
+        'INSERT INTO read_model_months (table_name, month, version)
+         SELECT $1, m.month, nextval(''read_model_month_version'')
+           FROM (SELECT DISTINCT date_trunc(''month'', c.d::timestamp)::date AS month
+                   FROM (%s) AS c(d)) AS m
+         ON CONFLICT (table_name, month) DO UPDATE SET version = EXCLUDED.version',
+        changed)
+    USING TG_TABLE_NAME;
     RETURN NULL;
 END $$;
 
-CREATE TRIGGER applications_month_procedure_months_inserted
-    AFTER INSERT ON applications_month_procedure
-    REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
-    EXECUTE FUNCTION read_model_months_changed();
-CREATE TRIGGER applications_month_procedure_months_updated
-    AFTER UPDATE ON applications_month_procedure
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT
-    EXECUTE FUNCTION read_model_months_changed();
-CREATE TRIGGER applications_month_procedure_months_deleted
-    AFTER DELETE ON applications_month_procedure
-    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT
-    EXECUTE FUNCTION read_model_months_changed();
-CREATE TRIGGER applications_month_procedure_months_truncated
-    AFTER TRUNCATE ON applications_month_procedure
-    FOR EACH STATEMENT EXECUTE FUNCTION read_model_months_changed();
-
-INSERT INTO read_model_months (table_name, month, version)
-SELECT 'applications_month_procedure', month, nextval('read_model_month_version')
-  FROM (SELECT DISTINCT month FROM applications_month_procedure) AS m;
+-- One set of triggers per table, named after it: (table, its date column).
+DO $$
+DECLARE
+    t record;
+BEGIN
+    FOR t IN SELECT * FROM (VALUES ('applications_month_procedure', 'month'),
+                                   ('payments_facility_days', 'day'),
+                                   ('settlements', 'business_date')) AS v(name, col) LOOP
+        EXECUTE format('CREATE TRIGGER %1$s_months_inserted AFTER INSERT ON %1$I
+                        REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT
+                        EXECUTE FUNCTION read_model_months_changed(%2$L)', t.name, t.col);
+        EXECUTE format('CREATE TRIGGER %1$s_months_updated AFTER UPDATE ON %1$I
+                        REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+                        FOR EACH STATEMENT EXECUTE FUNCTION read_model_months_changed(%2$L)',
+                       t.name, t.col);
+        EXECUTE format('CREATE TRIGGER %1$s_months_deleted AFTER DELETE ON %1$I
+                        REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT
+                        EXECUTE FUNCTION read_model_months_changed(%2$L)', t.name, t.col);
+        EXECUTE format('CREATE TRIGGER %1$s_months_truncated AFTER TRUNCATE ON %1$I
+                        FOR EACH STATEMENT EXECUTE FUNCTION read_model_months_changed(%2$L)',
+                       t.name, t.col);
+        EXECUTE format('INSERT INTO read_model_months (table_name, month, version)
+                        SELECT %1$L, m.month, nextval(''read_model_month_version'')
+                          FROM (SELECT DISTINCT date_trunc(''month'', %2$I::timestamp)::date
+                                  AS month FROM %1$I) AS m', t.name, t.col);
+    END LOOP;
+END $$;

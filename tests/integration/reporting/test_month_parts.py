@@ -14,7 +14,7 @@ import orjson
 
 from services.reporting import api, domain, projections, rebuild, store
 from services.reporting.answers import MonthParts
-from services.reporting.projections import Submission
+from services.reporting.projections import Capture, Reversal, Settlement, Submission
 from services.runtime.settings import ServiceSettings
 
 TABLE = "applications_month_procedure"
@@ -32,7 +32,7 @@ async def submit(pool: Any, *rows: tuple[str, str, datetime]) -> None:
 
 
 async def versions(pool: Any) -> dict[date, int]:
-    return await store.month_versions(pool, TABLE, EVERYTHING)
+    return await store.month_versions(pool, [TABLE], EVERYTHING)
 
 
 async def test_every_write_to_a_month_gives_that_month_and_only_it_a_new_version(
@@ -141,3 +141,52 @@ async def test_a_rebuild_gives_every_month_it_replaces_a_new_version(
     after = await versions(reporting.pool)
     assert after[OCTOBER] > before[OCTOBER]
     assert await reporting.pool.fetchval(f"SELECT count(*) FROM {TABLE}") == 0
+
+
+async def pay(pool: Any, *rows: Any) -> None:
+    async with pool.acquire() as conn, conn.transaction():
+        await projections.apply_payment_rows(conn, list(rows))
+
+
+async def test_revenue_reads_again_only_the_months_that_changed_and_matches_a_fresh_build(
+    start_service: Any,
+) -> None:
+    reporting = await start_service("reporting")
+    pool, ctx = reporting.pool, reporting.ctx
+    captured = uuid.uuid4()
+    await pay(
+        pool,
+        Capture(captured, "shiminka", "qr", "PayPay", 300, IN_OCTOBER),
+        Capture(uuid.uuid4(), "kaikan", "cash", "", 750, IN_OCTOBER),
+        Capture(uuid.uuid4(), "shiminka", "credit", "Visa", 450, IN_NOVEMBER),
+        Settlement("b-1", "shiminka", date(2026, 10, 5), True, 300, 9, IN_NOVEMBER),
+    )
+    await reporting.http.get("/kpi/revenue")
+    parts = ctx.provided(MonthParts)
+    assert parts is not None
+    hits, misses = parts.stats.hits, parts.stats.misses
+
+    await pay(pool, Capture(uuid.uuid4(), "shiminka", "qr", "d払い", 200, IN_NOVEMBER))
+    second = (await reporting.http.get("/kpi/revenue")).json()
+    assert (parts.stats.hits, parts.stats.misses) == (hits + 1, misses + 1)  # October kept
+    assert second["total_gross_yen"] == 300 + 750 + 450 + 200
+    assert second["total_fee_yen"] == 9
+
+    # a settlement of an October day, or a refund of an October capture, changes October
+    before = await store.month_versions(pool, api._REVENUE_TABLES, EVERYTHING)
+    await pay(pool, Settlement("b-2", "kaikan", date(2026, 10, 5), False, None, None, IN_NOVEMBER))
+    after = await store.month_versions(pool, api._REVENUE_TABLES, EVERYTHING)
+    assert after[OCTOBER] > before[OCTOBER]
+    assert after[NOVEMBER] == before[NOVEMBER]
+    await pay(pool, Reversal("r-1", captured, "refund", 100, IN_NOVEMBER))
+
+    filters = (
+        store.PaymentFilter(),
+        store.PaymentFilter(facility_code="shiminka"),
+        store.PaymentFilter(period=store.Period(NOVEMBER, date(2026, 12, 1))),
+    )
+    for f in filters:
+        kept = (await api._revenue_by_months(ctx, f)).body
+        ctx._provided[MonthParts] = MonthParts(2**20)  # nothing kept: every month read
+        fresh = (await api._revenue_by_months(ctx, f)).body
+        assert kept == fresh == api._json(await api._revenue(ctx, f)).body
