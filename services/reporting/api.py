@@ -939,17 +939,7 @@ async def _revenue_by_months(ctx: ServiceContext, f: PaymentFilter) -> Answer:
                 fee = day_fee or 0
                 gross_sum += gross
                 fee_sum += fee
-                days.append(
-                    {
-                        "facility_code": facility,
-                        "day": _day(day),
-                        "count": count,
-                        "gross_yen": gross,
-                        "fee_yen": fee,
-                        "net_yen": gross - fee,
-                        "reconciled": reconciled,
-                    }
-                )
+                days.append(_revenue_day(facility, day, count, gross, fee, reconciled))
             facilities[facility] = (orjson.dumps(days)[1:-1], gross_sum, fee_sum)
         months[month] = facilities
         size = sum(len(days) + 100 for days, _, _ in facilities.values())
@@ -973,6 +963,20 @@ async def _revenue_by_months(ctx: ServiceContext, f: PaymentFilter) -> Answer:
     )
 
 
+def _revenue_day(
+    facility: str, day: date, count: int, gross: int, fee: int | None, reconciled: bool | None
+) -> Row:
+    return {
+        "facility_code": facility,
+        "day": _day(day),
+        "count": count,
+        "gross_yen": gross,
+        "fee_yen": fee,
+        "net_yen": None if fee is None else gross - fee,
+        "reconciled": reconciled,
+    }
+
+
 async def _revenue(ctx: ServiceContext, f: PaymentFilter) -> Row:
     whole_day = f.method is None and f.brand is None
     days = []
@@ -982,17 +986,7 @@ async def _revenue(ctx: ServiceContext, f: PaymentFilter) -> Row:
         fee = (day_fee or 0) if whole_day else None
         total_gross += gross
         total_fee += fee or 0
-        days.append(
-            {
-                "facility_code": facility,
-                "day": _day(day),
-                "count": count,
-                "gross_yen": gross,
-                "fee_yen": fee,
-                "net_yen": None if fee is None else gross - fee,
-                "reconciled": reconciled,
-            }
-        )
+        days.append(_revenue_day(facility, day, count, gross, fee, reconciled))
     return {
         "total_gross_yen": total_gross,
         "total_fee_yen": total_fee if whole_day else None,
