@@ -52,7 +52,7 @@ format: install
 	$(BIN)/ruff format .
 
 typecheck: install
-	$(BIN)/mypy services cityhall contracts
+	$(BIN)/mypy services cityhall contracts bench
 
 # Re-pin every dependency (after editing pyproject.toml).
 lock: install

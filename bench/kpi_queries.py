@@ -271,13 +271,14 @@ async def load_payments(conn: asyncpg.Connection, total: int, seed: int, done: L
             await projections.apply_payment_rows(conn, later)
         done.payments += len(part)
     rows: list[projections.PaymentRow] = []
-    for (code, day), gross in sorted(settled.items()):
-        as_of = datetime.combine(day + timedelta(days=1), datetime.min.time(), TOKYO)
+    for (code, business_day), gross in sorted(settled.items()):
+        as_of = datetime.combine(business_day + timedelta(days=1), datetime.min.time(), TOKYO)
+        batch = f"{code}-{business_day:%Y%m%d}"
         if rng.random() < 0.01:
-            rows.append(Settlement(f"{code}-{day:%Y%m%d}", code, day, False, None, None, as_of))
+            rows.append(Settlement(batch, code, business_day, False, None, None, as_of))
         else:
             fee = round(gross * 0.0324)
-            rows.append(Settlement(f"{code}-{day:%Y%m%d}", code, day, True, gross, fee, as_of))
+            rows.append(Settlement(batch, code, business_day, True, gross, fee, as_of))
     async with conn.transaction():
         await projections.apply_payment_rows(conn, rows)
 
