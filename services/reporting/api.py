@@ -183,18 +183,44 @@ def _month_parts(ctx: ServiceContext) -> MonthParts:
     return ctx.provide(MonthParts, build)
 
 
+_USAGE_READS = ("applications_month_procedure", "applications_by_month")
+"""What usage answers for a period read (``store.applications_by`` with months), besides the
+catalog."""
+_TURNAROUND_READS = (
+    "turnaround_monthly",
+    "turnaround_by_month",
+    "turnaround_histogram",
+    "turnaround_month_histogram",
+)
+"""What turnaround answers for a period read (``store.turnaround_by`` with months), besides
+the catalog."""
+_CATALOG = ("procedures",)
+
+
 async def _kept(
     ctx: ServiceContext,
     request: Request,
     key: Hashable,
     families: Sequence[str],
     build: Callable[[], Awaitable[Answer]],
+    *,
+    period: Period | None = None,
+    reads: Sequence[str] = (),
 ) -> Response:
     """The answer to ``key`` under the read-models' current versions: kept, or built now (and
     kept). The versions are read before ``build``'s queries run, so what they read is at least
-    that recent (see answers.py)."""
+    that recent (see answers.py).
+
+    An answer for a bounded ``period`` that reads only the months of ``reads`` and the catalog
+    is kept under those months' versions instead of its families' (migration 0013): a batch
+    that changes other months (the current one, nearly always) leaves it as it is, one that
+    changes a month of the period or the catalog makes it new. ``reads`` must name every
+    table its queries read but the catalog."""
     cache = _answers(ctx)
-    versions = await store.projection_versions(ctx.pool, families)
+    if period is not None and period != Period() and reads:
+        versions: tuple[int, ...] = (await store.period_version(ctx.pool, reads, period, _CATALOG),)
+    else:
+        versions = await store.projection_versions(ctx.pool, families)
     answer = await cache.get_or_build(key, versions, build)
     return answers.respond(request, cache, key, answer)
 
@@ -297,7 +323,13 @@ async def online_usage(
 ) -> Response:
     f = _application_filter(procedure, department, group, from_month, to_month)
     return await _kept(
-        ctx, request, ("online-usage", f), APPLICATION_FAMILY, lambda: _online_usage(ctx, f)
+        ctx,
+        request,
+        ("online-usage", f),
+        APPLICATION_FAMILY,
+        lambda: _online_usage(ctx, f),
+        period=f.period,
+        reads=_USAGE_READS,
     )
 
 
@@ -343,6 +375,8 @@ async def online_usage_csv(
         ("online-usage.csv", f),
         APPLICATION_FAMILY,
         lambda: _online_usage_csv(ctx, f),
+        period=f.period,
+        reads=_USAGE_READS,
     )
 
 
@@ -600,6 +634,8 @@ async def certificate_turnaround(
         ("certificate-turnaround", f),
         APPLICATION_FAMILY,
         lambda: _certificate_turnaround(ctx, f),
+        period=f.period,
+        reads=_TURNAROUND_READS,
     )
 
 
@@ -643,6 +679,8 @@ async def certificate_turnaround_csv(
         ("certificate-turnaround.csv", f),
         APPLICATION_FAMILY,
         lambda: _certificate_turnaround_csv(ctx, f),
+        period=f.period,
+        reads=_TURNAROUND_READS,
     )
 
 

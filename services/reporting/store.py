@@ -69,6 +69,27 @@ async def month_versions(conn: Conn, tables: Sequence[str], period: Period) -> d
     return {r["month"]: r["version"] for r in rows}
 
 
+async def period_version(
+    conn: Conn, tables: Sequence[str], period: Period, whole_tables: Sequence[str]
+) -> int:
+    """One number that moves whenever a row of ``tables`` in a month of ``period``, or a row of
+    ``whole_tables``, changes (migration 0013): the greatest of their versions, which all come
+    from one sequence, so any change (a month's first rows included) makes a greater one; 0
+    when none has a version yet. A table without months is versioned whole under the month
+    0001-01 (written in the SQL: asyncpg sends ``date.min`` as ``-infinity``)."""
+    found = await conn.fetchval(
+        """SELECT max(version) FROM read_model_months
+           WHERE (table_name = ANY ($1::text[]) AND month <> DATE '0001-01-01'
+                  AND ($2::date IS NULL OR month >= $2) AND ($3::date IS NULL OR month < $3))
+              OR (table_name = ANY ($4::text[]) AND month = DATE '0001-01-01')""",
+        list(tables),
+        period.since,
+        period.until,
+        list(whole_tables),
+    )
+    return int(found or 0)
+
+
 @dataclass(frozen=True)
 class Period:
     since: date | None = None

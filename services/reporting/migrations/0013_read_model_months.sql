@@ -27,7 +27,10 @@ CREATE FUNCTION read_model_months_changed() RETURNS trigger LANGUAGE plpgsql
     SET search_path FROM CURRENT  -- the schema it was made in, whoever writes
 AS $$
 DECLARE
-    col text := TG_ARGV[0];  -- the rows' date column: the months of its values changed
+    -- the rows' date column, whose values' months changed; '' for a table without months
+    -- (the catalog), versioned whole under the month 0001-01
+    picked text := CASE WHEN TG_ARGV[0] = '' THEN 'DATE ''0001-01-01'''
+                        ELSE format('%I', TG_ARGV[0]) END;
     changed text;
 BEGIN
     IF TG_OP = 'TRUNCATE' THEN  -- every month it had; the rows written next add their own
@@ -36,10 +39,11 @@ BEGIN
         RETURN NULL;
     END IF;
     changed := CASE TG_OP
-        WHEN 'INSERT' THEN format('SELECT %I FROM new_rows', col)
-        WHEN 'DELETE' THEN format('SELECT %I FROM old_rows', col)
-        ELSE format('SELECT %1$I FROM new_rows UNION ALL SELECT %1$I FROM old_rows', col)
+        WHEN 'INSERT' THEN format('SELECT %s FROM new_rows', picked)
+        WHEN 'DELETE' THEN format('SELECT %s FROM old_rows', picked)
+        ELSE format('SELECT %1$s FROM new_rows UNION ALL SELECT %1$s FROM old_rows', picked)
     END;
+    -- (a statement that changed no row changes no month)
     EXECUTE format(
         'INSERT INTO read_model_months (table_name, month, version)
          SELECT $1, m.month, nextval(''read_model_month_version'')
@@ -51,12 +55,21 @@ BEGIN
     RETURN NULL;
 END $$;
 
--- One set of triggers per table, named after it: (table, its date column).
+-- One set of triggers per table, named after it: (table, its date column; '' for a table
+-- without months). The usage and turnaround tables and the catalog also let an answer for a
+-- bounded period be kept while batches change only months outside it (api._kept: the
+-- greatest version of the period's months and of the catalog moves with any change to them).
 DO $$
 DECLARE
     t record;
 BEGIN
     FOR t IN SELECT * FROM (VALUES ('applications_month_procedure', 'month'),
+                                   ('applications_by_month', 'month'),
+                                   ('turnaround_monthly', 'month'),
+                                   ('turnaround_by_month', 'month'),
+                                   ('turnaround_histogram', 'month'),
+                                   ('turnaround_month_histogram', 'month'),
+                                   ('procedures', ''),
                                    ('payments_facility_days', 'day'),
                                    ('settlements', 'business_date')) AS v(name, col) LOOP
         EXECUTE format('CREATE TRIGGER %1$s_months_inserted AFTER INSERT ON %1$I
@@ -72,9 +85,14 @@ BEGIN
         EXECUTE format('CREATE TRIGGER %1$s_months_truncated AFTER TRUNCATE ON %1$I
                         FOR EACH STATEMENT EXECUTE FUNCTION read_model_months_changed(%2$L)',
                        t.name, t.col);
-        EXECUTE format('INSERT INTO read_model_months (table_name, month, version)
-                        SELECT %1$L, m.month, nextval(''read_model_month_version'')
-                          FROM (SELECT DISTINCT date_trunc(''month'', %2$I::timestamp)::date
-                                  AS month FROM %1$I) AS m', t.name, t.col);
+        IF t.col = '' THEN
+            INSERT INTO read_model_months (table_name, month, version)
+            VALUES (t.name, DATE '0001-01-01', nextval('read_model_month_version'));
+        ELSE
+            EXECUTE format('INSERT INTO read_model_months (table_name, month, version)
+                            SELECT %1$L, m.month, nextval(''read_model_month_version'')
+                              FROM (SELECT DISTINCT date_trunc(''month'', %2$I::timestamp)::date
+                                      AS month FROM %1$I) AS m', t.name, t.col);
+        END IF;
     END LOOP;
 END $$;

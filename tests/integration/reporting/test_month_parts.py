@@ -13,8 +13,14 @@ import asyncpg
 import orjson
 
 from services.reporting import api, domain, projections, rebuild, store
-from services.reporting.answers import MonthParts
-from services.reporting.projections import Capture, Reversal, Settlement, Submission
+from services.reporting.answers import AnswerCache, MonthParts
+from services.reporting.projections import (
+    Capture,
+    Procedure,
+    Reversal,
+    Settlement,
+    Submission,
+)
 from services.runtime.settings import ServiceSettings
 
 TABLE = "applications_month_procedure"
@@ -190,3 +196,48 @@ async def test_revenue_reads_again_only_the_months_that_changed_and_matches_a_fr
         ctx._provided[MonthParts] = MonthParts(2**20)  # nothing kept: every month read
         fresh = (await api._revenue_by_months(ctx, f)).body
         assert kept == fresh == api._json(await api._revenue(ctx, f)).body
+
+
+async def test_an_answer_for_past_months_is_kept_while_batches_change_only_other_months(
+    start_service: Any,
+) -> None:
+    reporting = await start_service("reporting")
+    pool, http = reporting.pool, reporting.http
+    await submit(pool, ("JUMINHYO", "online", IN_OCTOBER), ("KOSEKI", "counter", IN_NOVEMBER))
+    october = {"from": "2026-10", "to": "2026-10"}
+    paths = (
+        "/kpi/online-usage",
+        "/kpi/online-usage.csv",
+        "/kpi/certificate-turnaround",
+        "/kpi/certificate-turnaround.csv",
+    )
+
+    async def answers() -> dict[str, bytes]:
+        return {p: (await http.get(p, params=october)).content for p in paths}
+
+    first = await answers()
+    cache = reporting.ctx.provided(AnswerCache)
+    assert cache is not None
+    misses = cache.stats.misses
+
+    # November changes: October's answers are served as they were kept, not built again
+    await submit(pool, ("JUMINHYO", "online", IN_NOVEMBER), ("INKAN", "mail", IN_NOVEMBER))
+    assert await answers() == first
+    assert cache.stats.misses == misses
+
+    # October changes: every one is built again, with the new submission
+    await submit(pool, ("JUMINHYO", "mail", IN_OCTOBER))
+    second = await answers()
+    assert cache.stats.misses == misses + len(paths)
+    assert all(second[p] != first[p] for p in paths)
+    usage = orjson.loads(second["/kpi/online-usage"])
+    assert usage["total"]["total"] == 2
+
+    # the catalog changes (a department, a group): every one is built again
+    async with pool.acquire() as conn, conn.transaction():
+        await projections.apply_application_rows(
+            conn,
+            [Procedure("JUMINHYO", "住民票の写し", "市民部", 1, None, None, False, IN_NOVEMBER)],
+        )
+    await answers()
+    assert cache.stats.misses == misses + 2 * len(paths)
