@@ -6,9 +6,9 @@
 1. Publishes the events on a fresh namespace (ApplicationSubmitted over 12 months and 50
    procedures; PaymentCaptured at the 34 facilities with every method, 2% of them refunded,
    one in ten refunds before its capture), then starts the reporting service in-process.
-2. Live projection: time from the service's start until its inbox holds every event (the
-   backlog drained by its durable consumers), then checks that ``/projection/lag`` shows
-   nothing behind and the figures are complete; prints events per second.
+2. Live projection: time from the service's start until ``/projection/lag`` shows nothing
+   behind (the backlog applied and acked by its durable consumers), then checks that the
+   figures are complete; prints events per second.
 3. Rebuild: ``rebuild()`` (what `cityhall reporting rebuild` runs) on the same data; events per
    second, and a check that the figures are the same before and after.
 4. Queries: p50/p95/max of each KPI endpoint through the ASGI app (no network).
@@ -186,12 +186,11 @@ async def main() -> None:
         headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"},
     )
     try:
-        pool = app.state.ctx.pool
-        while await pool.fetchval("SELECT count(*) FROM inbox") < len(envs):
-            await asyncio.sleep(0.2)  # count(*) reads the inbox: not too often
+        # every event applied and acked (the inbox no longer counts them all: the payment
+        # projection is keyed and writes no inbox rows)
+        while sum(lag["events_behind"] for lag in (await http.get("/projection/lag")).json()):
+            await asyncio.sleep(0.2)
         live = time.perf_counter() - started
-        lags = (await http.get("/projection/lag")).json()
-        assert sum(lag["events_behind"] for lag in lags) == 0, lags
         usage = (await http.get("/kpi/online-usage")).json()["total"]["total"]
         assert usage == args.applications, usage
         print(
