@@ -265,7 +265,7 @@ def _median_p90(counts: Sequence[int], means: Sequence[float]) -> tuple[float, f
 
 async def turnaround_by(
     conn: Conn, keys: Sequence[TurnaroundKey], f: ApplicationFilter
-) -> list[dict[str, Any]]:
+) -> list[asyncpg.Record | dict[str, Any]]:
     """Applications submitted (by month of submission), how many were completed (certificate
     issued or approved), closed otherwise, and the submitted -> certificate issued times
     (median and 90th percentile, interpolated, in seconds), from the read-models the
@@ -297,7 +297,7 @@ async def turnaround_by(
                 FROM {counts_source} WHERE {where} {order}""",
             *args,
         )
-        return [dict(r) for r in rows]
+        return list(rows)  # read by name as they are (a dict each: 2.4 ms for 4,300 rows)
     # Rows summed: percentiles interpolated over the summed bins. The bins come as one row
     # per group, in arrays (counts and means, in bin order): decoded by asyncpg's C code
     # instead of one Python record per bin.
@@ -323,7 +323,7 @@ async def turnaround_by(
         count_rows, bin_rows = await conn.fetch(totals, *args), await conn.fetch(bins, *args)
     width = len(keys)
     by_key = {tuple(r[:width]): r for r in bin_rows if r[width] is not None}  # none: no bins
-    out = []
+    out: list[asyncpg.Record | dict[str, Any]] = []
     for r in count_rows:
         row = dict(r)
         found = by_key.get(tuple(r[:width]))
