@@ -241,3 +241,51 @@ async def test_an_answer_for_past_months_is_kept_while_batches_change_only_other
         )
     await answers()
     assert cache.stats.misses == misses + 2 * len(paths)
+
+
+async def test_a_groups_usage_by_month_is_summed_again_for_changed_months_and_catalogs(
+    start_service: Any,
+) -> None:
+    reporting = await start_service("reporting")
+    pool, ctx = reporting.pool, reporting.ctx
+    catalog = [
+        Procedure("JUMINHYO", "住民票の写し", "市民部", 1, None, None, False, IN_OCTOBER),
+        Procedure("KOSEKI", "戸籍謄本", "市民部", 2, None, None, False, IN_OCTOBER),
+        Procedure("INKAN", "印鑑登録証明書", "市民部", 2, None, None, False, IN_OCTOBER),
+    ]
+    async with pool.acquire() as conn, conn.transaction():
+        await projections.apply_application_rows(conn, catalog)
+    await submit(
+        pool,
+        ("JUMINHYO", "online", IN_OCTOBER),
+        ("KOSEKI", "counter", IN_OCTOBER),
+        ("INKAN", "online", IN_NOVEMBER),
+    )
+    filters = (
+        store.ApplicationFilter(group=2),
+        store.ApplicationFilter(group=1),
+        store.ApplicationFilter(department="市民部", period=store.Period(NOVEMBER, None)),
+    )
+
+    async def check() -> list[Any]:
+        seen = []
+        for f in filters:
+            kept = [tuple(r) for r in await api._usage_by_month(ctx, f)]
+            reference = [tuple(r) for r in await store.applications_by(pool, ["month"], f)]
+            assert kept == reference, f
+            seen.append(kept)
+        return seen
+
+    first = await check()
+    assert [len(rows) for rows in first] == [2, 1, 1]
+    await submit(pool, ("KOSEKI", "mail", IN_NOVEMBER))  # November changes
+    second = await check()
+    assert second[0][0] == first[0][0]  # October's sums as they were
+    assert second[0][1] != first[0][1]
+    async with pool.acquire() as conn, conn.transaction():  # JUMINHYO joins group 2
+        await projections.apply_application_rows(
+            conn, [catalog[0]._replace(procedure_group=2, as_of=IN_NOVEMBER)]
+        )
+    third = await check()
+    assert third[1] == []
+    assert third[0][0] != second[0][0]
