@@ -26,8 +26,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from fastapi import Request
@@ -206,6 +207,31 @@ class MonthParts:
         self._parts.move_to_end(key)
         self.stats.hits += 1
         return kept[1]
+
+    async def assemble(
+        self,
+        kind: Hashable,
+        versions: Mapping[date, int],
+        build: Callable[[list[date]], Awaitable[Mapping[date, tuple[Any, int]]]],
+    ) -> dict[date, Any]:
+        """Every month of ``versions`` with its part, in month order: the kept ones, and for
+        the others what ``build`` makes of them (given those months, it returns each one's
+        part and size in bytes; a month it leaves out has no rows: an empty part), kept."""
+        found: dict[date, Any] = {}
+        missing = []
+        for month, version in versions.items():
+            part = self.get((kind, month), version)
+            if part is None:
+                missing.append(month)
+            else:
+                found[month] = part
+        if missing:
+            built = await build(missing)
+            for month in missing:
+                part, size = built.get(month, ((), 0))
+                self.put((kind, month), versions[month], part, size)
+                found[month] = part
+        return {month: found[month] for month in sorted(found)}
 
     def put(self, key: Hashable, version: int, part: Any, size: int) -> None:
         old = self._parts.get(key)

@@ -16,7 +16,7 @@ import io
 import itertools
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
-from typing import Annotated, Any, TypeAlias
+from typing import Annotated, Any, TypeAlias, TypeVar
 
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
@@ -197,6 +197,14 @@ the catalog."""
 _CATALOG = ("procedures",)
 
 
+Filter = TypeVar("Filter", ApplicationFilter, PaymentFilter)
+
+
+def _in_month(f: Filter, month: date) -> Filter:
+    """The filter ``f`` for one month of its period alone (a month part's rows)."""
+    return dataclasses.replace(f, period=Period(month, domain.month_end(month)))
+
+
 async def _kept(
     ctx: ServiceContext,
     request: Request,
@@ -360,34 +368,23 @@ async def _usage_by_month(ctx: ServiceContext, f: ApplicationFilter) -> list[Any
     2 in a year) are kept as a part under the greater of that month's version and the
     catalog's (migration 0013: from one sequence, so either changing makes a greater one), and
     only the months whose part is not kept are summed again."""
-    parts = _month_parts(ctx)
     versions, catalog = await asyncio.gather(
         store.month_versions(ctx.pool, [_USAGE_TABLE], f.period),
         store.period_version(ctx.pool, [], Period(), _CATALOG),
     )
-    found: dict[date, Any] = {}
-    missing = []
-    for month, version in versions.items():
-        part = parts.get(("usage-by-month", f.department, f.group, month), max(version, catalog))
-        if part is None:
-            missing.append(month)
-        else:
-            found[month] = part
-    read = await asyncio.gather(
-        *(
-            store.applications_by(
-                ctx.pool,
-                ["month"],
-                dataclasses.replace(f, period=Period(m, domain.month_end(m))),
-            )
-            for m in missing
-        )
+
+    async def build(missing: list[date]) -> dict[date, tuple[Any, int]]:
+        read = await asyncio.gather(
+            *(store.applications_by(ctx.pool, ["month"], _in_month(f, m)) for m in missing)
+        )  # none of its procedures that month: no row, an empty part
+        return {m: (rows[0], 100) for m, rows in zip(missing, read, strict=True) if rows}
+
+    found = await _month_parts(ctx).assemble(
+        ("usage-by-month", f.department, f.group),
+        {month: max(version, catalog) for month, version in versions.items()},
+        build,
     )
-    for month, rows in zip(missing, read, strict=True):
-        found[month] = rows[0] if rows else ()  # () : none of its procedures that month
-        version = max(versions[month], catalog)
-        parts.put(("usage-by-month", f.department, f.group, month), version, found[month], 100)
-    return [found[m] for m in sorted(found) if found[m]]
+    return [sums for sums in found.values() if sums]
 
 
 @kpi.get(
@@ -989,42 +986,36 @@ async def _revenue_by_months(ctx: ServiceContext, f: PaymentFilter) -> Answer:
     facility-days or settlements changed since they were encoded are read and encoded again,
     the others' are reused (``answers.MonthParts``), and the facilities' days are joined in
     the answer's order (facility, then day). The same bytes as ``_revenue``'s answer."""
-    parts = _month_parts(ctx)
     versions = await store.month_versions(ctx.pool, _REVENUE_TABLES, f.period)
-    months: dict[date, _RevenueMonth] = {}
-    for month, version in versions.items():
-        part = parts.get(("revenue", f.facility_code, month), version)
-        if part is not None:
-            months[month] = part
-    missing = [m for m in versions if m not in months]
-    read = await asyncio.gather(
-        *(
-            store.revenue_by_day(
-                ctx.pool, dataclasses.replace(f, period=Period(m, domain.month_end(m)))
-            )
-            for m in missing
+
+    async def build(missing: list[date]) -> dict[date, tuple[_RevenueMonth, int]]:
+        read = await asyncio.gather(
+            *(store.revenue_by_day(ctx.pool, _in_month(f, m)) for m in missing)
         )
+        built = {}
+        for month, rows in zip(missing, read, strict=True):
+            facilities: _RevenueMonth = {}
+            for facility, group in itertools.groupby(rows, key=lambda r: r[0]):
+                days = []
+                gross_sum = fee_sum = 0
+                for _facility, day, count, gross, day_fee, reconciled in group:
+                    fee = day_fee or 0
+                    gross_sum += gross
+                    fee_sum += fee
+                    days.append(_revenue_day(facility, day, count, gross, fee, reconciled))
+                facilities[facility] = (orjson.dumps(days)[1:-1], gross_sum, fee_sum)
+            size = sum(len(days) + 100 for days, _, _ in facilities.values())
+            built[month] = (facilities, size)
+        return built
+
+    months: dict[date, _RevenueMonth] = await _month_parts(ctx).assemble(
+        ("revenue", f.facility_code), versions, build
     )
-    for month, rows in zip(missing, read, strict=True):
-        facilities: _RevenueMonth = {}
-        for facility, group in itertools.groupby(rows, key=lambda r: r[0]):
-            days = []
-            gross_sum = fee_sum = 0
-            for _facility, day, count, gross, day_fee, reconciled in group:
-                fee = day_fee or 0
-                gross_sum += gross
-                fee_sum += fee
-                days.append(_revenue_day(facility, day, count, gross, fee, reconciled))
-            facilities[facility] = (orjson.dumps(days)[1:-1], gross_sum, fee_sum)
-        months[month] = facilities
-        size = sum(len(days) + 100 for days, _, _ in facilities.values())
-        parts.put(("revenue", f.facility_code, month), versions[month], facilities, size)
-    order = sorted(months)
     chunks: list[bytes] = []
     total_gross = total_fee = 0
     for facility in sorted({code for part in months.values() for code in part}):
-        for month in order:
-            if (found := months[month].get(facility)) is not None:
+        for part in months.values():  # in month order
+            if (found := part.get(facility)) is not None:
                 chunks.append(found[0])
                 total_gross += found[1]
                 total_fee += found[2]
@@ -1210,19 +1201,14 @@ async def _open_usage(ctx: ServiceContext, period: Period) -> orjson.Fragment:
     the months whose rows changed since they were encoded are read and encoded again, the
     others' JSON is reused (``answers.MonthParts``). The same bytes as encoding the whole list
     at once: each month's part is its rows' JSON array without the brackets."""
-    parts = _month_parts(ctx)
     versions = await store.month_versions(ctx.pool, [_USAGE_TABLE], period)
-    encoded: dict[date, bytes] = {}
-    for month, version in versions.items():
-        part = parts.get((_USAGE_TABLE, month), version)
-        if part is not None:
-            encoded[month] = part
-    missing = [m for m in versions if m not in encoded]
-    if missing:
-        rows = await store.usage_of_months(ctx.pool, missing)
+
+    async def build(missing: list[date]) -> dict[date, tuple[bytes, int]]:
         share = domain.share
+        built = {}
+        rows = await store.usage_of_months(ctx.pool, missing)
         for month, group in itertools.groupby(rows, key=lambda r: r[0]):
-            encoded[month] = orjson.dumps(
+            part = orjson.dumps(
                 [  # unpacked rather than looked up by name
                     {
                         "month": _month(month),
@@ -1234,10 +1220,11 @@ async def _open_usage(ctx: ServiceContext, period: Period) -> orjson.Fragment:
                     for _month_of, code, online, _counter, _mail, total in group
                 ]
             )[1:-1]
-        for month in missing:
-            part = encoded.setdefault(month, b"")
-            parts.put((_USAGE_TABLE, month), versions[month], part, len(part))
-    return orjson.Fragment(b"[" + b",".join(p for _, p in sorted(encoded.items()) if p) + b"]")
+            built[month] = (part, len(part))
+        return built
+
+    parts = await _month_parts(ctx).assemble(_USAGE_TABLE, versions, build)
+    return orjson.Fragment(b"[" + b",".join(p for p in parts.values() if p) + b"]")
 
 
 def _share_text(value: float | None) -> str:
