@@ -441,7 +441,11 @@ async def main() -> None:
     parser.add_argument(
         "--reuse", metavar="NAMESPACE", help="query a namespace kept by --keep (no load)"
     )
+    parser.add_argument(
+        "--only", metavar="NAME,…", help="only these endpoints (names as printed: open_data,…)"
+    )
     args = parser.parse_args()
+    only = set(args.only.split(",")) if args.only else None
 
     with servers() as srv:
         namespace = args.reuse or new_namespace("kpi")
@@ -529,6 +533,8 @@ async def main() -> None:
                         worst = {"cold": 0.0, "kept": 0.0}
                         for group, endpoints in (("kpi", ENDPOINTS), ("ops", OPERATIONS)):
                             for name, path, query in endpoints:
+                                if only is not None and name not in only:
+                                    continue
                                 for way, before in (("cold", bump), ("kept", None)):
                                     times, size, wire = await measure(
                                         http, path, query, args.repetitions, args.budget_s, before
@@ -551,7 +557,11 @@ async def main() -> None:
                         # after a rebuild, or anything else that changes every month at once
                         # (and for an answer of past months, kept across batches of this one:
                         # what it costs when its own months change)
-                        rare = [e for e in ENDPOINTS if e[0] in EVERY_MONTH]
+                        rare = [
+                            e
+                            for e in ENDPOINTS
+                            if e[0] in EVERY_MONTH and (only is None or e[0] in only)
+                        ]
                         for name, path, query in rare:
                             times, size, wire = await measure(
                                 http, path, query, args.repetitions, args.budget_s, bump_every_month
