@@ -1156,9 +1156,9 @@ async def open_kpi(
 
 
 async def _open_kpi(ctx: ServiceContext, period: Period) -> Answer:
-    usage, pays, departments, completion = await asyncio.gather(
+    usage, cashless, departments, completion = await asyncio.gather(
         _open_usage(ctx, period),
-        store.payments_by(ctx.pool, ["month", "facility_code"], PaymentFilter(period=period)),
+        _open_cashless(ctx, period),
         store.coverage_by(ctx.pool, ["department"], CatalogFilter()),
         store.turnaround_by(ctx.pool, ["month"], ApplicationFilter(period=period)),
     )
@@ -1171,21 +1171,6 @@ async def _open_kpi(ctx: ServiceContext, period: Period) -> Answer:
     )
     tail = orjson.dumps(
         {
-            "cashless_share": [
-                {
-                    "month": _month(r["month"]),
-                    "facility_code": r["facility_code"],
-                    "count": r["count"],
-                    "cashless_count": r["cashless_count"],
-                    "amount_yen": r["amount_yen"],
-                    "cashless_amount_yen": r["cashless_amount_yen"],
-                    "cashless_share_by_count": domain.share(r["cashless_count"], r["count"]),
-                    "cashless_share_by_amount": domain.share(
-                        r["cashless_amount_yen"], r["amount_yen"]
-                    ),
-                }
-                for r in pays
-            ],
             "online_coverage_by_department": [
                 _coverage(r, "department", r["department"]) for r in departments
             ],
@@ -1196,12 +1181,21 @@ async def _open_kpi(ctx: ServiceContext, period: Period) -> Answer:
     )
     # the bytes orjson gives for the whole body, with the months' rows as kept chunks
     pieces: list[bytes | answers.Chunk] = [head[:-1], b',"online_usage":[']
-    for i, chunk in enumerate(usage):
-        if i:
-            pieces.append(b",")
-        pieces.append(chunk)
+    pieces += _commas(usage)
+    pieces.append(b'],"cashless_share":[')
+    pieces += _commas(cashless)
     pieces += [b"],", tail[1:]]
     return Answer.joined(pieces, "application/json")
+
+
+def _commas(chunks: list[answers.Chunk]) -> list[bytes | answers.Chunk]:
+    """A JSON array's elements from chunks of them (each a part of an array, no brackets)."""
+    out: list[bytes | answers.Chunk] = []
+    for chunk in chunks:
+        if out:
+            out.append(b",")
+        out.append(chunk)
+    return out
 
 
 _USAGE_TABLE = "applications_month_procedure"
@@ -1238,6 +1232,41 @@ async def _open_usage(ctx: ServiceContext, period: Period) -> list[answers.Chunk
         return built
 
     parts = await _month_parts(ctx).assemble(_USAGE_TABLE, versions, build)
+    return [p for p in parts.values() if p]
+
+
+_CASHLESS_TABLE = "payments_facility_days"
+
+
+async def _open_cashless(ctx: ServiceContext, period: Period) -> list[answers.Chunk]:
+    """Open data's cashless share by month and facility, month by month like the online
+    usage (``_open_usage``): from the facility-days, whose months are versioned."""
+    versions = await store.month_versions(ctx.pool, [_CASHLESS_TABLE], period)
+
+    async def build(missing: list[date]) -> dict[date, tuple[answers.Chunk, int]]:
+        share = domain.share
+        built = {}
+        rows = await store.cashless_of_months(ctx.pool, missing)
+        for month, group in itertools.groupby(rows, key=lambda r: r[0]):
+            part = orjson.dumps(
+                [
+                    {
+                        "month": _month(month),
+                        "facility_code": facility,
+                        "count": count,
+                        "cashless_count": cashless_count,
+                        "amount_yen": amount,
+                        "cashless_amount_yen": cashless_amount,
+                        "cashless_share_by_count": share(cashless_count, count),
+                        "cashless_share_by_amount": share(cashless_amount, amount),
+                    }
+                    for _month_of, facility, count, amount, cashless_count, cashless_amount in group
+                ]
+            )[1:-1]
+            built[month] = (answers.Chunk(part), len(part) + len(part) // 8)
+        return built
+
+    parts = await _month_parts(ctx).assemble(_CASHLESS_TABLE, versions, build)
     return [p for p in parts.values() if p]
 
 

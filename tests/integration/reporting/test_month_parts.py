@@ -203,6 +203,71 @@ async def test_revenue_reads_again_only_the_months_that_changed_and_matches_a_fr
         assert kept == fresh == api._json(await api._revenue(ctx, f)).body
 
 
+async def test_open_datas_cashless_months_match_the_monthly_roll_up_kept_or_fresh(
+    start_service: Any,
+) -> None:
+    """Open data's cashless share is built month by month from the facility-days (their
+    months are versioned); it must say what the monthly roll-up by method says."""
+    reporting = await start_service("reporting")
+    pool, ctx = reporting.pool, reporting.ctx
+    captured = uuid.uuid4()
+    await pay(
+        pool,
+        Capture(captured, "shiminka", "qr", "PayPay", 300, IN_OCTOBER),
+        Capture(uuid.uuid4(), "kaikan", "cash", "", 750, IN_OCTOBER),
+        Capture(uuid.uuid4(), "shiminka", "credit", "Visa", 450, IN_NOVEMBER),
+    )
+    first = (await reporting.http.get("/open-data/kpi")).json()
+    assert [(r["month"], r["facility_code"]) for r in first["cashless_share"]] == [
+        ("2026-10", "kaikan"),
+        ("2026-10", "shiminka"),
+        ("2026-11", "shiminka"),
+    ]
+    parts = ctx.provided(MonthParts)
+    assert parts is not None
+    hits, misses = parts.stats.hits, parts.stats.misses
+
+    await pay(pool, Capture(uuid.uuid4(), "kaikan", "cash", "", 500, IN_NOVEMBER))
+    second = (await reporting.http.get("/open-data/kpi")).json()
+    # October's cashless part kept, November's built again (no applications: no usage months)
+    assert (parts.stats.hits, parts.stats.misses) == (hits + 1, misses + 1)
+    assert second["cashless_share"][:2] == first["cashless_share"][:2]
+    await pay(pool, Reversal("r-1", captured, "refund", 100, IN_NOVEMBER))  # changes October
+
+    for period in (EVERYTHING, store.Period(NOVEMBER, date(2026, 12, 1))):
+        kept = usage_json(await api._open_cashless(ctx, period))
+        ctx._provided[MonthParts] = MonthParts(2**20)  # nothing kept: every month read
+        fresh = usage_json(await api._open_cashless(ctx, period))
+        rows = await store.payments_by(
+            pool, ["month", "facility_code"], store.PaymentFilter(period=period)
+        )
+        reference = [
+            {
+                "month": r["month"].isoformat()[:7],
+                "facility_code": r["facility_code"],
+                "count": r["count"],
+                "cashless_count": r["cashless_count"],
+                "amount_yen": r["amount_yen"],
+                "cashless_amount_yen": r["cashless_amount_yen"],
+                "cashless_share_by_count": domain.share(r["cashless_count"], r["count"]),
+                "cashless_share_by_amount": domain.share(r["cashless_amount_yen"], r["amount_yen"]),
+            }
+            for r in rows
+        ]
+        assert kept == fresh == orjson.dumps(reference)
+    everything = orjson.loads(usage_json(await api._open_cashless(ctx, EVERYTHING)))
+    assert everything[1] == {
+        "month": "2026-10",
+        "facility_code": "shiminka",
+        "count": 1,
+        "cashless_count": 1,
+        "amount_yen": 200,
+        "cashless_amount_yen": 200,
+        "cashless_share_by_count": 1.0,
+        "cashless_share_by_amount": 1.0,
+    }
+
+
 async def test_an_answer_for_past_months_is_kept_while_batches_change_only_other_months(
     start_service: Any,
 ) -> None:
