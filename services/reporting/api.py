@@ -1202,72 +1202,82 @@ _USAGE_TABLE = "applications_month_procedure"
 
 
 async def _open_usage(ctx: ServiceContext, period: Period) -> list[answers.Chunk]:
-    """Open data's online usage by month and procedure (40,000 rows a year), month by month:
-    the months whose rows changed since they were encoded are read and encoded again, the
-    others' JSON is reused (``answers.MonthParts``), and so are their digests and deflate
-    streams (``answers.Chunk``). The same bytes as encoding the whole list at once: each
-    month's chunk is its rows' JSON array without the brackets, and the months with rows are
-    joined with commas."""
-    versions = await store.month_versions(ctx.pool, [_USAGE_TABLE], period)
+    """Open data's online usage by month and procedure (40,000 rows a year), in month
+    chunks (``_month_chunks``)."""
+    return await _month_chunks(ctx, period, _USAGE_TABLE, store.usage_of_months, _usage_rows)
 
-    async def build(missing: list[date]) -> dict[date, tuple[answers.Chunk, int]]:
-        share = domain.share
-        built = {}
-        rows = await store.usage_of_months(ctx.pool, missing)
-        for month, group in itertools.groupby(rows, key=lambda r: r[0]):
-            part = orjson.dumps(
-                [  # unpacked rather than looked up by name
-                    {
-                        "month": _month(month),
-                        "procedure_code": code,
-                        "online": online,
-                        "total": total,
-                        "online_share": share(online, total),
-                    }
-                    for _month_of, code, online, _counter, _mail, total in group
-                ]
-            )[1:-1]
-            # counted with its deflate stream, made when first sent gzipped (about 8 %)
-            built[month] = (answers.Chunk(part), len(part) + len(part) // 8)
-        return built
 
-    parts = await _month_parts(ctx).assemble(_USAGE_TABLE, versions, build)
-    return [p for p in parts.values() if p]
+def _usage_rows(month: date, rows: Iterable[Any]) -> list[Row]:
+    share = domain.share
+    return [  # unpacked rather than looked up by name
+        {
+            "month": _month(month),
+            "procedure_code": code,
+            "online": online,
+            "total": total,
+            "online_share": share(online, total),
+        }
+        for _month_of, code, online, _counter, _mail, total in rows
+    ]
 
 
 _CASHLESS_TABLE = "payments_facility_days"
 
 
 async def _open_cashless(ctx: ServiceContext, period: Period) -> list[answers.Chunk]:
-    """Open data's cashless share by month and facility, month by month like the online
-    usage (``_open_usage``): from the facility-days, whose months are versioned."""
-    versions = await store.month_versions(ctx.pool, [_CASHLESS_TABLE], period)
+    """Open data's cashless share by month and facility, in month chunks of the
+    facility-days (``_month_chunks``)."""
+    return await _month_chunks(
+        ctx, period, _CASHLESS_TABLE, store.cashless_of_months, _cashless_rows
+    )
+
+
+def _cashless_rows(month: date, rows: Iterable[Any]) -> list[Row]:
+    share = domain.share
+    return [
+        {
+            "month": _month(month),
+            "facility_code": facility,
+            "count": count,
+            "cashless_count": cashless_count,
+            "amount_yen": amount,
+            "cashless_amount_yen": cashless_amount,
+            "cashless_share_by_count": share(cashless_count, count),
+            "cashless_share_by_amount": share(cashless_amount, amount),
+        }
+        for _month_of, facility, count, amount, cashless_count, cashless_amount in rows
+    ]
+
+
+async def _month_chunks(
+    ctx: ServiceContext,
+    period: Period,
+    table: str,
+    read: Callable[[Any, list[date]], Awaitable[list[Any]]],
+    encode: Callable[[date, Iterable[Any]], list[Row]],
+) -> list[answers.Chunk]:
+    """A list of open data month by month, from ``table``'s rows: the months whose rows
+    changed since they were encoded are ``read`` (rows in month order, the month first) and
+    encoded again, the others' JSON is reused (``answers.MonthParts``), and so are their
+    digests and deflate streams (``answers.Chunk``). The same bytes as encoding the whole list
+    at once: each month's chunk is its rows' JSON array without the brackets; the months with
+    rows are to be joined with commas."""
+    versions = await store.month_versions(ctx.pool, [table], period)
 
     async def build(missing: list[date]) -> dict[date, tuple[answers.Chunk, int]]:
-        share = domain.share
         built = {}
-        rows = await store.cashless_of_months(ctx.pool, missing)
-        for month, group in itertools.groupby(rows, key=lambda r: r[0]):
-            part = orjson.dumps(
-                [
-                    {
-                        "month": _month(month),
-                        "facility_code": facility,
-                        "count": count,
-                        "cashless_count": cashless_count,
-                        "amount_yen": amount,
-                        "cashless_amount_yen": cashless_amount,
-                        "cashless_share_by_count": share(cashless_count, count),
-                        "cashless_share_by_amount": share(cashless_amount, amount),
-                    }
-                    for _month_of, facility, count, amount, cashless_count, cashless_amount in group
-                ]
-            )[1:-1]
+        for month, group in itertools.groupby(await read(ctx.pool, missing), key=_first):
+            part = orjson.dumps(encode(month, group))[1:-1]
+            # counted with its deflate stream, made when first sent gzipped (about 8 %)
             built[month] = (answers.Chunk(part), len(part) + len(part) // 8)
         return built
 
-    parts = await _month_parts(ctx).assemble(_CASHLESS_TABLE, versions, build)
+    parts = await _month_parts(ctx).assemble(table, versions, build)
     return [p for p in parts.values() if p]
+
+
+def _first(row: Any) -> Any:
+    return row[0]
 
 
 def _share_text(value: float | None) -> str:

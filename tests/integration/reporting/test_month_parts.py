@@ -159,6 +159,16 @@ async def pay(pool: Any, *rows: Any) -> None:
         await projections.apply_payment_rows(conn, list(rows))
 
 
+def three_captures(first: uuid.UUID) -> list[Capture]:
+    """Two facilities, two months: ``first`` (a QR payment at shiminka in October), a cash
+    payment at kaikan in October, a credit card at shiminka in November."""
+    return [
+        Capture(first, "shiminka", "qr", "PayPay", 300, IN_OCTOBER),
+        Capture(uuid.uuid4(), "kaikan", "cash", "", 750, IN_OCTOBER),
+        Capture(uuid.uuid4(), "shiminka", "credit", "Visa", 450, IN_NOVEMBER),
+    ]
+
+
 async def test_revenue_reads_again_only_the_months_that_changed_and_matches_a_fresh_build(
     start_service: Any,
 ) -> None:
@@ -167,9 +177,7 @@ async def test_revenue_reads_again_only_the_months_that_changed_and_matches_a_fr
     captured = uuid.uuid4()
     await pay(
         pool,
-        Capture(captured, "shiminka", "qr", "PayPay", 300, IN_OCTOBER),
-        Capture(uuid.uuid4(), "kaikan", "cash", "", 750, IN_OCTOBER),
-        Capture(uuid.uuid4(), "shiminka", "credit", "Visa", 450, IN_NOVEMBER),
+        *three_captures(captured),
         Settlement("b-1", "shiminka", date(2026, 10, 5), True, 300, 9, IN_NOVEMBER),
     )
     await reporting.http.get("/kpi/revenue")
@@ -211,12 +219,7 @@ async def test_open_datas_cashless_months_match_the_monthly_roll_up_kept_or_fres
     reporting = await start_service("reporting")
     pool, ctx = reporting.pool, reporting.ctx
     captured = uuid.uuid4()
-    await pay(
-        pool,
-        Capture(captured, "shiminka", "qr", "PayPay", 300, IN_OCTOBER),
-        Capture(uuid.uuid4(), "kaikan", "cash", "", 750, IN_OCTOBER),
-        Capture(uuid.uuid4(), "shiminka", "credit", "Visa", 450, IN_NOVEMBER),
-    )
+    await pay(pool, *three_captures(captured))
     first = (await reporting.http.get("/open-data/kpi")).json()
     assert [(r["month"], r["facility_code"]) for r in first["cashless_share"]] == [
         ("2026-10", "kaikan"),
