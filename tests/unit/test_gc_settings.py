@@ -1,0 +1,37 @@
+"""A served process's garbage collector (services/runtime/service.py: freeze_heap).
+
+Run in a process of its own: freezing the heap and raising the thresholds here would change
+the rest of the test session's collections."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from services.runtime.service import GC_THRESHOLDS
+
+PROBE = """
+import gc, json
+from services.runtime.service import freeze_heap
+before = gc.get_threshold()
+freeze_heap()
+print(json.dumps({"before": before, "after": gc.get_threshold(), "frozen": gc.get_freeze_count()}))
+"""
+
+
+def test_freezing_the_heap_also_collects_the_young_generation_less_often() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert tuple(seen["before"]) == (700, 10, 10)  # Python's defaults, before
+    assert tuple(seen["after"]) == GC_THRESHOLDS
+    assert GC_THRESHOLDS[0] > seen["before"][0]
+    assert seen["frozen"] > 10_000  # the imported modules and their objects
