@@ -285,31 +285,14 @@ class MonthParts:
     dropped past ``max_bytes``.
     """
 
-    ROW_MONTHS = 4
-    """Months whose encoded rows are kept (``rows``): the last ones built again, nearly always
-    the current month of each kind (about 1 MB for a month of open data's usage)."""
-
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.bytes = 0
         self.stats = CacheStats()
         self._parts: OrderedDict[Hashable, tuple[int, Any, int]] = OrderedDict()
-        self._rows: OrderedDict[Hashable, dict[Any, bytes]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._parts)
-
-    def rows(self, key: Hashable) -> dict[Any, bytes]:
-        """The encoded rows of the part ``key`` was last built from, by row (an asyncpg
-        record hashes and compares as the tuple of its values): a batch changes a few rows
-        of a month, and the part is built again from the others' bytes."""
-        return self._rows.get(key, {})
-
-    def keep_rows(self, key: Hashable, rows: dict[Any, bytes]) -> None:
-        self._rows.pop(key, None)
-        self._rows[key] = rows
-        while len(self._rows) > self.ROW_MONTHS:
-            self._rows.popitem(last=False)
 
     def get(self, key: Hashable, version: int) -> Any | None:
         kept = self._parts.get(key)
