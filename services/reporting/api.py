@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import io
 import itertools
+import operator
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, TypeAlias, TypeVar
@@ -995,7 +996,7 @@ async def _revenue_by_months(ctx: ServiceContext, f: PaymentFilter) -> Answer:
         built = {}
         for month, rows in zip(missing, read, strict=True):
             facilities: _RevenueMonth = {}
-            for facility, group in itertools.groupby(rows, key=lambda r: r[0]):
+            for facility, group in itertools.groupby(rows, key=_first):
                 days = []
                 gross_sum = fee_sum = 0
                 for _facility, day, count, gross, day_fee, reconciled in group:
@@ -1276,8 +1277,8 @@ async def _month_chunks(
     return [p for p in parts.values() if p]
 
 
-def _first(row: Any) -> Any:
-    return row[0]
+_first = operator.itemgetter(0)
+"""A row's first column: what the month and revenue builders group their rows by."""
 
 
 def _share_text(value: float | None) -> str:
