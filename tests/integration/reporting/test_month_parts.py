@@ -6,6 +6,7 @@ the months whose rows changed are read again."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -82,9 +83,19 @@ async def test_every_write_to_a_month_gives_that_month_and_only_it_a_new_version
     assert all(fourth[m] > third[m] for m in third)
 
 
-def usage_json(chunks: list[answers.Chunk]) -> bytes:
-    """The online usage list as open data joins its months' chunks."""
+def chunks_json(chunks: list[answers.Chunk]) -> bytes:
+    """An open data list as the answer joins its months' chunks."""
     return b"[" + b",".join(c.data for c in chunks) + b"]"
+
+
+async def kept_then_fresh(
+    ctx: Any, build: Callable[[Any, store.Period], Awaitable[list[answers.Chunk]]], period: Any
+) -> tuple[bytes, bytes]:
+    """An open data list built with the month parts kept so far, then with none kept (every
+    month read again)."""
+    kept = chunks_json(await build(ctx, period))
+    ctx._provided[MonthParts] = MonthParts(2**20)
+    return kept, chunks_json(await build(ctx, period))
 
 
 def reference_usage(rows: list[Any]) -> bytes:
@@ -130,9 +141,7 @@ async def test_open_data_reads_again_only_the_months_that_changed_and_matches_a_
     assert november["INKAN"]["total"] == 1
 
     for period in (EVERYTHING, store.Period(NOVEMBER, date(2026, 12, 1))):
-        kept = usage_json(await api._open_usage(ctx, period))
-        ctx._provided[MonthParts] = MonthParts(2**20)  # nothing kept: every month read
-        fresh = usage_json(await api._open_usage(ctx, period))
+        kept, fresh = await kept_then_fresh(ctx, api._open_usage, period)
         rows = await store.applications_by(
             pool, ["month", "procedure_code"], store.ApplicationFilter(period=period)
         )
@@ -238,9 +247,7 @@ async def test_open_datas_cashless_months_match_the_monthly_roll_up_kept_or_fres
     await pay(pool, Reversal("r-1", captured, "refund", 100, IN_NOVEMBER))  # changes October
 
     for period in (EVERYTHING, store.Period(NOVEMBER, date(2026, 12, 1))):
-        kept = usage_json(await api._open_cashless(ctx, period))
-        ctx._provided[MonthParts] = MonthParts(2**20)  # nothing kept: every month read
-        fresh = usage_json(await api._open_cashless(ctx, period))
+        kept, fresh = await kept_then_fresh(ctx, api._open_cashless, period)
         rows = await store.payments_by(
             pool, ["month", "facility_code"], store.PaymentFilter(period=period)
         )
@@ -258,7 +265,7 @@ async def test_open_datas_cashless_months_match_the_monthly_roll_up_kept_or_fres
             for r in rows
         ]
         assert kept == fresh == orjson.dumps(reference)
-    everything = orjson.loads(usage_json(await api._open_cashless(ctx, EVERYTHING)))
+    everything = orjson.loads(chunks_json(await api._open_cashless(ctx, EVERYTHING)))
     assert everything[1] == {
         "month": "2026-10",
         "facility_code": "shiminka",
