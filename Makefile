@@ -7,13 +7,13 @@ BIN    := $(VENV)/bin
 UV     := $(BIN)/uv
 UV_VERSION := 0.13.8
 
-.PHONY: install run test bench soak lint format typecheck lock export clean help browser
+.PHONY: install run test bench soak lint format typecheck lock export clean help browser k8s-dev-keys
 
 help:
 	@echo "make run | make test | make bench | make lint | make format | make typecheck | make lock | make export"
 
 # The environment is rebuilt only when the lock file or pyproject change.
-$(VENV)/.installed: requirements.lock pyproject.toml
+$(VENV)/.installed: requirements.lock requirements-runtime.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "cityhall needs Python >= 3.11")'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing from requirements.lock into $(VENV)…"
@@ -54,13 +54,24 @@ format: install
 typecheck: install
 	$(BIN)/mypy services cityhall contracts bench
 
-# Re-pin every dependency (after editing pyproject.toml).
+# Re-pin every dependency (after editing pyproject.toml): requirements.lock is what a developer
+# and CI install (runtime + the local stack's embedded servers + the test tools);
+# requirements-runtime.lock is what the container image installs (runtime only).
 lock: install
-	$(UV) pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes \
-		--quiet -o requirements.lock
+	$(UV) pip compile pyproject.toml --extra local --extra dev --python-version 3.11 \
+		--generate-hashes --quiet -o requirements.lock
+	$(UV) pip compile pyproject.toml --python-version 3.11 --generate-hashes \
+		--quiet -o requirements-runtime.lock
 
 export: install
 	$(BIN)/cityhall contracts export
+
+# The dev overlay's NATS identities (deploy/k8s/overlays/dev/nats-keys, never committed): the
+# services' and the operator's nkey seeds and the users the NATS servers admit.
+k8s-dev-keys: install
+	$(BIN)/cityhall nats keys deploy/k8s/overlays/dev/nats-keys
+	$(BIN)/cityhall nats users --keys deploy/k8s/overlays/dev/nats-keys \
+		--out deploy/k8s/overlays/dev/nats-keys/auth.conf
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -24,6 +24,12 @@ app.add_typer(contracts_app, name="contracts")
 app.add_typer(dlq_app, name="dlq")
 outbox_app = typer.Typer(help="The services' transactional outboxes.", no_args_is_help=True)
 app.add_typer(outbox_app, name="outbox")
+nats_app = typer.Typer(
+    help="NATS identities: the nkeys of the services and the operator, and the users the "
+    "server admits (docs/security.md, docs/deploy.md).",
+    no_args_is_help=True,
+)
+app.add_typer(nats_app, name="nats")
 
 
 def _load_operator_env() -> None:
@@ -133,23 +139,79 @@ def migrate(
 
 
 @app.command("provision")
-def provision() -> None:
-    """Create or update the JetStream streams (each service also does this at start-up)."""
+def provision(
+    replicas: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=5, help="Stream replicas (default STREAM_REPLICAS, else 1; 3 on a cluster)."
+        ),
+    ] = None,
+) -> None:
+    """Create or update every JetStream stream and every service's durable consumer, as the
+    operator (NATS_URL, NATS_NKEY_FILE). Run before the services start; they may not."""
+    from cityhall.provision import provision_all
     from contracts.subjects import DEFAULT_NAMESPACE
-    from services.runtime.streams import StreamSettings, provision_streams
 
-    async def run() -> list[str]:
-        import nats
+    ns = _env("CITYHALL_NAMESPACE") or DEFAULT_NAMESPACE
+    replicas = replicas or int(_env("STREAM_REPLICAS") or 1)
+    done = asyncio.run(provision_all(_nats_url(), ns, _operator_seed(), replicas))
+    for line in done:
+        typer.echo(f"{line}: ready")
 
-        nc = await nats.connect(_env("NATS_URL") or "nats://127.0.0.1:4223")
-        try:
-            ns = _env("CITYHALL_NAMESPACE") or DEFAULT_NAMESPACE
-            return await provision_streams(nc.jetstream(), StreamSettings(namespace=ns))
-        finally:
-            await nc.close()
 
-    for name in asyncio.run(run()):
-        typer.echo(f"stream {name}: ready")
+def _nats_url() -> str:
+    return _env("NATS_URL") or "nats://127.0.0.1:4223"
+
+
+def _operator_seed() -> Path | None:
+    """The operator's nkey seed file (NATS_NKEY_FILE; `cityhall up` names it in operator.env)."""
+    value = _env("NATS_NKEY_FILE")
+    return Path(value) if value else None
+
+
+async def _operator_nats() -> Any:
+    from cityhall.provision import operator_connection
+
+    return await operator_connection(_nats_url(), _operator_seed())
+
+
+@nats_app.command("keys")
+def nats_keys(
+    keys: Annotated[Path, typer.Argument(help="A folder only the operator can read.")],
+) -> None:
+    """Make the nkey seed of each service and of the operator that is missing in KEYS (one
+    file each, 0600) and print the public keys. Each service's seed becomes its
+    `<service>-nats` secret (key `seed`); the seeds never leave the operator's hands otherwise."""
+    from cityhall.natsauth import OPERATOR, KeyDirectory
+    from services.registry import SERVICE_NAMES
+
+    for name, key in KeyDirectory(keys).ensure([*SERVICE_NAMES, OPERATOR]).items():
+        typer.echo(f"{name}\t{key}")
+
+
+@nats_app.command("users")
+def nats_users(
+    keys: Annotated[Path, typer.Option(help="The folder of `cityhall nats keys`.")],
+    out: Annotated[Path | None, typer.Option(help="Write here (0600) instead of printing.")] = None,
+) -> None:
+    """Render the server's `authorization` block: the services, the operator and every
+    terminal with a key in force (read from payments' database, PAYMENTS_DATABASE_URL or
+    DATABASE_URL). Public keys only: the file holds no secret. On a cluster it is the
+    `cityhall-nats-auth` ConfigMap's auth.conf (docs/deploy.md)."""
+    from cityhall.natsauth import KeyDirectory, authorization_config, bus_users, write_private
+
+    ns = _env("CITYHALL_NAMESPACE") or "cityhall"
+    database = _env("PAYMENTS_DATABASE_URL") or _env("DATABASE_URL")
+    if database is None:
+        typer.echo("no PAYMENTS_DATABASE_URL: the users will include no terminal", err=True)
+    text = authorization_config(
+        bus_users(KeyDirectory(keys), ns, {"payments": database} if database else {})
+    )
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        write_private(out, text)
+        typer.echo(str(out))
 
 
 @dlq_app.command("list")
@@ -163,9 +225,7 @@ def dlq_list(
     from services.runtime.dlq import list_dead_letters
 
     async def run() -> list:  # type: ignore[type-arg]
-        import nats
-
-        nc = await nats.connect(_env("NATS_URL") or "nats://127.0.0.1:4223")
+        nc = await _operator_nats()
         try:
             ns = _env("CITYHALL_NAMESPACE") or DEFAULT_NAMESPACE
             return await list_dead_letters(nc.jetstream(), ns, limit=limit, consumer=consumer)
@@ -229,10 +289,9 @@ def dlq_show(
     from services.runtime.dlq import DeadLetter
 
     async def run() -> DeadLetter | None:
-        import nats
         from nats.js.errors import NotFoundError
 
-        nc = await nats.connect(_env("NATS_URL") or "nats://127.0.0.1:4223")
+        nc = await _operator_nats()
         try:
             ns = _env("CITYHALL_NAMESPACE") or DEFAULT_NAMESPACE
             try:
@@ -270,9 +329,7 @@ def dlq_replay(
         raise typer.Exit(2)
 
     async def run() -> list[int]:
-        import nats
-
-        nc = await nats.connect(_env("NATS_URL") or "nats://127.0.0.1:4223")
+        nc = await _operator_nats()
         try:
             ns = _env("CITYHALL_NAMESPACE") or DEFAULT_NAMESPACE
             js = nc.jetstream()
@@ -310,12 +367,7 @@ def outbox_reconcile(
     from services.runtime.streams import subject_streams
 
     async def run(settings: ServiceSettings) -> ReconcileReport:
-        import nats
-
-        password = settings.nats_password.get_secret_value() if settings.nats_password else None
-        nc = await nats.connect(
-            settings.nats_url.split(","), user=settings.nats_user, password=password
-        )
+        nc = await _operator_nats()
         pool = await rdb.create_pool(settings.dsn, settings.schema_name, min_size=1, max_size=2)
         try:
             reconciler = OutboxReconciler(

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import random
@@ -22,8 +21,6 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -88,33 +85,6 @@ def port_is_open(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-@dataclass(frozen=True)
-class NatsUser:
-    """A NATS user of the local server: name, password and the subjects it may use."""
-
-    user: str
-    password: str
-    publish: tuple[str, ...]
-    subscribe: tuple[str, ...]
-    deny_publish: tuple[str, ...] = ()
-    """Subjects refused even where ``publish`` allows them (JetStream API calls a user must
-    not make: deleting streams or their messages)."""
-
-
-def authorization_config(users: Sequence[NatsUser]) -> str:
-    """The nats-server ``authorization`` block for ``users`` (allow-lists; all else denied)."""
-    lines = ["authorization {", "  users = ["]
-    for u in users:
-        deny = f", deny: {json.dumps(list(u.deny_publish))}" if u.deny_publish else ""
-        lines.append(
-            f"    {{user: {json.dumps(u.user)}, password: {json.dumps(u.password)}, "
-            f"permissions: {{publish: {{allow: {json.dumps(list(u.publish))}{deny}}}, "
-            f"subscribe: {{allow: {json.dumps(list(u.subscribe))}}}}}}}"
-        )
-    lines += ["  ]", "}", ""]
-    return "\n".join(lines)
-
-
 class EmbeddedNats:
     """A nats-server child process with JetStream on file storage."""
 
@@ -140,11 +110,16 @@ class EmbeddedNats:
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
 
+    @property
+    def pid_file(self) -> Path:
+        return self.store_dir / "nats-server.pid"
+
     def config_text(self) -> str:
         store = str(self.store_dir / "jetstream").replace("\\", "/")
         return (
             f'listen: "{self.host}:{self.port}"\n'
             f'server_name: "cityhall-local"\n'
+            f'pid_file: "{self.pid_file}"\n'
             "max_payload: 1MB\n"
             "jetstream {\n"
             f'  store_dir: "{store}"\n'
@@ -163,7 +138,7 @@ class EmbeddedNats:
             )
         self.store_dir.mkdir(parents=True, exist_ok=True)
         config = self.store_dir / "nats-server.conf"
-        config.write_text(self.config_text())
+        _write_owner_only(config, self.config_text())
         log_handle = self.log_file.open("ab")
         self.process = subprocess.Popen(
             [str(nats_server_binary()), "-c", str(config)],
@@ -187,10 +162,10 @@ class EmbeddedNats:
 
     def reload(self) -> None:
         """Rewrite the config (e.g. new users in ``extra_config``) and make the server reload
-        it (SIGHUP): connected clients stay connected."""
-        (self.store_dir / "nats-server.conf").write_text(self.config_text())
+        it: clients whose identity is still allowed stay connected."""
+        _write_owner_only(self.store_dir / "nats-server.conf", self.config_text())
         if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGHUP)
+            signal_reload(self.pid_file)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM (nats-server flushes and exits cleanly), SIGKILL if it hangs."""
@@ -210,6 +185,24 @@ class EmbeddedNats:
             self.process.kill()
             self.process.wait()
         self.process = None
+
+
+def _write_owner_only(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    path.chmod(0o600)  # a file made before with wider rights
+
+
+def signal_reload(pid_file: Path) -> None:
+    """Make the nats-server whose pid is in ``pid_file`` reload its configuration, with its
+    own ``--signal`` command (what an operator would type)."""
+    subprocess.run(
+        [str(nats_server_binary()), "--signal", f"reload={pid_file}"],
+        check=True,
+        capture_output=True,
+        timeout=10,
+    )
 
 
 class EmbeddedPostgres:

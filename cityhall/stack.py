@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import secrets
 import signal
@@ -30,9 +29,16 @@ from rich.table import Table
 from cityhall.embedded import (
     EmbeddedNats,
     EmbeddedPostgres,
-    NatsUser,
     _set_parent_death_signal,
+    signal_reload,
+)
+from cityhall.natsauth import (
+    OPERATOR,
+    BusUser,
+    KeyDirectory,
     authorization_config,
+    bus_users,
+    write_private,
 )
 from contracts.subjects import DEFAULT_NAMESPACE
 from services.registry import SERVICE_NAMES
@@ -55,8 +61,8 @@ class StackConfig:
     ready_timeout_s: float = 120.0
     extra_env: dict[str, str] = field(default_factory=dict)
     nats_auth: bool = True
-    """The embedded NATS requires a user and password: one per service, one for the operator
-    (``cityhall``), and the users services add (payment terminals)."""
+    """The embedded NATS admits nkey users only: one per service, one for the operator, and
+    the users services add (payment terminals); see cityhall/natsauth.py."""
 
     def port(self, service: str) -> int:
         if self.port_base is None:
@@ -87,62 +93,50 @@ class LocalExtras:
     sidecars: list[Sidecar] = field(default_factory=list)
     urls: dict[str, str] = field(default_factory=dict)
     """Shown in the table printed when the stack is up (name -> url)."""
-    nats_users: Callable[[str], list[NatsUser]] | None = None
-    """Extra users of the embedded NATS, given the namespace (e.g. payment terminals). Called
-    again while the stack runs: new users are added with a config reload."""
 
 
-ADMIN_NATS_USER = "cityhall"
 OPERATOR_ENV = "operator.env"
 
 
-def service_nats_user(namespace: str, service: str, password: str) -> NatsUser:
-    """A service publishes only its own events and dead letters (and JetStream API calls).
-    No service may delete or purge a stream, nor delete a message from the business event
-    streams: those calls are the operator's (a consumer may still erase a terminal message
-    that carried a card number, and the DLQ's letters)."""
-    from contracts.subjects import APPLICATIONS, NOTIFICATIONS, PAYMENTS
-
-    return NatsUser(
-        user=service,
-        password=password,
-        publish=(
-            f"{namespace}.{service}.>",
-            f"{namespace}.dlq.>",
-            "$JS.API.>",
-            "$JS.ACK.>",
-            "$JS.FC.>",
-        ),
-        subscribe=("_INBOX.>", f"{namespace}.>"),
-        deny_publish=(
-            "$JS.API.STREAM.DELETE.>",
-            "$JS.API.STREAM.PURGE.>",
-            *(
-                f"$JS.API.STREAM.MSG.DELETE.{decl.stream_name(namespace)}"
-                for decl in (APPLICATIONS, PAYMENTS, NOTIFICATIONS)
-            ),
-        ),
-    )
+def local_secret(path: Path) -> str:
+    """A secret made once for the local stack and kept in its own file (0600)."""
+    if path.is_file():
+        return path.read_text().strip()
+    value = secrets.token_urlsafe(32)
+    write_private(path, value + "\n")
+    return value
 
 
-def admin_nats_user(password: str) -> NatsUser:
-    """The operator (`cityhall dlq list`, `cityhall provision`): everything."""
-    return NatsUser(ADMIN_NATS_USER, password, publish=(">",), subscribe=(">",))
+def key_directory(home: Path) -> KeyDirectory:
+    """The seeds of the services' and the operator's NATS identities, one file each (0600)."""
+    return KeyDirectory(home / "nats" / "keys")
 
 
-def nats_passwords(home: Path) -> dict[str, str]:
-    """The services' and the operator's NATS passwords: made once, kept in the home (0600)."""
-    path = home / "nats-users.json"
-    stored: dict[str, str] = json.loads(path.read_text()) if path.is_file() else {}
-    wanted = [*SERVICE_NAMES, ADMIN_NATS_USER]
-    if all(name in stored for name in wanted):
-        return stored
-    for name in wanted:
-        stored.setdefault(name, secrets.token_urlsafe(24))
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(stored, f, indent=2)
-    return stored
+def auth_file(home: Path) -> Path:
+    """The users the embedded NATS admits, included by its configuration (public keys only)."""
+    return home / "nats" / "auth.conf"
+
+
+def write_bus_users(home: Path, users: list[BusUser]) -> bool:
+    """Write the auth file; whether it changed."""
+    text = authorization_config(users)
+    path = auth_file(home)
+    if path.is_file() and path.read_text() == text:
+        return False
+    write_private(path, text)
+    return True
+
+
+def refresh_bus_users(home: Path, namespace: str, database_urls: dict[str, str]) -> bool:
+    """After a terminal is registered, rotated or revoked: rewrite the users and make the
+    running embedded NATS reload them (seconds; nobody else is disconnected). Whether a running
+    server was told."""
+    write_bus_users(home, bus_users(key_directory(home), namespace, database_urls))
+    pid_file = home / "nats" / "nats-server.pid"
+    if not pid_file.is_file():
+        return False
+    signal_reload(pid_file)
+    return True
 
 
 def local_extras(home: Path) -> dict[str, LocalExtras]:
@@ -215,9 +209,8 @@ class LocalStack:
         self.services: list[ServiceProcess] = []
         self.sidecars: list[Sidecar] = []
         self.extras: dict[str, LocalExtras] = {}
-        self.nats_passwords: dict[str, str] = {}
+        self.database_urls: dict[str, str] = {}
         self._stop = False
-        self._nats_checked = 0.0
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -228,21 +221,7 @@ class LocalStack:
         (cfg.home / "logs").mkdir(exist_ok=True)
 
         self.extras = local_extras(cfg.home)
-        nats_url = cfg.nats_url
-        if nats_url is None:
-            if cfg.nats_auth:
-                self.nats_passwords = nats_passwords(cfg.home)
-            self.nats = EmbeddedNats(
-                cfg.home / "nats",
-                port=cfg.nats_port,
-                sync_interval=cfg.sync_interval,
-                log_file=cfg.home / "logs" / "nats-server.log",
-                extra_config=self._nats_authorization(),
-            )
-            console.print(f"[bold]nats[/]      starting embedded nats-server on {self.nats.url}")
-            self.nats.start()
-            nats_url = self.nats.url
-
+        # PostgreSQL first: the NATS users include the terminals registered in payments' schema.
         if cfg.database_url is None:
             self.postgres = EmbeddedPostgres(cfg.home / "postgres")
             console.print(f"[bold]postgres[/]  starting embedded PostgreSQL in {cfg.home}/postgres")
@@ -252,6 +231,27 @@ class LocalStack:
             urls = {s: pg.url(DATABASE, user=s) for s in SERVICE_NAMES}
         else:
             urls = {s: cfg.database_url for s in SERVICE_NAMES}
+        self.database_urls = urls
+
+        nats_url = cfg.nats_url
+        if nats_url is None:
+            include = ""
+            if cfg.nats_auth:
+                users = bus_users(key_directory(cfg.home), cfg.namespace, urls)
+                write_bus_users(cfg.home, users)
+                include = f'include "{auth_file(cfg.home).name}"\n'
+            self.nats = EmbeddedNats(
+                cfg.home / "nats",
+                port=cfg.nats_port,
+                sync_interval=cfg.sync_interval,
+                log_file=cfg.home / "logs" / "nats-server.log",
+                extra_config=include,
+            )
+            console.print(f"[bold]nats[/]      starting embedded nats-server on {self.nats.url}")
+            self.nats.start()
+            nats_url = self.nats.url
+        self._write_operator_env(nats_url, urls)
+        self._provision(nats_url)
 
         shared_env = {k: v for x in self.extras.values() for k, v in x.shared_env.items()}
         for extra in self.extras.values():
@@ -270,55 +270,41 @@ class LocalStack:
                 "HTTP_PORT": str(cfg.port(name)),
                 "CITYHALL_NAMESPACE": cfg.namespace,
             }
-            if self.nats_passwords:
-                env.update({"NATS_USER": name, "NATS_PASSWORD": self.nats_passwords[name]})
+            if self.nats_auth_on:
+                env["NATS_NKEY_FILE"] = str(key_directory(cfg.home).seed_file(name))
             proc = ServiceProcess(name, cfg.port(name), env, cfg.home / "logs" / f"{name}.log")
             self.services.append(proc)
             proc.start()
         console.print(f"services  starting: {', '.join(SERVICE_NAMES)} (logs in {cfg.home}/logs)")
-        self._write_operator_env(nats_url, urls)
         self._wait_ready(started)
 
-    def _nats_authorization(self) -> str:
-        """The embedded NATS's users and permissions ('' when it runs without auth)."""
-        if not self.nats_passwords:
-            return ""
-        ns = self.config.namespace
-        users = [service_nats_user(ns, s, self.nats_passwords[s]) for s in SERVICE_NAMES]
-        users.append(admin_nats_user(self.nats_passwords[ADMIN_NATS_USER]))
-        for extra in self.extras.values():
-            if extra.nats_users is not None:
-                users.extend(extra.nats_users(ns))
-        return authorization_config(users)
+    @property
+    def nats_auth_on(self) -> bool:
+        return self.nats is not None and self.config.nats_auth
 
-    def refresh_nats_users(self) -> bool:
-        """Reload the embedded NATS when its users changed (a terminal was registered)."""
-        if self.nats is None or not self.nats_passwords:
-            return False
-        config = self._nats_authorization()
-        if config == self.nats.extra_config:
-            return False
-        self.nats.extra_config = config
-        self.nats.reload()
-        console.print("nats      users changed; configuration reloaded")
-        return True
+    def _provision(self, nats_url: str) -> None:
+        """The operator's step before any service starts: streams and durable consumers."""
+        from cityhall.provision import provision_all
+
+        seed = key_directory(self.config.home).seed_file(OPERATOR) if self.nats_auth_on else None
+        done = asyncio.run(provision_all(nats_url, self.config.namespace, seed))
+        console.print(f"provision {len(done)} streams and consumers ready")
 
     def _write_operator_env(self, nats_url: str, urls: dict[str, str]) -> None:
         """``<home>/operator.env``: what `cityhall dlq list`, `reporting rebuild`, `demo`, ...
-        need to reach this stack (read by the CLI when NATS_URL is not set). Mode 0600."""
-        if self.nats_passwords and self.nats is not None:
-            password = self.nats_passwords[ADMIN_NATS_USER]
-            nats_url = f"nats://{ADMIN_NATS_USER}:{password}@{self.nats.host}:{self.nats.port}"
+        need to reach this stack (read by the CLI when NATS_URL is not set). Mode 0600; it
+        names the operator's seed file rather than holding a secret itself."""
         lines = {
             "NATS_URL": nats_url,
             "CITYHALL_NAMESPACE": self.config.namespace,
             "CITYHALL_HOME": str(self.config.home),
             **{f"{s.upper()}_DATABASE_URL": urls[s] for s in SERVICE_NAMES},
         }
-        path = self.config.home / OPERATOR_ENV
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.writelines(f"{k}={v}\n" for k, v in lines.items())
+        if self.nats_auth_on:
+            lines["NATS_NKEY_FILE"] = str(key_directory(self.config.home).seed_file(OPERATOR))
+        write_private(
+            self.config.home / OPERATOR_ENV, "".join(f"{k}={v}\n" for k, v in lines.items())
+        )
 
     def _start_sidecar(self, sidecar: Sidecar) -> None:
         log = (self.config.home / "logs" / f"{sidecar.name}.log").open("ab")
@@ -377,11 +363,11 @@ class LocalStack:
         console.print(table)
         if self.nats is not None:
             console.print(f"NATS       {self.nats.url}  (data in {self.nats.store_dir})")
-            if self.nats_passwords:
+            if self.nats_auth_on:
                 console.print(
-                    f"           authentication on: users and passwords in "
-                    f"{self.config.home}/nats-users.json; other `cityhall` commands connect "
-                    f"as the operator with {self.config.home}/{OPERATOR_ENV}"
+                    f"           nkey users only ({auth_file(self.config.home)}); other "
+                    f"`cityhall` commands connect as the operator with "
+                    f"{self.config.home}/{OPERATOR_ENV}"
                 )
         if self.postgres is not None:
             console.print(f"PostgreSQL {self.postgres.url(DATABASE)}")
@@ -411,12 +397,6 @@ class LocalStack:
                         time.sleep(0.1)
                     if not should_stop():
                         svc.start()
-            if time.monotonic() - self._nats_checked > 2.0:
-                self._nats_checked = time.monotonic()
-                try:
-                    self.refresh_nats_users()
-                except (OSError, ValueError) as exc:
-                    console.print(f"[red]nats users not refreshed:[/] {exc}")
             time.sleep(0.2)
 
     def stop(self) -> None:

@@ -31,6 +31,7 @@ from cityhall.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 from services.registry import definition
 from services.runtime.service import Role, Runtime, ServiceContext, build_app
 from services.runtime.settings import ServiceSettings
+from tests.integration.helpers import provision
 from tests.security.scanner import AT_REST_FINAL_TEST, AtRestScan, ScanningLogHandler
 
 BACKEND = os.environ.get("CITYHALL_TEST_BACKEND", "embedded")
@@ -225,8 +226,13 @@ async def start_service(
     """``await start_service("reporting", **settings)`` -> RunningService; stopped after."""
     started: list[Runtime] = []
 
+    provisioned: set[str] = set()
+
     async def start(name: str, *, role: Role = "service", **overrides: Any) -> RunningService:
         settings = make_settings(name, nats_url, database_url, namespace, **overrides)
+        if settings.namespace not in provisioned:  # as the operator does before any service
+            await provision(nc.jetstream(), settings.namespace)
+            provisioned.add(settings.namespace)
         defn = definition(name)
         app = build_app(defn, settings, role=role)
         runtime: Runtime = app.state.runtime

@@ -7,11 +7,12 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
+from contracts.subjects import APPLICATIONS
 from services.applications import store
 from services.applications.api import router, settings_of
 from services.applications.settings import load_applications_settings
-from services.applications.subscribers import consumers
-from services.runtime.service import ServiceContext, ServiceDefinition
+from services.applications.subscribers import PAYMENT_EVENTS, consumers
+from services.runtime.service import BusAccess, ServiceContext, ServiceDefinition
 
 log = logging.getLogger(__name__)
 SWEEP_INTERVAL_S = 600.0
@@ -37,6 +38,7 @@ DEFINITION = ServiceDefinition(
     package="services.applications",
     router=router,
     consumers=consumers,
+    bus=BusAccess(publishes=APPLICATIONS, durables=(PAYMENT_EVENTS,)),
     background=background,
     settings=(load_applications_settings,),
     description="Procedure catalog, applications by channel, certificates.",

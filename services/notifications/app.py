@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 
+from contracts.subjects import DLQ, NOTIFICATIONS
 from services.notifications import subscribers, watch
 from services.notifications.api import router
 from services.notifications.components import components, release
 from services.notifications.sender import Sender
 from services.notifications.settings import load_notification_settings
-from services.runtime.service import ConsumerBinding, ServiceContext, ServiceDefinition
+from services.notifications.subscribers import DURABLES
+from services.runtime.service import BusAccess, ConsumerBinding, ServiceContext, ServiceDefinition
 
 
 def consumers(ctx: ServiceContext) -> Sequence[ConsumerBinding]:
@@ -41,6 +43,8 @@ DEFINITION = ServiceDefinition(
     package="services.notifications",
     router=router,
     consumers=consumers,
+    # It watches the dead-letter stream's size to call the operators (watch.py).
+    bus=BusAccess(publishes=NOTIFICATIONS, durables=DURABLES, watches=(DLQ,)),
     background=background,
     settings=(load_notification_settings,),
     description="E-mail and webhook notifications from templates, exactly once.",

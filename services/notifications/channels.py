@@ -212,6 +212,8 @@ class WebhookChannel:
 
     async def send(self, n: Claimed) -> str:
         body = webhook_body(n)
+        if self.settings.webhook_secret is None:
+            raise PermanentFailure("NOTIFY_WEBHOOK_SECRET is not set: webhooks cannot be signed")
         secret = self.settings.webhook_secret.get_secret_value().encode()
         headers = {
             "content-type": "application/json",

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from cityhall.embedded import free_port
-from cityhall.stack import LocalExtras, Sidecar
+from cityhall.stack import LocalExtras, Sidecar, local_secret
 
 DEFAULT_SINK_PORT = 8025
 
@@ -64,6 +64,7 @@ def prepare(home: Path) -> LocalExtras:
     )
     return LocalExtras(
         env={
+            "NOTIFY_WEBHOOK_SECRET": local_secret(home / "notifications" / "webhook.secret"),
             "NOTIFY_SMTP_HOST": "127.0.0.1",
             "NOTIFY_SMTP_PORT": str(port),
             "NOTIFY_SMTP_STARTTLS": "false",

@@ -33,9 +33,11 @@ class NotificationSettings(BaseSettings):
     mail_from: str = Field(default="郡山市役所 <no-reply@city.koriyama.lg.jp>")
     message_id_domain: str = Field(default="cityhall.koriyama")
 
-    webhook_secret: SecretStr = Field(
-        default=SecretStr("change-me-local-only"),
-        description="HMAC-SHA256 key shared with webhook receivers.",
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC-SHA256 key shared with webhook receivers. Unset: webhooks cannot "
+        "be signed, and a webhook delivery fails naming this variable (`cityhall up` makes "
+        "one of its own).",
     )
     webhook_timeout_s: float = Field(default=10.0, gt=0)
 

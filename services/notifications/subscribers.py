@@ -39,6 +39,13 @@ CONSUMED: tuple[tuple[str, StreamDecl, tuple[type[Event], ...]], ...] = (
 )
 
 
+DURABLES = tuple(
+    ConsumerDecl(durable=durable, stream=stream, subjects=tuple(e.subject for e in events))
+    for durable, stream, events in CONSUMED
+)
+"""Provisioned by the operator (`cityhall provision`), one per stream."""
+
+
 def bindings(notifier: Callable[[], Notifier]) -> Sequence[ConsumerBinding]:
     """One durable consumer per stream; ``notifier`` is resolved when an event arrives."""
 
@@ -46,13 +53,6 @@ def bindings(notifier: Callable[[], Notifier]) -> Sequence[ConsumerBinding]:
         await handlers.on_event(notifier(), conn, env)
 
     return [
-        ConsumerBinding(
-            ConsumerDecl(
-                durable=durable,
-                stream=stream,
-                subjects=tuple(e.subject for e in events),
-            ),
-            dict.fromkeys(events, on_event),
-        )
-        for durable, stream, events in CONSUMED
+        ConsumerBinding(decl, dict.fromkeys(events, on_event))
+        for decl, (_durable, _stream, events) in zip(DURABLES, CONSUMED, strict=True)
     ]

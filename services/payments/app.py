@@ -7,11 +7,12 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
+from contracts.subjects import PAYMENTS, TERMINALS
 from services.payments import handlers, store
 from services.payments.api import router
 from services.payments.settings import load_payments_settings, payments_settings
-from services.payments.subscribers import consumers
-from services.runtime.service import ServiceContext, ServiceDefinition
+from services.payments.subscribers import APPLICATION_FEES, TERMINAL_MESSAGES, consumers
+from services.runtime.service import BusAccess, ServiceContext, ServiceDefinition
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,12 @@ DEFINITION = ServiceDefinition(
     package="services.payments",
     router=router,
     consumers=consumers,
+    # Payments may erase a terminal's message that carried a card number (docs/security.md).
+    bus=BusAccess(
+        publishes=PAYMENTS,
+        durables=(TERMINAL_MESSAGES, APPLICATION_FEES),
+        erases_from=(TERMINALS,),
+    ),
     startup=load_facilities,
     background=background,
     settings=(load_payments_settings,),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -58,16 +57,18 @@ class TerminalKind:
 
 
 @dataclass(frozen=True)
-class TerminalCredentials:
-    """What a terminal needs to publish: its NATS user and password and its own subject."""
+class TerminalIdentity:
+    """What a terminal is and may publish as: its id, facility and own subjects. Its NATS
+    credential is an nkey whose seed only the terminal holds (cityhall terminals register)."""
 
     terminal_id: str
     facility_code: str
     kind: str
-    nats_user: str
-    nats_password: str
-    subject: str
-    """Relative to the namespace: terminals.<facility>.<terminal>.tx.v1"""
+
+    @property
+    def subject(self) -> str:
+        """Relative to the namespace: terminals.<facility>.<terminal>.tx.v1"""
+        return terminal_subject(self.facility_code, self.terminal_id)
 
     @property
     def settlement_subject(self) -> str:
@@ -81,9 +82,15 @@ class TerminalCredentials:
 
 
 async def register_terminal(
-    pool: asyncpg.Pool, facility_code: str, kind: str = TerminalKind.MULTI_PAYMENT
-) -> TerminalCredentials:
-    """Register a new terminal at a facility and mint its NATS credentials."""
+    pool: asyncpg.Pool,
+    facility_code: str,
+    kind: str = TerminalKind.MULTI_PAYMENT,
+    *,
+    public_key: str | None = None,
+    issued_by: str = "cityhall",
+) -> TerminalIdentity:
+    """Register a new terminal at a facility, with the public half of its NATS nkey when
+    given (without one, it can publish nothing until ``rotate_terminal_key`` issues one)."""
     if facility_code not in FACILITIES_BY_CODE:
         raise domain.UnknownFacility(f"no facility has the code {facility_code!r}")
     if kind not in TerminalKind.ALL:
@@ -94,14 +101,33 @@ async def register_terminal(
         number = await store.next_terminal_number(conn, facility_code)
         terminal_id = f"{facility_code}-t{number:02d}"
         row = await store.insert_terminal(conn, terminal_id, facility_code, kind, terminal_id)
-    return TerminalCredentials(
-        terminal_id=row.terminal_id,
-        facility_code=row.facility_code,
-        kind=row.kind,
-        nats_user=row.nats_user,
-        nats_password=secrets.token_urlsafe(24),
-        subject=terminal_subject(row.facility_code, row.terminal_id),
-    )
+        if public_key is not None:
+            await store.issue_terminal_key(conn, terminal_id, public_key, issued_by)
+    return TerminalIdentity(row.terminal_id, row.facility_code, row.kind)
+
+
+async def rotate_terminal_key(
+    pool: asyncpg.Pool, terminal_id: str, public_key: str, issued_by: str
+) -> TerminalIdentity:
+    """Put a new key in force for a terminal; the old one is revoked in the same transaction."""
+    async with pool.acquire() as conn, conn.transaction():
+        row = await store.get_terminal(conn, terminal_id)
+        if row is None:
+            raise domain.UnknownTerminal(f"no terminal {terminal_id!r} is registered")
+        await store.revoke_terminal_key(conn, terminal_id, issued_by, "rotated")
+        await store.issue_terminal_key(conn, terminal_id, public_key, issued_by)
+    return TerminalIdentity(row.terminal_id, row.facility_code, row.kind)
+
+
+async def revoke_terminal(
+    pool: asyncpg.Pool, terminal_id: str, revoked_by: str, reason: str
+) -> str | None:
+    """Revoke a terminal's key in force (a device lost, stolen or retired); its public key, or
+    None when it had none in force (revoking twice changes nothing)."""
+    async with pool.acquire() as conn, conn.transaction():
+        if await store.get_terminal(conn, terminal_id) is None:
+            raise domain.UnknownTerminal(f"no terminal {terminal_id!r} is registered")
+        return await store.revoke_terminal_key(conn, terminal_id, revoked_by, reason)
 
 
 # --- terminal transactions -----------------------------------------------------------------

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import secrets
+import asyncio
 import sys
 from pathlib import Path
 
+import asyncpg
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cityhall.embedded import NatsUser, free_port
-from cityhall.stack import LocalExtras, Sidecar
-from contracts.subjects import absolute
+from cityhall.embedded import free_port
+from cityhall.natsauth import BusUser
+from cityhall.stack import LocalExtras, Sidecar, local_secret
 from services.runtime.settings import DEFAULT_PORTS
 
 
@@ -25,36 +25,30 @@ class LocalPaymentsSettings(BaseSettings):
     port_base: int | None = Field(default=None, validation_alias=AliasChoices("CITYHALL_PORT_BASE"))
 
 
-def _secret(home: Path) -> str:
-    """The simulator's webhook secret, made once and kept under the stack home."""
-    path = home / "payments" / "provider.secret"
-    if path.is_file():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(32)
-    path.write_text(value)
-    path.chmod(0o600)
-    return value
+def nats_users(namespace: str, database_url: str) -> list[BusUser]:
+    """Each terminal with a key in force, allowed its own subjects and replies only (read from
+    payments' schema; none before payments first migrated it)."""
+    from cityhall.natsauth import terminal_permissions
+    from services.payments import store
+    from services.runtime.settings import ServiceSettings
 
+    schema = ServiceSettings(
+        service="payments", database_url=database_url, namespace=namespace
+    ).schema_name
 
-def terminal_nats_user(namespace: str, credentials: dict[str, str]) -> NatsUser:
-    """A terminal may publish on its own subjects only, and read only its own replies."""
-    own = [credentials["subject"]]
-    if "settlement_subject" in credentials:
-        own.append(credentials["settlement_subject"])
-    return NatsUser(
-        user=credentials["nats_user"],
-        password=credentials["nats_password"],
-        publish=tuple(absolute(namespace, s) for s in own),
-        subscribe=(f"{credentials['inbox_prefix']}.>",),
-    )
+    async def keys() -> list[store.TerminalKey]:
+        conn = await asyncpg.connect(database_url, server_settings={"search_path": schema})
+        try:
+            return await store.terminal_keys_in_force(conn)
+        except asyncpg.UndefinedTableError:
+            return []
+        finally:
+            await conn.close()
 
-
-def terminal_nats_users(home: Path, namespace: str) -> list[NatsUser]:
-    """The users of every terminal registered under the home (``terminals/*.json``)."""
     users = []
-    for path in sorted((home / "terminals").glob("*.json")):
-        users.append(terminal_nats_user(namespace, json.loads(path.read_text())))
+    for key in asyncio.run(keys()):
+        publish, subscribe = terminal_permissions(namespace, key.facility_code, key.terminal_id)
+        users.append(BusUser(key.terminal_id, key.public_key, publish, subscribe))
     return users
 
 
@@ -64,7 +58,7 @@ def prepare(home: Path) -> LocalExtras:
         DEFAULT_PORTS["payments"] if settings.port_base is None else settings.port_base + 1
     )
     provider_port = settings.provider_port or (8090 if settings.port_base is None else free_port())
-    secret = _secret(home)
+    secret = local_secret(home / "payments" / "provider.secret")
     provider_url = f"http://127.0.0.1:{provider_port}"
     return LocalExtras(
         env={"PAYMENT_PROVIDER_SECRET": secret, "PAYMENT_PROVIDER_URL": provider_url},
@@ -86,5 +80,4 @@ def prepare(home: Path) -> LocalExtras:
             )
         ],
         urls={"payment provider (simulator)": provider_url},
-        nats_users=lambda namespace: terminal_nats_users(home, namespace),
     )

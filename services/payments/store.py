@@ -73,6 +73,49 @@ async def insert_terminal(
     return TerminalRow(**dict(row))
 
 
+@dataclass(frozen=True)
+class TerminalKey:
+    """A terminal's NATS public key in force (端末の鍵)."""
+
+    terminal_id: str
+    facility_code: str
+    public_key: str
+
+
+async def issue_terminal_key(
+    conn: asyncpg.Connection, terminal_id: str, public_key: str, issued_by: str
+) -> None:
+    await conn.execute(
+        "INSERT INTO terminal_keys (public_key, terminal_id, issued_by) VALUES ($1, $2, $3)",
+        public_key,
+        terminal_id,
+        issued_by,
+    )
+
+
+async def revoke_terminal_key(
+    conn: asyncpg.Connection, terminal_id: str, revoked_by: str, reason: str
+) -> str | None:
+    """Revoke the terminal's key in force; its public key, or None if it had none."""
+    revoked: str | None = await conn.fetchval(
+        """UPDATE terminal_keys SET revoked_at = now(), revoked_by = $2, reason = $3
+           WHERE terminal_id = $1 AND revoked_at IS NULL RETURNING public_key""",
+        terminal_id,
+        revoked_by,
+        reason,
+    )
+    return revoked
+
+
+async def terminal_keys_in_force(conn: asyncpg.Connection | asyncpg.Pool) -> list[TerminalKey]:
+    rows = await conn.fetch(
+        """SELECT k.terminal_id, t.facility_code, k.public_key
+           FROM terminal_keys k JOIN terminals t USING (terminal_id)
+           WHERE k.revoked_at IS NULL ORDER BY k.terminal_id"""
+    )
+    return [TerminalKey(**dict(r)) for r in rows]
+
+
 async def next_terminal_number(conn: asyncpg.Connection, facility_code: str) -> int:
     count = await conn.fetchval(
         "SELECT count(*) FROM terminals WHERE facility_code = $1", facility_code

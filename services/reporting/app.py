@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from services.reporting.api import router
 from services.reporting.settings import load_reporting_settings
-from services.reporting.subscribers import consumers
-from services.runtime.service import ServiceDefinition
+from services.reporting.subscribers import APPLICATION_EVENTS, PAYMENT_EVENTS, consumers
+from services.runtime.service import BusAccess, ServiceDefinition
 
 DEFINITION = ServiceDefinition(
     name="reporting",
     package="services.reporting",
     router=router,
     consumers=consumers,
+    # A read-only projector: the business events it projects, nothing else (no terminals).
+    bus=BusAccess(durables=(APPLICATION_EVENTS, PAYMENT_EVENTS)),
     settings=(load_reporting_settings,),
     description="KPI read-models toward 100% online and 100% cashless.",
     # The KPI queries take optional filters as ``($n IS NULL OR column = $n)``. After five

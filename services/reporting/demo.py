@@ -58,20 +58,15 @@ class Terminal:
     terminal_id: str
     facility_code: str
     subject: str
-    nats_user: str
-    nats_password: str
+    nkey_seed: str
     inbox_prefix: str
 
     @classmethod
     def load(cls, path: Path) -> Terminal:
+        """A terminal's credential file (`cityhall terminals register`)."""
         d = json.loads(path.read_text())
         return cls(
-            d["terminal_id"],
-            d["facility_code"],
-            d["subject"],
-            d["nats_user"],
-            d["nats_password"],
-            d["inbox_prefix"],
+            d["terminal_id"], d["facility_code"], d["subject"], d["nkey_seed"], d["inbox_prefix"]
         )
 
 
@@ -201,8 +196,7 @@ async def publish_payments(
             if nc is None:
                 nc = await nats.connect(
                     nats_url.split(","),
-                    user=terminal.nats_user,
-                    password=terminal.nats_password,
+                    nkeys_seed_str=terminal.nkey_seed,
                     inbox_prefix=terminal.inbox_prefix,
                     name=f"demo-terminal-{terminal.terminal_id}",
                 )

@@ -256,7 +256,10 @@ async def _rebuild(
     await _drop_schema(settings.dsn, shadow)
     shadow_pool = await db.create_pool(settings.dsn, shadow, min_size=1, max_size=2)
     live_pool = await db.create_pool(settings.dsn, live, min_size=1, max_size=1)
-    nc = await nats.connect(settings.nats_url.split(","), name="cityhall-reporting-rebuild")
+    # The operator's identity (operator.env, the Job's secret): a replay creates consumers of
+    # its own on the business streams, which reporting's service identity may not.
+    nkey = {"nkeys_seed": str(settings.nats_nkey_file)} if settings.nats_nkey_file else {}
+    nc = await nats.connect(settings.nats_url.split(","), name="cityhall-reporting-rebuild", **nkey)
     replays = [StreamReplay(b, nc.jetstream(), settings.namespace) for b in bindings]
     try:
         migrations = migrations_for(DEFINITION)

@@ -33,27 +33,21 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from faststream import AckPolicy
 from faststream.nats import JStream, NatsBroker, PullSub
-from faststream.nats.security import NatsUserPassword
+from faststream.nats.security import NatsNKey
 from nats.aio.client import Client as NatsClient
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from contracts.envelope import Envelope, Event
-from contracts.subjects import absolute
+from contracts.subjects import StreamDecl, absolute
 from services.runtime import auth, db, http_limits
 from services.runtime.consumer import Admit, EventConsumer, Handler, Prefetching, Scrub
 from services.runtime.dlq import DeadLetters
 from services.runtime.outbox import OutboxRelay, PublishBatch, jetstream_publisher, outbox_pending
 from services.runtime.reconcile import OutboxReconciler
 from services.runtime.settings import ServiceSettings
-from services.runtime.streams import (
-    ConsumerDecl,
-    StreamSettings,
-    provision_consumer,
-    provision_streams,
-    subject_streams,
-)
+from services.runtime.streams import ConsumerDecl, require_consumer, subject_streams
 from services.runtime.telemetry import (
     setup_logging,
     setup_tracing,
@@ -83,6 +77,18 @@ BackgroundJob = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True)
+class BusAccess:
+    """A service's place on the bus, declared once: where its relay publishes its events, the
+    durable consumers it pulls from (created by the operator, never by the service), the
+    streams whose size it watches and those it may erase a message from."""
+
+    publishes: StreamDecl | None = None
+    durables: Sequence[ConsumerDecl] = ()
+    watches: Sequence[StreamDecl] = ()
+    erases_from: Sequence[StreamDecl] = ()
+
+
+@dataclass(frozen=True)
 class ServiceDefinition:
     name: str
     package: str
@@ -90,6 +96,9 @@ class ServiceDefinition:
     router: APIRouter | None = None
     """HTTP routes; they reach the running service through ``Depends(service_context)``."""
     consumers: Callable[[ServiceContext], Sequence[ConsumerBinding]] = lambda _ctx: ()
+    bus: BusAccess = field(default_factory=lambda: BusAccess())
+    """What the service may do on NATS; the operator provisions its consumers and gives its
+    identity exactly these rights (`cityhall provision`, docs/security.md)."""
     startup: Callable[[ServiceContext], Awaitable[None]] | None = None
     """Run once at start-up, after the migrations and before any consumer or route is served
     (reference data the handlers rely on)."""
@@ -221,21 +230,18 @@ class Runtime:
             name=f"cityhall-{s.service}",
             max_reconnect_attempts=-1,
             reconnect_time_wait=1,
-            security=_nats_security(s),
+            security=NatsNKey(s.nats_nkey_file) if s.nats_nkey_file is not None else None,
+            inbox_prefix=s.nats_inbox_prefix,
         )
         ctx = ServiceContext(settings=s, pool=pool, broker=broker)
         ctx._provided.update(self._own_settings)
         self.ctx = ctx
         await broker.connect()
-        await provision_streams(
-            ctx.js, StreamSettings(namespace=s.namespace, replicas=s.stream_replicas)
-        )
         service = self.role == "service"
         if self.defn.startup is not None and service:
             await self.defn.startup(ctx)
         for binding in self.defn.consumers(ctx) if service else ():
-            decl = self._subscribe(ctx, binding)
-            await provision_consumer(ctx.js, decl, s.namespace)
+            await require_consumer(ctx.js, self._subscribe(ctx, binding), s.namespace)
         _pull_fetch_raises_nats_timeout()
         _next_msg_takes_queued_messages_at_once()
         _header_names_parsed_once()
@@ -283,6 +289,11 @@ class Runtime:
 
     def _subscribe(self, ctx: ServiceContext, binding: ConsumerBinding) -> ConsumerDecl:
         s = ctx.settings
+        if binding.decl not in self.defn.bus.durables:
+            raise ValueError(
+                f"consumer {binding.decl.durable!r} is not among {self.defn.name}'s "
+                "bus.durables: declare it there so that `cityhall provision` creates it"
+            )
         decl = ConsumerDecl(
             durable=binding.decl.durable,
             stream=binding.decl.stream,
@@ -323,6 +334,8 @@ class Runtime:
                 batch=True,
             ),
             ack_policy=AckPolicy.MANUAL,
+            # Its pull replies on the service's own inboxes, the only ones it may read.
+            inbox_prefix=f"{s.nats_inbox_prefix}.".encode(),
             decoder=raw_batch,
             title=f"{s.service}:{decl.durable}",
         )
@@ -402,14 +415,6 @@ async def _bounded(step: str, aw: Awaitable[Any], timeout_s: float | None) -> bo
     except Exception:
         return False
     return True
-
-
-def _nats_security(settings: ServiceSettings) -> NatsUserPassword | None:
-    """User and password for a NATS server that requires authentication (NATS_USER)."""
-    if settings.nats_user is None:
-        return None
-    password = settings.nats_password.get_secret_value() if settings.nats_password else ""
-    return NatsUserPassword(settings.nats_user, password)
 
 
 def _pull_fetch_raises_nats_timeout() -> None:

@@ -8,13 +8,13 @@ A bad or missing value stops the process with one clear line per problem (see
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Self, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self, TypeVar
 
 from pydantic import (
     AfterValidator,
     AliasChoices,
     Field,
-    SecretStr,
     ValidationError,
     model_validator,
 )
@@ -70,15 +70,18 @@ class ServiceSettings(BaseSettings):
         validation_alias=AliasChoices("NATS_URL"),
         description="NATS server(s) with JetStream.",
     )
-    nats_user: str | None = Field(
+    nats_nkey_file: Path | None = Field(
         default=None,
-        validation_alias=AliasChoices("NATS_USER"),
-        description="NATS user of this service, when the server requires authentication.",
+        validation_alias=AliasChoices("NATS_NKEY_FILE"),
+        description="This service's NATS identity: a file (mode 0600) holding its nkey seed "
+        "and nothing else. The server knows only the public key and the subjects it allows "
+        "(docs/security.md). Required when CITYHALL_ENV=production.",
     )
-    nats_password: SecretStr | None = Field(
-        default=None,
-        validation_alias=AliasChoices("NATS_PASSWORD"),
-        description="Password of NATS_USER.",
+    environment: Literal["development", "production"] = Field(
+        default="development",
+        validation_alias=AliasChoices("CITYHALL_ENV"),
+        description="production: the service refuses to start without its secrets (its NATS "
+        "identity, and each service's own keys) instead of running with local defaults.",
     )
     database_url: PostgresUrl | None = Field(
         default=None,
@@ -142,13 +145,6 @@ class ServiceSettings(BaseSettings):
     inbox_retention_days: float = Field(
         default=0, ge=0, validation_alias=AliasChoices("INBOX_RETENTION_DAYS")
     )
-    stream_replicas: int = Field(
-        default=1,
-        ge=1,
-        le=5,
-        validation_alias=AliasChoices("STREAM_REPLICAS"),
-        description="JetStream replicas of each stream: 3 on a three-node NATS cluster.",
-    )
     consumer_batch_size: int = Field(
         default=256,
         ge=1,
@@ -200,7 +196,17 @@ class ServiceSettings(BaseSettings):
                 f"DATABASE_URL (or {self.service.upper()}_DATABASE_URL) is required: "
                 "postgresql://user@host:port/database"
             )
+        if self.environment == "production" and self.nats_nkey_file is None:
+            raise ValueError(
+                "NATS_NKEY_FILE is required in production (CITYHALL_ENV=production): the file "
+                "holding this service's nkey seed (docs/deploy.md, 'NATS identities')"
+            )
         return self
+
+    @property
+    def nats_inbox_prefix(self) -> str:
+        """This service's own reply subjects: the server lets it read these and no others'."""
+        return f"_INBOX_{self.service}"
 
     @property
     def schema_name(self) -> str:

@@ -2,15 +2,16 @@
 
 Streams use file storage and an explicit duplicate window; consumers are durable pull
 consumers with explicit acks, a bounded number of deliveries and an ack wait long enough for
-one batch. Provisioning creates what is missing and updates what differs, so every replica can
-run it at start-up.
+one batch. Provisioning creates what is missing and updates what differs; it is the operator's
+step (`cityhall provision`), run before the services start: their own NATS identities may only
+use the consumers they are given, never create or change one.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
@@ -123,6 +124,35 @@ class ConsumerDecl:
             filter_subject=filters[0] if len(filters) == 1 else None,
             filter_subjects=filters if len(filters) > 1 else None,
         )
+
+
+class ConsumerMissing(RuntimeError):
+    """A service's durable consumer does not exist: the operator has not provisioned it."""
+
+
+async def require_consumer(js: JetStreamContext, decl: ConsumerDecl, namespace: str) -> None:
+    """Start-up check: services never create streams or consumers (their NATS identities may
+    not); a missing one stops the service with the command that makes it."""
+    stream = decl.stream.stream_name(namespace)
+    try:
+        await js.consumer_info(stream, decl.durable)
+    except NotFoundError:
+        raise ConsumerMissing(
+            f"durable consumer {decl.durable!r} on stream {stream!r} does not exist: run "
+            f"`cityhall provision` (CITYHALL_NAMESPACE={namespace}) as the operator first"
+        ) from None
+
+
+async def provision(
+    js: JetStreamContext, settings: StreamSettings, durables: Sequence[ConsumerDecl]
+) -> list[str]:
+    """The operator's step (`cityhall provision`, the Kubernetes Job): every stream, then every
+    service's durable consumers. Idempotent; returns what it created or updated."""
+    done = [f"stream {name}" for name in await provision_streams(js, settings)]
+    for decl in durables:
+        await provision_consumer(js, decl, settings.namespace)
+        done.append(f"consumer {decl.stream.stream_name(settings.namespace)}/{decl.durable}")
+    return done
 
 
 async def provision_consumer(js: JetStreamContext, decl: ConsumerDecl, namespace: str) -> None:

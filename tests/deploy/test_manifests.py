@@ -34,8 +34,35 @@ def tool(name: str) -> str:
     return found
 
 
+def assert_nats_identity(pod: dict[str, Any], container: dict[str, Any], secret: str) -> None:
+    """The pod reads its own nkey seed from its own secret, read-only; no NATS password."""
+    env = {e["name"]: e for e in container["env"]}
+    assert "NATS_PASSWORD" not in env
+    path = env["NATS_NKEY_FILE"]["value"]
+    [volume] = [v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == secret]
+    assert volume["secret"]["defaultMode"] == 0o440
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount["readOnly"] is True
+    assert path == f"{mount['mountPath']}/{volume['secret']['items'][0]['path']}"
+
+
+DEV_KEYS = K8S / "overlays" / "dev" / "nats-keys"
+
+
+def dev_keys() -> None:
+    """The dev overlay's NATS identities (`make k8s-dev-keys`, never committed)."""
+    from cityhall.natsauth import OPERATOR, KeyDirectory, authorization_config, bus_users
+    from cityhall.natsauth import write_private as write
+
+    keys = KeyDirectory(DEV_KEYS)
+    keys.ensure([*SERVICES, OPERATOR])
+    write(DEV_KEYS / "auth.conf", authorization_config(bus_users(keys, "cityhall", {})))
+
+
 @cache
 def render(overlay: str) -> tuple[dict[str, Any], ...]:
+    if overlay == "dev":
+        dev_keys()
     out = subprocess.run(
         [tool("kubectl"), "kustomize", str(K8S / "overlays" / overlay)],
         check=True,
@@ -79,7 +106,7 @@ def test_each_service_has_its_deployment_probes_job_policy_budget_and_autoscaler
         assert container["resources"]["limits"]
         env = {e["name"]: e for e in container["env"]}
         assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == f"{service}-db-app"
-        assert env["NATS_USER"]["valueFrom"]["secretKeyRef"]["name"] == f"{service}-nats"
+        assert_nats_identity(pod, container, f"{service}-nats")
         assert pod["securityContext"]["runAsNonRoot"] is True
         sc = container["securityContext"]
         assert sc["readOnlyRootFilesystem"] is True
@@ -119,7 +146,7 @@ def test_payments_relay_runs_in_pods_of_its_own_that_no_service_routes_to(overla
     assert container["args"] == ["relay", "payments"]
     env = {e["name"]: e for e in container["env"]}
     assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "payments-db-app"
-    assert env["NATS_USER"]["valueFrom"]["secretKeyRef"]["name"] == "payments-nats"
+    assert_nats_identity(pod, container, "payments-nats")
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -181,11 +208,14 @@ def test_production_runs_three_replicas_and_three_database_instances_with_backup
         c for c in objects("production", "ConfigMap") if c["metadata"]["name"] == "cityhall-config"
     ]
     assert config["data"]["STREAM_REPLICAS"] == "3"
+    assert config["data"]["CITYHALL_ENV"] == "production"
 
 
 def test_dev_generates_its_own_credentials_and_production_commits_none() -> None:
     dev = {s["metadata"]["name"] for s in objects("dev", "Secret")}
-    assert dev == {f"{s}-nats" for s in SERVICES} | {f"{s}-http-auth" for s in SERVICES}
+    assert dev == {f"{s}-nats" for s in SERVICES} | {f"{s}-http-auth" for s in SERVICES} | {
+        "cityhall-nats-operator"
+    }
     assert objects("production", "Secret") == []
 
 
@@ -224,18 +254,19 @@ def test_the_nats_values_declare_a_three_node_jetstream_cluster_on_file_storage(
         [tool("nats-server"), "--version"], capture_output=True, text=True, check=True
     ).stdout.split()[-1]  # "nats-server: v2.15.1"
     assert values["container"]["image"]["tag"].startswith(tested.removeprefix("v") + "-")
-    users = values["config"]["merge"]["accounts"]["CITYHALL"]["users"]
-    assert sorted(u["user"] for u in users) == sorted(SERVICES)
-    [reporting] = [u for u in users if u["user"] == "reporting"]
-    business = [
-        p for p in reporting["permissions"]["publish"]["allow"] if not p.startswith(("$", "_"))
+    # The users come from the cityhall-nats-auth ConfigMap, mounted where the include points
+    # and watched by the reloader (the matrix itself: tests/security/test_nats_permissions.py).
+    mount = "/etc/nats-auth"
+    assert values["config"]["merge"]["$include"] == f"..{mount.removeprefix('/etc')}/auth.conf"
+    volume = {"name": "nats-auth", "configMap": {"name": "cityhall-nats-auth"}}
+    assert {"op": "add", "path": "/spec/volumes/-", "value": volume} in values["podTemplate"][
+        "patch"
     ]
-    assert business == ["cityhall.dlq.>"]
-    for user in users:
-        assert "$JS.API.STREAM.DELETE.>" in user["permissions"]["publish"]["deny"]
-        assert (
-            "$JS.API.STREAM.MSG.DELETE.CITYHALL_PAYMENTS" in user["permissions"]["publish"]["deny"]
-        )
+    for part in ("container", "reloader"):
+        mounts = [p["value"] for p in values[part]["patch"] if p["path"] == "/volumeMounts/-"]
+        assert {"name": "nats-auth", "mountPath": mount} in mounts
+    args = [p["value"] for p in values["reloader"]["patch"] if p["path"] == "/args/-"]
+    assert args == ["-config", f"{mount}/auth.conf"]
 
 
 def test_the_dockerfile_passes_hadolint() -> None:
@@ -245,3 +276,33 @@ def test_the_dockerfile_passes_hadolint() -> None:
         text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_provisioning_job_runs_as_the_operator_with_the_stream_replicas_of_its_overlay() -> (
+    None
+):
+    for overlay in OVERLAYS:
+        [job] = [
+            j for j in objects(overlay, "Job") if j["metadata"]["name"] == "cityhall-provision"
+        ]
+        pod = job["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        assert container["args"] == ["provision"]
+        assert_nats_identity(pod, container, "cityhall-nats-operator")
+        assert {"configMapRef": {"name": "cityhall-config"}} in container["envFrom"]
+
+
+def test_dev_overlay_gives_nats_the_users_file_and_each_service_its_own_seed() -> None:
+    [auth] = [
+        c for c in objects("dev", "ConfigMap") if c["metadata"]["name"] == "cityhall-nats-auth"
+    ]
+    text = auth["data"]["auth.conf"]
+    assert "nkey:" in text
+    assert "password" not in text
+    secrets = {s["metadata"]["name"]: s for s in objects("dev", "Secret")}
+    for name in (*SERVICES, "cityhall"):
+        secret = secrets[f"{name}-nats" if name != "cityhall" else "cityhall-nats-operator"]
+        assert set(secret["data"]) == {"seed"}
+    values = yaml.safe_load((K8S / "nats" / "values.yaml").read_text())
+    assert values["config"]["merge"]["$include"] == "../nats-auth/auth.conf"
+    assert "accounts" not in values["config"]["merge"]  # no password users any more

@@ -213,6 +213,24 @@ class Spawned:
                     child.kill()
 
 
+_PROVISIONED: set[tuple[str, str]] = set()
+
+
+def provision_for(env: Mapping[str, str]) -> None:
+    """What the operator does before `cityhall serve` (services may not create streams or
+    consumers): once per server and namespace, in a thread of its own (tests run in a loop)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cityhall.provision import provision_all
+
+    url, namespace = env.get("NATS_URL", "nats://127.0.0.1:4223"), env["CITYHALL_NAMESPACE"]
+    if (url, namespace) in _PROVISIONED:
+        return
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, provision_all(url, namespace, None)).result(timeout=60)
+    _PROVISIONED.add((url, namespace))
+
+
 class Processes:
     """Every process a test starts; ``stop_all`` ends whatever is still running."""
 
@@ -222,6 +240,8 @@ class Processes:
         self.extra: list[tuple[psutil.Process, int]] = []
 
     def cityhall(self, name: str, *args: str, env: Mapping[str, str]) -> Spawned:
+        if args[:1] == ("serve",):
+            provision_for(env)
         proc = Spawned(
             name,
             [sys.executable, "-m", "cityhall", *args],

@@ -93,14 +93,13 @@ async def test_a_terminal_registered_while_the_stack_runs_publishes_only_on_its_
             try:
                 return await nats.connect(
                     nats_url,
-                    user=creds["nats_user"],
-                    password=creds["nats_password"],
+                    nkeys_seed_str=creds["nkey_seed"],
                     inbox_prefix=creds["inbox_prefix"],
                     allow_reconnect=False,
                     max_reconnect_attempts=0,
                 )
             except Exception:
-                return None  # until `cityhall up` has reloaded the server's users
+                return None  # until the server has reloaded its users
 
         terminal = await wait_until(connected, timeout=20, message=run.logs)
         try:
@@ -148,7 +147,7 @@ async def test_an_application_fee_is_paid_through_the_provider_simulator_sidecar
             return (nats_at.group(1), provider_at.group(1)) if nats_at and provider_at else None
 
         nats_url, provider_url = await wait_until(printed, timeout=10, message=run.logs)
-        operator_password = json.loads((home / "nats-users.json").read_text())["cityhall"]
+        operator_seed = home / "nats" / "keys" / "operator.nk"  # what operator.env names
         requested = Envelope.new(
             ApplicationPaymentRequestedV1(
                 application_id=uuid.uuid4(),
@@ -160,7 +159,7 @@ async def test_an_application_fee_is_paid_through_the_provider_simulator_sidecar
             ),
             source="/cityhall/applications",
         )
-        nc = await nats.connect(nats_url, user="cityhall", password=operator_password)
+        nc = await nats.connect(nats_url, nkeys_seed=str(operator_seed))
         try:
             await nc.jetstream().publish(
                 f"cityhall.{requested.data.subject}", requested.body(), headers=requested.headers()

@@ -29,7 +29,7 @@ from contracts.applications import ProcedureRegisteredV1
 from services.registry import definition
 from services.runtime.service import build_app
 from tests.conftest import make_settings
-from tests.integration.helpers import publish_envelope, wait_for
+from tests.integration.helpers import provision, publish_envelope, wait_for
 from tests.integration.reporting.events import procedure
 from tests.integration.reporting.test_kpi_projections import feed
 
@@ -58,6 +58,7 @@ async def reporting_url(
     nats_url: str, database_url: str, namespace: str, db: asyncpg.Connection, nc: NATS
 ) -> AsyncIterator[str]:
     settings = make_settings("reporting", nats_url, database_url, namespace)
+    await provision(nc.jetstream(), namespace)  # the operator's step
     app = build_app(definition("reporting"), settings)
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_config=None, lifespan="on")

@@ -13,7 +13,7 @@ from nats.js import JetStreamContext
 
 from contracts import ApplicationSubmittedV1, Channel
 from contracts.envelope import Envelope, Event
-from contracts.subjects import APPLICATIONS, STREAMS, absolute
+from contracts.subjects import APPLICATIONS, absolute
 from services.runtime import db as rdb
 from services.runtime.outbox import PublishBatch, jetstream_publisher
 from services.runtime.streams import subject_streams
@@ -68,9 +68,13 @@ async def publish_envelope(
 
 
 async def provision(js: JetStreamContext, namespace: str) -> None:
-    from services.runtime.streams import StreamSettings, provision_streams
+    """The operator's step (`cityhall provision`): every stream and every service's durable
+    consumer, which the services themselves may not create."""
+    from cityhall.provision import all_durables
+    from services.runtime.streams import StreamSettings
+    from services.runtime.streams import provision as provision_platform
 
-    await provision_streams(js, StreamSettings(namespace=namespace), STREAMS)
+    await provision_platform(js, StreamSettings(namespace=namespace), all_durables())
 
 
 async def runtime_pool(database_url: str, schema: str) -> asyncpg.Pool:

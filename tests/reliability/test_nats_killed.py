@@ -35,6 +35,7 @@ from services.payments.handlers import register_terminal
 from services.registry import definition
 from services.runtime.service import Runtime, build_app
 from tests.conftest import make_settings
+from tests.integration.helpers import provision
 from tests.integration.payments.helpers import assert_ledger_balances
 from tests.reliability.helpers import capture
 
@@ -98,6 +99,9 @@ async def _kill_nats_mid_stream(
     duplicate_window_s: float | None = None,
 ) -> None:
     runtimes: list[Runtime] = []
+    operator = await nats.connect(own_nats.url)  # the operator's step: streams and consumers
+    await provision(operator.jetstream(), namespace)
+    await operator.close()
     try:
         started = {}
         for name in ("payments", "reporting"):

@@ -30,7 +30,7 @@ async def test_terminals_at_one_facility_are_numbered_in_turn(payments: Any) -> 
     second = await register_terminal(payments.pool, "bijutsukan", "pos_register")
     assert (first.terminal_id, second.terminal_id) == ("bijutsukan-t01", "bijutsukan-t02")
     assert second.subject == "terminals.bijutsukan.bijutsukan-t02.tx.v1"
-    assert first.nats_password != second.nats_password
+    assert first.inbox_prefix != second.inbox_prefix
 
 
 def test_cityhall_terminals_register_writes_credentials_and_prints_where(
@@ -48,12 +48,13 @@ def test_cityhall_terminals_register_writes_credentials_and_prints_where(
     result = CliRunner().invoke(app, ["terminals", "register", "shiminka"])
     assert result.exit_code == 0, result.output
 
-    path = Path(result.output.strip())
+    path = Path(result.stdout.strip())
     assert path == tmp_path / "terminals" / "shiminka-t01.json"
     creds = json.loads(path.read_text())
     assert creds["facility_code"] == "shiminka"
     assert creds["subject"] == "terminals.shiminka.shiminka-t01.tx.v1"
-    assert len(creds["nats_password"]) >= 24
+    assert creds["nkey_seed"].startswith("SU")  # the terminal's own seed, nobody else's
+    assert creds["nats_url"] == nats_url
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 

@@ -12,7 +12,7 @@ from nats.js import JetStreamContext
 
 from contracts.payments import PaymentCapturedV1, PaymentRefundedV1, PaymentVoidedV1
 from contracts.subjects import PAYMENTS, TERMINALS
-from services.payments.handlers import TerminalCredentials, register_terminal
+from services.payments.handlers import TerminalIdentity, register_terminal
 from services.runtime.dlq import list_dead_letters
 from tests.integration.helpers import wait_for
 from tests.integration.payments.helpers import (
@@ -22,7 +22,7 @@ from tests.integration.payments.helpers import (
 )
 
 
-async def registered(payments: Any, facility: str = "shiminka") -> TerminalCredentials:
+async def registered(payments: Any, facility: str = "shiminka") -> TerminalIdentity:
     return await register_terminal(payments.pool, facility)
 
 

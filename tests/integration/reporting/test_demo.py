@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from nats.js import JetStreamContext
 
+from cityhall.natsauth import new_seed, public_key
 from services.payments.cli import write_credentials
 from services.payments.handlers import register_terminal
 from services.reporting import demo
@@ -18,7 +19,7 @@ from tests.integration.helpers import wait_for
 
 
 def test_the_demo_plan_is_seeded_and_turns_from_cash_toward_cashless() -> None:
-    terminals = [demo.Terminal("shiminka-t01", "shiminka", "s", "u", "p", "i")]
+    terminals = [demo.Terminal("shiminka-t01", "shiminka", "s", "SU…", "i")]
     plan = list(demo.plan_transactions(terminals, 6, 500, date(2026, 11, 24), seed=7))
     assert plan == list(demo.plan_transactions(terminals, 6, 500, date(2026, 11, 24), seed=7))
     captures = [p for _, p in plan if p["kind"] == "capture"]
@@ -57,7 +58,9 @@ async def test_demo_traffic_goes_through_the_real_services_into_the_kpis(
     payments = await start_service("payments")
     reporting = await start_service("reporting")
     for facility in ("shiminka", "bijutsukan", "sogo-taiikukan"):
-        write_credentials(tmp_path, await register_terminal(payments.pool, facility), nats_url)
+        seed = new_seed()
+        terminal = await register_terminal(payments.pool, facility, public_key=public_key(seed))
+        write_credentials(tmp_path, terminal, seed.decode(), nats_url)
     terminals = demo.registered_terminals(tmp_path)
     plan = list(demo.plan_transactions(terminals, 3, 40, date(2026, 11, 24), seed=3))
 
