@@ -5,9 +5,11 @@ FROM python:3.11-slim-bookworm AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/venv && /opt/venv/bin/pip install "uv==0.13.8"
 WORKDIR /src
-COPY requirements.lock pyproject.toml README.md ./
+# What production runs and nothing more: no test tools, no embedded NATS or PostgreSQL (those
+# are the local stack's, requirements.lock); docs/deploy.md has the sizes.
+COPY requirements-runtime.lock pyproject.toml README.md ./
 RUN /opt/venv/bin/uv pip install --python /opt/venv/bin/python --require-hashes \
-        -r requirements.lock
+        -r requirements-runtime.lock
 COPY contracts ./contracts
 COPY services ./services
 COPY cityhall ./cityhall
