@@ -7,12 +7,14 @@ import uuid
 from datetime import date
 from enum import StrEnum
 from typing import Any, ClassVar, Self
+from zoneinfo import ZoneInfo
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from contracts.envelope import TYPE_PREFIX, Event
 
 FACILITY_CODE_PATTERN = r"^[a-z0-9][a-z0-9-]{1,39}$"
+_TOKYO = ZoneInfo("Asia/Tokyo")
 
 
 class PaymentMethod(StrEnum):
@@ -602,6 +604,92 @@ class ProviderPaymentConfirmation(BaseModel):
         return self
 
 
+class TerminalTransactionVersion(BaseModel):
+    """What a terminal said about one of its transaction ids: enough to tell two messages
+    under the same (terminal, transaction id) apart. No card data."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: TerminalTransactionKind
+    method: PaymentMethod
+    brand: str | None = Field(default=None, max_length=40)
+    amount_yen: int = Field(gt=0)
+    item: str | None = Field(
+        default=None, max_length=100, description="A capture's item; none for a refund or void."
+    )
+    occurred_at: AwareDatetime
+    original_transaction_id: str | None = Field(
+        default=None,
+        pattern=TRANSACTION_ID_PATTERN,
+        description="The capture a refund or void undoes.",
+    )
+
+    def describe(self) -> str:
+        """One line for a dead letter's reason: ``capture 300 yen qr PayPay 住民票の写し at …``
+        (the time in Asia/Tokyo, whatever offset it came with)."""
+        words = [self.kind.value, f"{self.amount_yen} yen", self.method.value]
+        words += [w for w in (self.brand, self.item) if w]
+        if self.original_transaction_id:
+            words.append(f"of {self.original_transaction_id}")
+        return " ".join(words) + f" at {self.occurred_at.astimezone(_TOKYO).isoformat()}"
+
+
+class TerminalTransactionConflictV1(Event):
+    """A terminal sent a transaction id it had used before, with other content (金額, 決済手段
+    or time differ): a terminal that reset its counter, or a faulty one.
+
+    The repeat is not posted (the first version stays in the ledger) and is dead-lettered with
+    both versions in its reason; this event tells finance, who must find out which is right and
+    correct the ledger or have the terminal re-send under a new id. A repeat with the same
+    content is a harmless duplicate and announced nowhere.
+    """
+
+    event_type: ClassVar[str] = f"{TYPE_PREFIX}.payments.TerminalTransactionConflict.v1"
+    subject: ClassVar[str] = "payments.terminal_transaction.conflict.v1"
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        title="TerminalTransactionConflict.v1",
+        json_schema_extra={
+            "examples": [
+                {
+                    "terminal_id": "shiminka-t01",
+                    "transaction_id": "T01-000123",
+                    "facility_code": "shiminka",
+                    "posted": {
+                        "kind": "capture",
+                        "method": "qr",
+                        "brand": "PayPay",
+                        "amount_yen": 300,
+                        "item": "住民票の写し",
+                        "occurred_at": "2026-11-24T10:15:00+09:00",
+                    },
+                    "received": {
+                        "kind": "capture",
+                        "method": "emoney",
+                        "brand": "交通系IC",
+                        "amount_yen": 450,
+                        "item": "戸籍謄本",
+                        "occurred_at": "2026-12-01T09:02:00+09:00",
+                    },
+                    "detected_at": "2026-12-01T09:02:01+09:00",
+                }
+            ]
+        },
+    )
+
+    terminal_id: str = Field(pattern=TERMINAL_ID_PATTERN)
+    transaction_id: str = Field(pattern=TRANSACTION_ID_PATTERN)
+    facility_code: str = Field(pattern=FACILITY_CODE_PATTERN)
+    posted: TerminalTransactionVersion = Field(description="What the ledger holds for the id.")
+    received: TerminalTransactionVersion = Field(description="The conflicting repeat, refused.")
+    detected_at: AwareDatetime
+
+    def aggregate_id(self) -> str:
+        return f"{self.terminal_id}/{self.transaction_id}"
+
+
 def terminal_subject(facility_code: str, terminal_id: str) -> str:
     """The relative subject a terminal publishes its transactions on."""
     return f"terminals.{facility_code}.{terminal_id}.tx.v1"
@@ -679,5 +767,6 @@ EVENTS: tuple[type[Event], ...] = (
     SettlementMismatchV1,
     TerminalTransactionV1,
     TerminalSettlementV1,
+    TerminalTransactionConflictV1,
 )
 COMMANDS: tuple[type[BaseModel], ...] = (ProviderPaymentConfirmation, SettlementBatch)

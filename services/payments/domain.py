@@ -18,6 +18,8 @@ from contracts.payments import (
     PaymentMethod,
     SettlementDifference,
     SettlementLine,
+    TerminalTransactionKind,
+    TerminalTransactionVersion,
 )
 
 TOKYO = ZoneInfo("Asia/Tokyo")
@@ -89,6 +91,59 @@ class VoidNotAllowed(PaymentError):
 
 class MismatchedPayment(PaymentError):
     """A refund or void does not match its capture (another facility or method)."""
+
+
+class TerminalTransactionConflict(PaymentError):
+    """同一取引番号の内容違い: a terminal sent a transaction id posted before, with other
+    content. The repeat is refused (dead-lettered with both versions) and finance is told; a
+    terminal that reset its counter would otherwise lose the city's money silently."""
+
+    def __init__(
+        self,
+        terminal_id: str,
+        transaction_id: str,
+        facility_code: str,
+        posted: TerminalTransactionVersion,
+        received: TerminalTransactionVersion,
+    ) -> None:
+        super().__init__(
+            f"transaction id {transaction_id!r} of terminal {terminal_id!r} was posted as "
+            f"[{posted.describe()}] and now arrives as [{received.describe()}]"
+        )
+        self.terminal_id = terminal_id
+        self.transaction_id = transaction_id
+        self.facility_code = facility_code
+        self.posted = posted
+        self.received = received
+
+
+def same_terminal_transaction(
+    posted: TerminalTransactionVersion, received: TerminalTransactionVersion
+) -> bool:
+    """Whether a repeat says what was posted (a harmless duplicate). Times compare as instants
+    (the same moment written in UTC is the same). A capture's means and item are compared; a
+    refund or void is compared by the capture it undoes (its means are the capture's).
+
+    >>> from datetime import datetime
+    >>> at = datetime.fromisoformat("2026-11-24T10:15:00+09:00")
+    >>> v = TerminalTransactionVersion(kind="capture", method="qr", brand="PayPay",
+    ...                                amount_yen=300, item="住民票の写し", occurred_at=at)
+    >>> same_terminal_transaction(v, v.model_copy(update={"amount_yen": 450}))
+    False
+    """
+    if (posted.kind, posted.amount_yen, posted.occurred_at) != (
+        received.kind,
+        received.amount_yen,
+        received.occurred_at,
+    ):
+        return False
+    if posted.kind is TerminalTransactionKind.CAPTURE:
+        return (posted.method, posted.brand, posted.item) == (
+            received.method,
+            received.brand,
+            received.item,
+        )
+    return posted.original_transaction_id == received.original_transaction_id
 
 
 # --- fiscal year and receipt numbers -------------------------------------------------------

@@ -26,8 +26,10 @@ from contracts.payments import (
     SettlementMismatchV1,
     SettlementReconciledV1,
     TerminalSettlementV1,
+    TerminalTransactionConflictV1,
     TerminalTransactionKind,
     TerminalTransactionV1,
+    TerminalTransactionVersion,
     terminal_settlement_subject,
     terminal_subject,
 )
@@ -164,7 +166,8 @@ def _claim_of(tx: TerminalTransactionV1, payment_id: uuid.UUID) -> store.Termina
 
 async def _capture_many(conn: asyncpg.Connection, txs: Sequence[TerminalTransactionV1]) -> None:
     """Captures: claim their keys, then post the new ones (payment, receipt, ledger) and
-    announce each as PaymentCaptured, a statement per table for all of them."""
+    announce each as PaymentCaptured, a statement per table for all of them; a key posted
+    before with other content is refused (``_refuse_conflicts``)."""
     if not txs:
         return
     ids = [uuid.uuid5(_IDS, tx.message_id) for tx in txs]
@@ -172,11 +175,21 @@ async def _capture_many(conn: asyncpg.Connection, txs: Sequence[TerminalTransact
         conn, [_claim_of(tx, pid) for tx, pid in zip(txs, ids, strict=True)]
     )
     new: list[tuple[TerminalTransactionV1, uuid.UUID]] = []
+    repeats: list[TerminalTransactionV1] = []
     for tx, payment_id in zip(txs, ids, strict=True):
         key = (tx.terminal_id, tx.transaction_id)
         if key in claimed:
-            claimed.discard(key)  # a second copy in the same run was posted by the first
+            claimed.discard(key)  # a second copy in the same run is a repeat of the first
             new.append((tx, payment_id))
+        else:
+            repeats.append(tx)
+    await _post_captures(conn, new)
+    await _refuse_conflicts(conn, repeats)  # after posting: a repeat may be of this run's
+
+
+async def _post_captures(
+    conn: asyncpg.Connection, new: Sequence[tuple[TerminalTransactionV1, uuid.UUID]]
+) -> None:
     if not new:
         return
     records = []
@@ -219,6 +232,71 @@ async def _capture_many(conn: asyncpg.Connection, txs: Sequence[TerminalTransact
     )
 
 
+def _version_of(tx: TerminalTransactionV1) -> TerminalTransactionVersion:
+    capture = tx.kind is TerminalTransactionKind.CAPTURE
+    return TerminalTransactionVersion(
+        kind=tx.kind,
+        method=tx.method,
+        brand=tx.brand,
+        amount_yen=tx.amount_yen,
+        item=tx.item if capture else None,
+        occurred_at=tx.occurred_at,
+        original_transaction_id=tx.original_transaction_id,
+    )
+
+
+async def _refuse_conflicts(
+    conn: asyncpg.Connection, repeats: Sequence[TerminalTransactionV1]
+) -> None:
+    """Transactions whose key was posted before: nothing happens when they say what was
+    posted (a harmless duplicate); one that says something else raises
+    ``TerminalTransactionConflict`` (dead-lettered with both versions, finance told)."""
+    if not repeats:
+        return
+    posted = await store.posted_versions(
+        conn, [(tx.terminal_id, tx.transaction_id) for tx in repeats]
+    )
+    for tx in repeats:
+        version = posted.get((tx.terminal_id, tx.transaction_id))
+        received = _version_of(tx)
+        if version is not None and not domain.same_terminal_transaction(version, received):
+            raise domain.TerminalTransactionConflict(
+                tx.terminal_id, tx.transaction_id, tx.facility_code, version, received
+            )
+
+
+async def announce_terminal_conflict(
+    conn: asyncpg.Connection, conflict: domain.TerminalTransactionConflict, now: datetime
+) -> None:
+    """Keep a refused conflicting repeat and tell finance (TerminalTransactionConflict), once
+    per distinct repeat. Run in a transaction of its own as the repeat is dead-lettered: the
+    one that refused it rolled back."""
+    if await store.insert_terminal_conflict(
+        conn,
+        conflict.terminal_id,
+        conflict.transaction_id,
+        conflict.facility_code,
+        conflict.posted,
+        conflict.received,
+        now,
+    ):
+        await add_events(
+            conn,
+            [
+                _event(
+                    TerminalTransactionConflictV1(
+                        terminal_id=conflict.terminal_id,
+                        transaction_id=conflict.transaction_id,
+                        facility_code=conflict.facility_code,
+                        posted=conflict.posted,
+                        received=conflict.received,
+                        detected_at=now,
+                    )
+                )
+            ],
+        )
+
+
 def _posting_of(capture: store.NewCapture) -> domain.Posting:
     return domain.capture_posting(
         capture.payment_id,
@@ -253,6 +331,7 @@ async def _original(conn: asyncpg.Connection, tx: TerminalTransactionV1) -> doma
 async def _refund(conn: asyncpg.Connection, tx: TerminalTransactionV1) -> None:
     payment = await _original(conn, tx)
     if not await _claim(conn, tx, payment.payment_id):
+        await _refuse_conflicts(conn, [tx])
         return
     total = domain.decide_refund(payment, tx.amount_yen)
     refund_id = uuid.uuid5(_IDS, tx.message_id)
@@ -284,6 +363,7 @@ async def _refund(conn: asyncpg.Connection, tx: TerminalTransactionV1) -> None:
 async def _void(conn: asyncpg.Connection, tx: TerminalTransactionV1) -> None:
     payment = await _original(conn, tx)
     if not await _claim(conn, tx, payment.payment_id):
+        await _refuse_conflicts(conn, [tx])
         return
     domain.decide_void(payment, tx.amount_yen)
     capture = await store.capture_posting_of(conn, payment.payment_id)

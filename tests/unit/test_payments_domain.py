@@ -7,7 +7,12 @@ from datetime import date, datetime
 
 import pytest
 
-from contracts.payments import PaymentMethod, SettlementLine
+from contracts.payments import (
+    PaymentMethod,
+    SettlementLine,
+    TerminalTransactionKind,
+    TerminalTransactionVersion,
+)
 from services.payments import domain
 
 
@@ -135,3 +140,45 @@ def test_the_processor_fee_is_recorded_apart_and_revenue_stays_gross() -> None:
         ("receivable:qr:PayPay", 0, 300),
     ]
     assert all(e.account != domain.REVENUE for e in posting.entries)
+
+
+def version(**changes: object) -> TerminalTransactionVersion:
+    base = TerminalTransactionVersion(
+        kind=TerminalTransactionKind.CAPTURE,
+        method=PaymentMethod.QR,
+        brand="PayPay",
+        amount_yen=300,
+        item="住民票の写し",
+        occurred_at=datetime.fromisoformat("2026-11-24T10:15:00+09:00"),
+    )
+    return base.model_copy(update=changes)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"amount_yen": 450},
+        {"method": PaymentMethod.EMONEY, "brand": "交通系IC"},
+        {"brand": "d払い"},
+        {"item": "戸籍謄本"},
+        {"occurred_at": datetime.fromisoformat("2026-12-01T09:02:00+09:00")},
+        {"kind": TerminalTransactionKind.REFUND, "item": None, "original_transaction_id": "C0"},
+    ],
+)
+def test_a_repeat_of_a_transaction_id_with_other_content_is_not_the_same(
+    changes: dict[str, object],
+) -> None:
+    assert not domain.same_terminal_transaction(version(), version(**changes))
+
+
+def test_a_repeat_with_the_same_content_is_the_same_whatever_the_time_offset() -> None:
+    in_utc = datetime.fromisoformat("2026-11-24T01:15:00+00:00")
+    assert domain.same_terminal_transaction(version(), version(occurred_at=in_utc))
+
+
+def test_a_refund_repeat_is_compared_by_the_capture_it_undoes() -> None:
+    refund = version(kind=TerminalTransactionKind.REFUND, item=None, original_transaction_id="C1")
+    assert domain.same_terminal_transaction(refund, refund.model_copy())
+    assert not domain.same_terminal_transaction(
+        refund, refund.model_copy(update={"original_transaction_id": "C2"})
+    )
