@@ -13,6 +13,7 @@ import asyncpg
 
 from contracts.facilities import FACILITIES
 from contracts.payments import (
+    AttentionReason,
     PaymentChannel,
     PaymentMethod,
     SettlementBatch,
@@ -23,6 +24,7 @@ from contracts.payments import (
 from services.payments.domain import (
     PROCESSOR_FEE,
     REVENUE,
+    AttentionState,
     Entry,
     LedgerDay,
     PaymentRequestState,
@@ -518,15 +520,163 @@ async def mark_request_paid(
     )
 
 
-async def remember_provider_event(conn: asyncpg.Connection, event_id: str, reference: str) -> bool:
-    """False when this provider notice was accepted before."""
+async def claim_provider_notice(
+    conn: asyncpg.Connection, event_id: str, reference: str, amount_yen: int
+) -> asyncpg.Record | None:
+    """Take a provider notice id; None when it is new, else the row kept when it was first
+    accepted (its reference, amount and outcome). A concurrent copy waits here until the first
+    commits (or rolls back, and then takes the id itself)."""
     inserted = await conn.fetchval(
-        """INSERT INTO provider_events (event_id, reference) VALUES ($1, $2)
+        """INSERT INTO provider_events (event_id, reference, amount_yen) VALUES ($1, $2, $3)
            ON CONFLICT (event_id) DO NOTHING RETURNING true""",
         event_id,
         reference,
+        amount_yen,
     )
-    return bool(inserted)
+    if inserted:
+        return None
+    return await conn.fetchrow("SELECT * FROM provider_events WHERE event_id = $1", event_id)
+
+
+async def record_notice_outcome(
+    conn: asyncpg.Connection, event_id: str, payment_id: uuid.UUID, outcome: str
+) -> None:
+    await conn.execute(
+        "UPDATE provider_events SET payment_id = $2, outcome = $3 WHERE event_id = $1",
+        event_id,
+        payment_id,
+        outcome,
+    )
+
+
+async def insert_attention(
+    conn: asyncpg.Connection,
+    payment_id: uuid.UUID,
+    request_id: uuid.UUID,
+    reasons: Sequence[AttentionReason],
+    requested_yen: int,
+    received_at: datetime,
+    learnt_by: str,
+) -> None:
+    await conn.execute(
+        """INSERT INTO payment_attention (payment_id, request_id, reasons, requested_yen,
+                                          received_at, learnt_by)
+           VALUES ($1, $2, $3, $4, $5, $6)""",
+        payment_id,
+        request_id,
+        [r.value for r in reasons],
+        requested_yen,
+        received_at,
+        learnt_by,
+    )
+
+
+async def lock_attention(conn: asyncpg.Connection, payment_id: uuid.UUID) -> AttentionState | None:
+    row = await conn.fetchrow(
+        "SELECT * FROM payment_attention WHERE payment_id = $1 FOR UPDATE", payment_id
+    )
+    if row is None:
+        return None
+    return AttentionState(
+        payment_id=row["payment_id"],
+        request_id=row["request_id"],
+        reasons=tuple(AttentionReason(r) for r in row["reasons"]),
+        decided=row["status"] == "decided",
+    )
+
+
+async def attention_action(
+    conn: asyncpg.Connection, payment_id: uuid.UUID, idempotency_key: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT * FROM payment_attention_actions WHERE payment_id = $1 AND idempotency_key = $2",
+        payment_id,
+        idempotency_key,
+    )
+
+
+async def insert_attention_action(
+    conn: asyncpg.Connection,
+    payment_id: uuid.UUID,
+    idempotency_key: str,
+    action: str,
+    staff_id: str,
+    acted_at: datetime,
+    amount_yen: int | None = None,
+    refund_id: uuid.UUID | None = None,
+) -> None:
+    await conn.execute(
+        """INSERT INTO payment_attention_actions (payment_id, idempotency_key, action,
+                                                  amount_yen, refund_id, staff_id, acted_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+        payment_id,
+        idempotency_key,
+        action,
+        amount_yen,
+        refund_id,
+        staff_id,
+        acted_at,
+    )
+
+
+async def decide_attention(
+    conn: asyncpg.Connection,
+    payment_id: uuid.UUID,
+    resolution: str,
+    staff_id: str,
+    decided_at: datetime,
+) -> None:
+    await conn.execute(
+        """UPDATE payment_attention
+           SET status = 'decided', resolution = $2, decided_by = $3, decided_at = $4
+           WHERE payment_id = $1""",
+        payment_id,
+        resolution,
+        staff_id,
+        decided_at,
+    )
+
+
+_ATTENTION = """
+    SELECT a.*, p.amount_yen, p.refunded_yen, p.occurred_at AS paid_at, p.receipt_number,
+           p.method, p.brand, p.facility_code, r.reference, r.application_id, r.expires_at,
+           coalesce((SELECT jsonb_agg(jsonb_build_object(
+                        'action', x.action, 'amount_yen', x.amount_yen, 'staff_id', x.staff_id,
+                        'acted_at', x.acted_at) ORDER BY x.acted_at)
+                     FROM payment_attention_actions x WHERE x.payment_id = a.payment_id),
+                    '[]'::jsonb)::text AS actions
+    FROM payment_attention a
+    JOIN payments p USING (payment_id)
+    JOIN payment_requests r USING (request_id)"""
+
+
+async def attention_items(
+    conn: asyncpg.Connection | asyncpg.Pool, status: str | None, limit: int
+) -> list[asyncpg.Record]:
+    """The staff queue, oldest first: open items, decided ones, or both (``status`` None)."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        _ATTENTION
+        + """ WHERE ($1::text IS NULL OR a.status = $1)
+              ORDER BY a.received_at, a.payment_id LIMIT $2""",
+        status,
+        limit,
+    )
+    return rows
+
+
+async def attention_item(
+    conn: asyncpg.Connection | asyncpg.Pool, payment_id: uuid.UUID
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(_ATTENTION + " WHERE a.payment_id = $1", payment_id)
+
+
+async def lock_payment_request_by_id(
+    conn: asyncpg.Connection, request_id: uuid.UUID
+) -> PaymentRequestState | None:
+    row = await conn.fetchrow(
+        "SELECT * FROM payment_requests WHERE request_id = $1 FOR UPDATE", request_id
+    )
+    return _request(row) if row else None
 
 
 async def expire_due_requests(
