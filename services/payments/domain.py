@@ -398,6 +398,18 @@ def decide_confirmation(
     return tuple(reasons)
 
 
+def next_check_after_s(checks: int, backoff_s: float, backoff_max_s: float) -> float:
+    """How long the sweep waits before asking the provider about a request again, after its
+    ``checks``-th question: ``backoff_s``, doubled each time, at most ``backoff_max_s``.
+
+    >>> [next_check_after_s(n, 60, 600) for n in (1, 2, 3, 4, 5)]
+    [60.0, 120.0, 240.0, 480.0, 600]
+    """
+    if checks < 1:
+        raise ValueError("the back-off follows a question")
+    return min(backoff_s * float(2 ** min(checks - 1, 32)), backoff_max_s)
+
+
 @dataclass(frozen=True)
 class AttentionState:
     """A payment on the staff queue (要確認入金) and whether it was decided."""

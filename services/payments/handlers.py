@@ -422,9 +422,13 @@ async def print_receipt(pool: asyncpg.Pool, receipt_number: str) -> str:
 
 
 async def create_payment_request(
-    conn: asyncpg.Connection, event: Envelope[ApplicationPaymentRequestedV1], ttl_s: float
+    conn: asyncpg.Connection,
+    event: Envelope[ApplicationPaymentRequestedV1],
+    ttl_s: float,
+    sweep_grace_s: float = 0.0,
 ) -> None:
-    """On an application's fee request, open a payment request (once per application)."""
+    """On an application's fee request, open a payment request (once per application); the
+    sweep first asks the provider about it ``sweep_grace_s`` later."""
     req = event.data
     request_id = uuid.uuid5(_IDS, f"application/{req.application_id}")
     if req.facility_code not in FACILITIES_BY_CODE:
@@ -440,6 +444,7 @@ async def create_payment_request(
         requested_at=req.requested_at,
         expires_at=req.requested_at + timedelta(seconds=ttl_s),
         applicant_id=req.applicant_id,
+        next_check_at=req.requested_at + timedelta(seconds=sweep_grace_s),
     )
 
 
@@ -471,7 +476,7 @@ async def confirm_online_payment(
     again returns the first outcome and changes nothing."""
     async with pool.acquire() as conn, conn.transaction():
         earlier = await store.claim_provider_notice(
-            conn, notice.event_id, notice.reference, notice.amount_yen
+            conn, notice.event_id, notice.reference, notice.amount_yen, learnt_by.value
         )
         if earlier is not None:
             return await _earlier_outcome(conn, notice, earlier)
@@ -580,6 +585,34 @@ async def expire_payment_requests(pool: asyncpg.Pool, now: datetime) -> int:
             ],
         )
     return len(expired)
+
+
+async def requests_to_check(
+    pool: asyncpg.Pool,
+    now: datetime,
+    *,
+    backoff_s: float,
+    backoff_max_s: float,
+    horizon_s: float,
+    limit: int = 100,
+) -> list[str]:
+    """The references the sweep should ask the provider about now; each one's next question
+    is scheduled (back-off) before it is asked, so a provider that does not answer is not
+    asked again at once."""
+    async with pool.acquire() as conn, conn.transaction():
+        due = await store.requests_to_check(conn, now, horizon_s, limit)
+        await store.schedule_checks(
+            conn,
+            [r.request_id for r in due],
+            [
+                now
+                + timedelta(
+                    seconds=domain.next_check_after_s(r.checks + 1, backoff_s, backoff_max_s)
+                )
+                for r in due
+            ],
+        )
+    return [r.reference for r in due]
 
 
 # --- daily reconciliation (調定) ------------------------------------------------------------

@@ -457,14 +457,16 @@ async def insert_payment_request(
     amount_yen: int,
     requested_at: datetime,
     expires_at: datetime,
-    applicant_id: uuid.UUID | None = None,
+    applicant_id: uuid.UUID | None,
+    next_check_at: datetime,
 ) -> bool:
-    """A new payment request; False when the application already has one."""
+    """A new payment request, first asked about at ``next_check_at`` by the payment sweep;
+    False when the application already has one."""
     inserted = await conn.fetchval(
         """INSERT INTO payment_requests (request_id, application_id, reference, facility_code,
                                          fee_item, amount_yen, requested_at, expires_at,
-                                         applicant_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                                         applicant_id, next_check_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
            ON CONFLICT (application_id) DO NOTHING RETURNING true""",
         request_id,
         application_id,
@@ -475,6 +477,7 @@ async def insert_payment_request(
         requested_at,
         expires_at,
         applicant_id,
+        next_check_at,
     )
     return bool(inserted)
 
@@ -521,17 +524,19 @@ async def mark_request_paid(
 
 
 async def claim_provider_notice(
-    conn: asyncpg.Connection, event_id: str, reference: str, amount_yen: int
+    conn: asyncpg.Connection, event_id: str, reference: str, amount_yen: int, learnt_by: str
 ) -> asyncpg.Record | None:
     """Take a provider notice id; None when it is new, else the row kept when it was first
     accepted (its reference, amount and outcome). A concurrent copy waits here until the first
     commits (or rolls back, and then takes the id itself)."""
     inserted = await conn.fetchval(
-        """INSERT INTO provider_events (event_id, reference, amount_yen) VALUES ($1, $2, $3)
+        """INSERT INTO provider_events (event_id, reference, amount_yen, learnt_by)
+           VALUES ($1, $2, $3, $4)
            ON CONFLICT (event_id) DO NOTHING RETURNING true""",
         event_id,
         reference,
         amount_yen,
+        learnt_by,
     )
     if inserted:
         return None
@@ -683,7 +688,8 @@ async def expire_due_requests(
     conn: asyncpg.Connection, now: datetime, limit: int = 500
 ) -> list[PaymentRequestState]:
     rows = await conn.fetch(
-        """UPDATE payment_requests SET status = 'expired', closed_at = $1
+        """UPDATE payment_requests
+           SET status = 'expired', closed_at = $1, next_check_at = least(next_check_at, $1)
            WHERE request_id IN (
                SELECT request_id FROM payment_requests
                WHERE status = 'pending' AND expires_at <= $1
@@ -693,6 +699,44 @@ async def expire_due_requests(
         limit,
     )
     return [_request(r) for r in rows]
+
+
+@dataclass(frozen=True)
+class RequestToCheck:
+    request_id: uuid.UUID
+    reference: str
+    checks: int
+    """Questions asked before this one."""
+
+
+async def requests_to_check(
+    conn: asyncpg.Connection, now: datetime, horizon_s: float, limit: int
+) -> list[RequestToCheck]:
+    """Open requests (pending, or expired less than ``horizon_s`` ago) due a question to the
+    provider, locked (another replica's sweep skips them)."""
+    rows = await conn.fetch(
+        """SELECT request_id, reference, checks FROM payment_requests
+           WHERE status <> 'paid' AND next_check_at <= $1
+             AND expires_at > $1 - make_interval(secs => $2)
+           ORDER BY next_check_at LIMIT $3
+           FOR UPDATE SKIP LOCKED""",
+        now,
+        horizon_s,
+        limit,
+    )
+    return [RequestToCheck(r["request_id"], r["reference"], int(r["checks"])) for r in rows]
+
+
+async def schedule_checks(
+    conn: asyncpg.Connection, request_ids: Sequence[uuid.UUID], next_at: Sequence[datetime]
+) -> None:
+    await conn.execute(
+        """UPDATE payment_requests r SET checks = r.checks + 1, next_check_at = n.next_at
+           FROM unnest($1::uuid[], $2::timestamptz[]) AS n(request_id, next_at)
+           WHERE r.request_id = n.request_id""",
+        list(request_ids),
+        list(next_at),
+    )
 
 
 # --- settlements and revenue ---------------------------------------------------------------

@@ -124,8 +124,10 @@ def consumers(ctx: ServiceContext) -> Sequence[ConsumerBinding]:
     ) -> None:
         # Read when handling (settings are built once per running service): the contracts
         # export lists these bindings without a running service.
-        ttl_s = payments_settings(ctx).request_ttl_s
-        await handlers.create_payment_request(conn, event, ttl_s)
+        settings = payments_settings(ctx)
+        await handlers.create_payment_request(
+            conn, event, settings.request_ttl_s, settings.sweep_grace_s
+        )
 
     known_terminals: dict[str, str] = {}  # per running service, so per schema
 
