@@ -18,7 +18,7 @@ import asyncpg
 
 from contracts.applications import ProcedureRegisteredV1, ProcedureUpdatedV1, SubmitApplication
 from contracts.envelope import Envelope, Event
-from contracts.payments import PaymentCapturedV1
+from contracts.payments import PaymentAttachedV1, PaymentCapturedV1
 from services.applications import catalog, certificates, domain, identity, store
 from services.applications.domain import (
     Application,
@@ -400,37 +400,60 @@ async def on_payment_captured(
 ) -> None:
     """PaymentCaptured for an application's fee: awaiting_payment -> paid (once).
 
-    A capture for no application of ours, or for one not awaiting payment (already paid,
-    withdrawn), changes nothing and is logged; the inbox has already dropped redeliveries.
+    A capture for no application (a terminal's, or an online payment payments holds for
+    staff: late, twice, another amount) changes nothing here.
     """
     captured = event.data
     if captured.application_id is None:
         return
-    app = await store.get_application(conn, captured.application_id, for_update=True)
+    await _fee_paid(ctx, conn, captured.application_id, captured.payment_id, captured.amount_yen)
+
+
+async def on_payment_attached(
+    ctx: ServiceContext, conn: asyncpg.Connection, event: Envelope[PaymentAttachedV1]
+) -> None:
+    """Staff attached a payment that needed attention (paid after its request expired, or
+    another amount, refunded down to the fee) to its application: it counts as the fee, as a
+    PaymentCaptured would. The late-payment rule: payment expiry never closed the application
+    (it stayed awaiting_payment), so it goes on to paid where it stood; one no longer awaiting
+    payment (withdrawn) keeps its state, and staff refund the payment instead."""
+    attached = event.data
+    await _fee_paid(ctx, conn, attached.application_id, attached.payment_id, attached.amount_yen)
+
+
+async def _fee_paid(
+    ctx: ServiceContext,
+    conn: asyncpg.Connection,
+    application_id: uuid.UUID,
+    payment_id: uuid.UUID,
+    amount_yen: int,
+) -> None:
+    """awaiting_payment -> paid, once. An application not awaiting payment (already paid,
+    withdrawn), or a payment short of the fee, changes nothing and is logged; the inbox has
+    already dropped redeliveries."""
+    app = await store.get_application(conn, application_id, for_update=True)
     if app is None or app.status is not ApplicationStatus.AWAITING_PAYMENT:
         log.warning(
-            "payment captured for an application not awaiting payment; ignored",
+            "payment for an application not awaiting payment; ignored",
             extra={
-                "application_id": str(captured.application_id),
-                "payment_id": str(captured.payment_id),
+                "application_id": str(application_id),
+                "payment_id": str(payment_id),
                 "status": app.status.value if app else None,
             },
         )
         return
-    if captured.amount_yen < app.fee_yen:
+    if amount_yen < app.fee_yen:
         log.warning(
-            "payment captured for less than the fee; application stays awaiting payment",
+            "payment of less than the fee; application stays awaiting payment",
             extra={
                 "application_id": str(app.id),
-                "payment_id": str(captured.payment_id),
-                "amount_yen": captured.amount_yen,
+                "payment_id": str(payment_id),
+                "amount_yen": amount_yen,
                 "fee_yen": app.fee_yen,
             },
         )
         return
-    paid, events = domain.record_payment(
-        app, captured.payment_id, captured.amount_yen, datetime.now(UTC)
-    )
+    paid, events = domain.record_payment(app, payment_id, amount_yen, datetime.now(UTC))
     await _save(ctx, conn, paid, events)
 
 
