@@ -364,11 +364,13 @@ def _ca_key_usage(_policy: Policy, _cert: x509.Certificate, usage: x509.KeyUsage
 
 # Extension policies: the library's own CA/B Forum defaults are for TLS (a subjectAltName with a
 # host name, serverAuth/clientAuth EKU); a JPKI path is checked against these rules instead.
-# Unlisted extensions may be present unless critical (the library refuses an unknown critical
-# extension in any case); extendedKeyUsage is not required (JPKI's certificates carry none).
+# They apply to the trust anchor too. basicConstraints may be marked either way: what it says
+# is checked here whatever its criticality. Unlisted extensions may be present unless critical
+# (the library refuses an unknown critical extension in any case); extendedKeyUsage is not
+# required (JPKI's certificates carry none).
 _CA_POLICY = (
     ExtensionPolicy.permit_all()
-    .require_present(x509.BasicConstraints, Criticality.CRITICAL, _ca_basic_constraints)
+    .require_present(x509.BasicConstraints, Criticality.AGNOSTIC, _ca_basic_constraints)
     .require_present(x509.KeyUsage, Criticality.AGNOSTIC, _ca_key_usage)
 )
 _EE_POLICY = (
@@ -479,7 +481,7 @@ def _why_no_path(
             f"{leaf.not_valid_before_utc:%Y-%m-%d} to {leaf.not_valid_after_utc:%Y-%m-%d})"
         )
     for child in chain:
-        for parent in chain:
+        for parent in [*chain, *trust.anchors]:
             if parent is child or not _issued(child, parent):
                 continue
             if (problem := _ca_problem(parent)) is not None:

@@ -135,3 +135,24 @@ def test_a_trust_anchor_sent_in_the_chain_changes_nothing() -> None:
     assert chain[-1] == pem(root.cert)
     verified = identity.verify(content, body["identity"]["signature"], chain, trust)
     assert verified.issuer == "CN=Unit Signature CA"
+
+
+def test_the_ca_rules_apply_to_the_trust_anchor_too() -> None:
+    """The library checks an anchor like any CA: a root without keyUsage keyCertSign is no CA
+    (a J-LIS root has it; an operator's mistake shows as issuer_not_a_ca)."""
+    root = CardCA("Unit Root")
+    name = root.cert.subject
+    bare = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(root.key.public_key())
+        .serial_number(1)
+        .not_valid_before(NOW - timedelta(days=1))
+        .not_valid_after(NOW + timedelta(days=10))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=False)
+        .sign(root.key, hashes.SHA256())
+    )
+    root.cert = bare
+    ca = CardCA("Unit Signature CA", parent=root)
+    assert verify_with(root, ca, [root.crl(), ca.crl()]) is IdentityRefusal.ISSUER_NOT_A_CA
