@@ -113,15 +113,34 @@ class ApplicationPaymentRequestedV1(Event):
 
 
 class SignedApplication(BaseModel):
-    """A My Number card signature (署名用電子証明書, JPKI) over the application's content.
+    """A My Number card signature (署名用電子証明書, JPKI) over this applicant's application.
 
-    ``signature`` is the base64 SHA256withRSA (PKCS#1 v1.5) signature of the canonical JSON
-    ``{"channel":…,"form":…,"procedure_code":…}`` (sorted keys, no spaces, UTF-8);
+    ``challenge`` is the value ``POST /identity/challenges`` gave the signed-in applicant (single
+    use, a few minutes' life). ``signature`` is the base64 SHA256withRSA (PKCS#1 v1.5) signature
+    of the canonical JSON ``{"applicant":…,"challenge":…,"channel":…,"form":…,
+    "procedure_code":…,"purpose":"koriyama-cityhall/submit-application/v1"}`` (sorted keys, no
+    spaces, UTF-8; ``applicant`` is the account id, the token's ``sub``).
     ``certificate_chain`` is the signer's certificate first, then its CA certificates, in PEM.
     """
 
-    model_config = ConfigDict(extra="forbid", title="SignedApplication")
+    model_config = ConfigDict(
+        extra="forbid",
+        title="SignedApplication",
+        json_schema_extra={
+            "examples": [
+                {
+                    "challenge": "q3Vb0kX2mJ8sT1yR6wE4uI7oP9aS5dF3gH2jK8lZ0xC",
+                    "signature": "MEUCIQ…base64…",
+                    "certificate_chain": ["-----BEGIN CERTIFICATE-----\n…"],
+                }
+            ]
+        },
+    )
 
+    challenge: str = Field(
+        pattern=r"^[A-Za-z0-9_-]{43}$",
+        description="The single-use challenge issued to this applicant (POST /identity/challenges)",
+    )
     signature: str = Field(min_length=1, max_length=2048)
     certificate_chain: list[str] = Field(min_length=1, max_length=5)
 
@@ -158,7 +177,10 @@ class SubmitApplication(BaseModel):
     )
     identity: SignedApplication | None = Field(
         default=None,
-        description="Required online for a group-2 procedure (本人確認必要型).",
+        description=(
+            "Required online for a group-2 procedure (本人確認必要型), from the signed-in "
+            "applicant: a signature binding the account, a challenge and this application."
+        ),
     )
 
 

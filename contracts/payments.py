@@ -7,12 +7,14 @@ import uuid
 from datetime import date
 from enum import StrEnum
 from typing import Any, ClassVar, Self
+from zoneinfo import ZoneInfo
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from contracts.envelope import TYPE_PREFIX, Event
 
 FACILITY_CODE_PATTERN = r"^[a-z0-9][a-z0-9-]{1,39}$"
+_TOKYO = ZoneInfo("Asia/Tokyo")
 
 
 class PaymentMethod(StrEnum):
@@ -81,7 +83,10 @@ class PaymentCapturedV1(Event):
     occurred_at: AwareDatetime
     receipt_number: str = Field(max_length=64)
     application_id: uuid.UUID | None = Field(
-        default=None, description="Set when the payment settles an application's fee."
+        default=None,
+        description="Set when the payment settles an application's fee. An online payment that "
+        "needs attention (late, twice, another amount) has none: PaymentNeedsAttention names its "
+        "application, and PaymentAttached follows if staff attach it.",
     )
 
     def aggregate_id(self) -> str:
@@ -179,8 +184,8 @@ class PaymentVoidedV1(Event):
 class PaymentRequestExpiredV1(Event):
     """An application fee's payment request ran out before it was paid (期限切れ).
 
-    The request is cancelled: a later confirmation from the provider is refused. Applications
-    may ask for a new payment request.
+    The request is cancelled. Money the provider confirms later is still captured, but settles
+    nothing by itself: it is announced as PaymentNeedsAttention and waits for staff.
     """
 
     event_type: ClassVar[str] = f"{TYPE_PREFIX}.payments.PaymentRequestExpired.v1"
@@ -208,6 +213,118 @@ class PaymentRequestExpiredV1(Event):
     reference: str = Field(max_length=40)
     amount_yen: int = Field(gt=0)
     expired_at: AwareDatetime
+
+    def aggregate_id(self) -> str:
+        return str(self.application_id)
+
+
+class AttentionReason(StrEnum):
+    """Why money the provider took does not simply settle its payment request."""
+
+    PAID_AFTER_EXPIRY = "paid_after_expiry"
+    """The confirmation arrived at or after the request's expiry (期限後入金), judged by its
+    arrival, not by the provider's ``paid_at``."""
+    PAID_TWICE = "paid_twice"
+    """The request was already paid (二重払い)."""
+    OTHER_AMOUNT = "other_amount"
+    """Another amount than the one requested (過不足)."""
+
+
+class ConfirmationSource(StrEnum):
+    """How payments learnt of an online payment."""
+
+    WEBHOOK = "webhook"
+    """The provider's signed notice."""
+    SWEEP = "sweep"
+    """Payments asked the provider about a request whose notice never came."""
+
+
+class PaymentNeedsAttentionV1(Event):
+    """Money the provider took that settles nothing by itself: paid after the request expired,
+    paid twice, or another amount (要確認入金). It is captured all the same (receipt, ledger,
+    PaymentCaptured without ``application_id``: the money is the city's until it is returned)
+    and waits on the staff queue (``GET /payments/attention``) until staff refund it or attach
+    it to its application.
+    """
+
+    event_type: ClassVar[str] = f"{TYPE_PREFIX}.payments.PaymentNeedsAttention.v1"
+    subject: ClassVar[str] = "payments.payment.needs_attention.v1"
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        title="PaymentNeedsAttention.v1",
+        json_schema_extra={
+            "examples": [
+                {
+                    "payment_id": "5b0f3c1e-2d4a-5e6f-8a9b-0c1d2e3f4a5b",
+                    "request_id": "a3bb189e-8bf9-3888-9912-ace4e6543002",
+                    "application_id": "0b4f8a52-2f0e-4f7e-9d0a-1c7f3f5d9a10",
+                    "reference": "PR-7KQ2M9XW4T",
+                    "facility_code": "shiminka",
+                    "reasons": ["paid_after_expiry"],
+                    "amount_yen": 300,
+                    "requested_yen": 300,
+                    "paid_at": "2026-11-24T09:29:58+09:00",
+                    "expires_at": "2026-11-24T09:30:00+09:00",
+                    "received_at": "2026-11-24T09:30:04+09:00",
+                    "learnt_by": "webhook",
+                    "receipt_number": "shiminka-2026-000124",
+                }
+            ]
+        },
+    )
+
+    payment_id: uuid.UUID
+    request_id: uuid.UUID
+    application_id: uuid.UUID = Field(description="The application the money was paid for.")
+    reference: str = Field(max_length=40)
+    facility_code: str = Field(pattern=FACILITY_CODE_PATTERN)
+    reasons: list[AttentionReason] = Field(min_length=1)
+    amount_yen: int = Field(gt=0, description="What the provider took.")
+    requested_yen: int = Field(gt=0, description="What the request asked for.")
+    paid_at: AwareDatetime = Field(description="When the provider says it was paid.")
+    expires_at: AwareDatetime
+    received_at: AwareDatetime = Field(description="When payments learnt of it.")
+    learnt_by: ConfirmationSource
+    receipt_number: str = Field(max_length=64)
+
+    def aggregate_id(self) -> str:
+        return str(self.payment_id)
+
+
+class PaymentAttachedV1(Event):
+    """Staff attached a payment that needed attention to its application (充当): it now
+    settles the application's fee, as a PaymentCaptured with ``application_id`` would have.
+    What it keeps (captured minus refunded) is exactly the fee requested."""
+
+    event_type: ClassVar[str] = f"{TYPE_PREFIX}.payments.PaymentAttached.v1"
+    subject: ClassVar[str] = "payments.payment.attached.v1"
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        title="PaymentAttached.v1",
+        json_schema_extra={
+            "examples": [
+                {
+                    "payment_id": "5b0f3c1e-2d4a-5e6f-8a9b-0c1d2e3f4a5b",
+                    "request_id": "a3bb189e-8bf9-3888-9912-ace4e6543002",
+                    "application_id": "0b4f8a52-2f0e-4f7e-9d0a-1c7f3f5d9a10",
+                    "reference": "PR-7KQ2M9XW4T",
+                    "amount_yen": 300,
+                    "attached_at": "2026-11-24T13:10:00+09:00",
+                }
+            ]
+        },
+    )
+
+    payment_id: uuid.UUID
+    request_id: uuid.UUID
+    application_id: uuid.UUID
+    reference: str = Field(max_length=40)
+    amount_yen: int = Field(gt=0, description="What the payment keeps: the fee requested.")
+    attached_at: AwareDatetime
 
     def aggregate_id(self) -> str:
         return str(self.application_id)
@@ -555,7 +672,9 @@ class ProviderPaymentConfirmation(BaseModel):
 
     POSTed by the provider to ``/webhooks/provider`` with ``X-Provider-Timestamp`` (Unix
     seconds) and ``X-Provider-Signature: v1=<hex HMAC-SHA256 of "<timestamp>.<body>">``.
-    ``event_id`` is the provider's id of this notice: a notice seen before is refused.
+    ``event_id`` is the provider's id of this notice: the same notice again is answered with the
+    outcome of the first and changes nothing. The provider's status endpoint (``GET
+    /payments/{reference}``) lists the same notices for the payment sweep.
     """
 
     model_config = ConfigDict(
@@ -600,6 +719,92 @@ class ProviderPaymentConfirmation(BaseModel):
         if self.method is PaymentMethod.CASH:
             raise ValueError("method: an online payment is never cash")
         return self
+
+
+class TerminalTransactionVersion(BaseModel):
+    """What a terminal said about one of its transaction ids: enough to tell two messages
+    under the same (terminal, transaction id) apart. No card data."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: TerminalTransactionKind
+    method: PaymentMethod
+    brand: str | None = Field(default=None, max_length=40)
+    amount_yen: int = Field(gt=0)
+    item: str | None = Field(
+        default=None, max_length=100, description="A capture's item; none for a refund or void."
+    )
+    occurred_at: AwareDatetime
+    original_transaction_id: str | None = Field(
+        default=None,
+        pattern=TRANSACTION_ID_PATTERN,
+        description="The capture a refund or void undoes.",
+    )
+
+    def describe(self) -> str:
+        """One line for a dead letter's reason: ``capture 300 yen qr PayPay 住民票の写し at …``
+        (the time in Asia/Tokyo, whatever offset it came with)."""
+        words = [self.kind.value, f"{self.amount_yen} yen", self.method.value]
+        words += [w for w in (self.brand, self.item) if w]
+        if self.original_transaction_id:
+            words.append(f"of {self.original_transaction_id}")
+        return " ".join(words) + f" at {self.occurred_at.astimezone(_TOKYO).isoformat()}"
+
+
+class TerminalTransactionConflictV1(Event):
+    """A terminal sent a transaction id it had used before, with other content (金額, 決済手段
+    or time differ): a terminal that reset its counter, or a faulty one.
+
+    The repeat is not posted (the first version stays in the ledger) and is dead-lettered with
+    both versions in its reason; this event tells finance, who must find out which is right and
+    correct the ledger or have the terminal re-send under a new id. A repeat with the same
+    content is a harmless duplicate and announced nowhere.
+    """
+
+    event_type: ClassVar[str] = f"{TYPE_PREFIX}.payments.TerminalTransactionConflict.v1"
+    subject: ClassVar[str] = "payments.terminal_transaction.conflict.v1"
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        title="TerminalTransactionConflict.v1",
+        json_schema_extra={
+            "examples": [
+                {
+                    "terminal_id": "shiminka-t01",
+                    "transaction_id": "T01-000123",
+                    "facility_code": "shiminka",
+                    "posted": {
+                        "kind": "capture",
+                        "method": "qr",
+                        "brand": "PayPay",
+                        "amount_yen": 300,
+                        "item": "住民票の写し",
+                        "occurred_at": "2026-11-24T10:15:00+09:00",
+                    },
+                    "received": {
+                        "kind": "capture",
+                        "method": "emoney",
+                        "brand": "交通系IC",
+                        "amount_yen": 450,
+                        "item": "戸籍謄本",
+                        "occurred_at": "2026-12-01T09:02:00+09:00",
+                    },
+                    "detected_at": "2026-12-01T09:02:01+09:00",
+                }
+            ]
+        },
+    )
+
+    terminal_id: str = Field(pattern=TERMINAL_ID_PATTERN)
+    transaction_id: str = Field(pattern=TRANSACTION_ID_PATTERN)
+    facility_code: str = Field(pattern=FACILITY_CODE_PATTERN)
+    posted: TerminalTransactionVersion = Field(description="What the ledger holds for the id.")
+    received: TerminalTransactionVersion = Field(description="The conflicting repeat, refused.")
+    detected_at: AwareDatetime
+
+    def aggregate_id(self) -> str:
+        return f"{self.terminal_id}/{self.transaction_id}"
 
 
 def terminal_subject(facility_code: str, terminal_id: str) -> str:
@@ -675,9 +880,12 @@ EVENTS: tuple[type[Event], ...] = (
     PaymentRefundedV1,
     PaymentVoidedV1,
     PaymentRequestExpiredV1,
+    PaymentNeedsAttentionV1,
+    PaymentAttachedV1,
     SettlementReconciledV1,
     SettlementMismatchV1,
     TerminalTransactionV1,
     TerminalSettlementV1,
+    TerminalTransactionConflictV1,
 )
 COMMANDS: tuple[type[BaseModel], ...] = (ProviderPaymentConfirmation, SettlementBatch)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
 import asyncpg
@@ -29,7 +29,12 @@ from services.applications import certificates, domain, handlers, store
 from services.applications.domain import Application, ApplicationStatus, Procedure
 from services.applications.forms import FormInvalid
 from services.applications.handlers import IdempotencyKey
-from services.applications.identity import IdentityRefused
+from services.applications.identity import (
+    SIGNING_PURPOSE,
+    Challenge,
+    IdentityRefusal,
+    IdentityRefused,
+)
 from services.applications.settings import (
     ApplicationsSettings,
     load_applications_settings,
@@ -205,10 +210,12 @@ def http_error(exc: Exception) -> HTTPException:
             ],
         )
     if isinstance(exc, IdentityRefused):
-        return HTTPException(
-            status.HTTP_422_UNPROCESSABLE_CONTENT,
-            _problem(["body", "identity"], str(exc), f"identity.{exc.reason.value}"),
-        )
+        problem = _problem(["body", "identity"], str(exc), f"identity.{exc.reason.value}")
+        if exc.reason is IdentityRefusal.SIGN_IN_REQUIRED:
+            return HTTPException(
+                status.HTTP_401_UNAUTHORIZED, problem, headers={"WWW-Authenticate": "Bearer"}
+            )
+        return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, problem)
     if isinstance(exc, handlers.UnknownProcedure):
         return HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
@@ -250,6 +257,67 @@ def _key(key: str | None, who: Caller, request: Request, body: Any) -> Idempoten
     if key is None:
         return None
     return IdempotencyKey.of(key, who.key_scope, request.method, request.url.path, body)
+
+
+# -- identity (本人確認) -------------------------------------------------------------------------
+
+
+class ChallengeView(BaseModel):
+    """A challenge to sign with the My Number card: the signed content binds ``applicant``,
+    ``challenge`` and ``purpose`` with the application (see ``SignedApplication``)."""
+
+    challenge: str = Field(examples=["q3Vb0kX2mJ8sT1yR6wE4uI7oP9aS5dF3gH2jK8lZ0xC"])
+    applicant: uuid.UUID = Field(description="The caller's own account id (the token's sub).")
+    purpose: str = Field(examples=[SIGNING_PURPOSE])
+    expires_at: datetime
+
+    @classmethod
+    def of(cls, c: Challenge) -> ChallengeView:
+        return cls(
+            challenge=c.value,
+            applicant=c.applicant_id,
+            purpose=SIGNING_PURPOSE,
+            expires_at=c.expires_at,
+        )
+
+
+def _render_challenge(c: Challenge) -> dict[str, Any]:
+    return ChallengeView.of(c).model_dump(mode="json")
+
+
+@router.post(
+    "/identity/challenges",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ChallengeView,
+    tags=["identity"],
+    summary="A single-use challenge for the signed-in applicant to sign a group-2 application",
+)
+async def issue_challenge(
+    ctx: Ctx, who: Who, request: Request, idempotency_key: IdemHeader = None
+) -> JSONResponse:
+    """Step 1 of a signed (group-2) submission: the applicant asks for a challenge, signs it
+    with the application using the My Number card's signature key, and submits both within
+    the challenge's lifetime (``APPLICATIONS_IDENTITY_CHALLENGE_LIFETIME_S``)."""
+    if who.applicant_id is None:
+        if who.staff_id is not None:
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN,
+                "challenges are for applicants: a signature binds the applicant's own account",
+            )
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "sign in: a challenge is issued to the applicant of the login gateway's token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    lifetime = timedelta(seconds=settings_of(ctx).identity_challenge_lifetime_s)
+    idem = _key(idempotency_key, who, request, {})
+    return await _respond(
+        ctx,
+        idem,
+        handlers.issue_challenge(who.applicant_id, lifetime),
+        _render_challenge,
+        status.HTTP_201_CREATED,
+    )
 
 
 # -- applications -----------------------------------------------------------------------------

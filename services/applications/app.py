@@ -16,6 +16,8 @@ from services.runtime.service import BusAccess, ServiceContext, ServiceDefinitio
 
 log = logging.getLogger(__name__)
 SWEEP_INTERVAL_S = 600.0
+CHALLENGES_KEPT = timedelta(days=1)
+"""How long an expired challenge's row stays (which application used it, for inquiries)."""
 
 
 def background(ctx: ServiceContext) -> Sequence[Callable[[], Awaitable[None]]]:
@@ -30,7 +32,16 @@ def background(ctx: ServiceContext) -> Sequence[Callable[[], Awaitable[None]]]:
             if removed:
                 log.info("old idempotency keys removed", extra={"count": removed})
 
-    return [forget_old_idempotency_keys]
+    async def forget_expired_challenges() -> None:
+        """Signing challenges live minutes; their rows are kept a day after, then removed."""
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            expired_before = datetime.now(UTC) - CHALLENGES_KEPT
+            removed = await store.forget_expired_challenges(ctx.pool, expired_before)
+            if removed:
+                log.info("expired identity challenges removed", extra={"count": removed})
+
+    return [forget_old_idempotency_keys, forget_expired_challenges]
 
 
 DEFINITION = ServiceDefinition(

@@ -166,8 +166,9 @@ def needs_signature(procedure: Procedure, channel: Channel) -> bool:
 def refuse_unsigned(procedure: Procedure) -> IdentityRefused:
     return IdentityRefused(
         IdentityRefusal.SIGNATURE_REQUIRED,
-        f"procedure {procedure.code} requires identity verification (本人確認): sign the "
-        "application with the My Number card's signature certificate",
+        f"procedure {procedure.code} requires identity verification (本人確認): sign in, get "
+        "a challenge (POST /identity/challenges) and sign it with the application using the "
+        "My Number card's signature certificate",
     )
 
 

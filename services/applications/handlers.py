@@ -10,7 +10,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -18,7 +18,7 @@ import asyncpg
 
 from contracts.applications import ProcedureRegisteredV1, ProcedureUpdatedV1, SubmitApplication
 from contracts.envelope import Envelope, Event
-from contracts.payments import PaymentCapturedV1
+from contracts.payments import PaymentAttachedV1, PaymentCapturedV1
 from services.applications import catalog, certificates, domain, identity, store
 from services.applications.domain import (
     Application,
@@ -28,7 +28,12 @@ from services.applications.domain import (
     Procedure,
 )
 from services.applications.forms import FormInvalid
-from services.applications.identity import IdentityRefused, TrustConfig, VerifiedIdentity
+from services.applications.identity import (
+    Challenge,
+    IdentityRefused,
+    TrustConfig,
+    VerifiedIdentity,
+)
 from services.applications.procedures import CachedProcedure, ProcedureCache
 from services.applications.submissions import SubmissionWriter
 from services.runtime.outbox import add_events
@@ -126,25 +131,48 @@ async def _load(conn: asyncpg.Connection, application_id: uuid.UUID) -> Applicat
     return app
 
 
-def _verify_identity(cmd: SubmitApplication, trust: TrustConfig, now: datetime) -> VerifiedIdentity:
+def _log_refusal(exc: IdentityRefused, cmd: SubmitApplication) -> None:
+    """A refused identity check is logged with the certificate's serial and issuer only."""
+    log.warning(
+        "identity check refused",
+        extra={
+            "reason": exc.reason.value,
+            "certificate_serial": exc.serial,
+            "issuer": exc.issuer,
+            "procedure_code": cmd.procedure_code,
+        },
+    )
+
+
+async def _take_challenge(
+    conn: asyncpg.Connection, cmd: SubmitApplication, applicant_id: uuid.UUID | None
+) -> Challenge:
+    """The challenge a signed submission names, row-locked until its transaction ends, if
+    this applicant may use it now (``identity.check_challenge``)."""
     assert cmd.identity is not None
-    content = identity.canonical_content(cmd.procedure_code, cmd.channel.value, cmd.form)
-    try:
-        return identity.verify(
-            content, cmd.identity.signature, cmd.identity.certificate_chain, trust, now
-        )
-    except identity.IdentityRefused as exc:
-        # The check's result is logged with the certificate's serial and issuer only.
-        log.warning(
-            "identity check refused",
-            extra={
-                "reason": exc.reason.value,
-                "certificate_serial": exc.serial,
-                "issuer": exc.issuer,
-                "procedure_code": cmd.procedure_code,
-            },
-        )
-        raise
+    if applicant_id is None:
+        raise identity.sign_in_required()
+    found = await store.take_challenge(conn, cmd.identity.challenge)
+    return identity.check_challenge(found, applicant_id, datetime.now(UTC))
+
+
+def _verify_identity(
+    cmd: SubmitApplication, challenge: Challenge, trust: TrustConfig, now: datetime
+) -> VerifiedIdentity:
+    """The signer of a signed submission: its signature must cover the applicant the
+    challenge was issued to (the caller: ``check_challenge``), the challenge and the
+    application as submitted."""
+    assert cmd.identity is not None
+    content = identity.canonical_content(
+        applicant=str(challenge.applicant_id),
+        challenge=challenge.value,
+        procedure_code=cmd.procedure_code,
+        channel=cmd.channel.value,
+        form=cmd.form,
+    )
+    return identity.verify(
+        content, cmd.identity.signature, cmd.identity.certificate_chain, trust, now
+    )
 
 
 def _decide_submission(
@@ -152,8 +180,10 @@ def _decide_submission(
     cached: CachedProcedure | None,
     applicant_id: uuid.UUID | None,
     trust: TrustConfig,
+    challenge: Challenge | None = None,
 ) -> Decision:
-    """The new application and its events, or the reason it is refused (no I/O)."""
+    """The new application and its events, or the reason it is refused (no I/O). A signed
+    submission comes with its challenge, already taken (``_take_challenge``)."""
     if cached is None:
         raise UnknownProcedure(f"no procedure {cmd.procedure_code!r} in the catalog")
     procedure = cached.procedure
@@ -161,7 +191,8 @@ def _decide_submission(
     now = datetime.now(UTC)
     verified = None
     if cmd.identity is not None:
-        verified = _verify_identity(cmd, trust, now)
+        assert challenge is not None
+        verified = _verify_identity(cmd, challenge, trust, now)
     elif domain.needs_signature(procedure, cmd.channel):
         raise domain.refuse_unsigned(procedure)
     app, submitted = domain.submit(
@@ -197,15 +228,17 @@ async def submit_application(
     now, and a refusal stores nothing. Whatever the group commit does not write takes the
     one-by-one path (``_submit_alone``): a procedure not cached yet or changed since (read
     again, share-locked, and decided again), a key already used (its first response replayed),
-    and a batch PostgreSQL refused as a whole.
+    a batch PostgreSQL refused as a whole, and every signed (group-2) submission: its challenge
+    is taken and used in the transaction that inserts it, and its signature and certification
+    path (a few milliseconds of RSA) cost far more than the round trips a batch saves.
     """
     procedures = ctx.provide(ProcedureCache, ProcedureCache)
-    cached = procedures.peek(cmd.procedure_code)
+    cached = procedures.peek(cmd.procedure_code) if cmd.identity is None else None
     if cached is not None:
         try:
             app, events = _decide_submission(cmd, cached, applicant_id, trust)
         except (ApplicationError, FormInvalid, IdentityRefused) as refusal:
-            return await _refused(ctx, idempotency, refusal)
+            return await _refused(ctx, idempotency, refusal, cmd)
         else:
             body = render(app)
             claim = None
@@ -221,7 +254,10 @@ async def submit_application(
 
 
 async def _refused(
-    ctx: ServiceContext, idempotency: IdempotencyKey | None, refusal: Exception
+    ctx: ServiceContext,
+    idempotency: IdempotencyKey | None,
+    refusal: Exception,
+    cmd: SubmitApplication,
 ) -> tuple[int, Any]:
     """A refused submission: the first response of its key if it has one (a retry of a request
     that was accepted), else the refusal. The key is claimed and the claim rolled back, as
@@ -233,8 +269,15 @@ async def _refused(
             )
             if stored is not None:
                 return _replay(stored, idempotency)
+            _log_if_identity(refusal, cmd)
             raise refusal  # rolls the claim back
+    _log_if_identity(refusal, cmd)
     raise refusal
+
+
+def _log_if_identity(refusal: Exception, cmd: SubmitApplication) -> None:
+    if isinstance(refusal, IdentityRefused):
+        _log_refusal(refusal, cmd)
 
 
 def _envelopes(ctx: ServiceContext, app: Application, events: list[Event]) -> list[Envelope[Event]]:
@@ -257,19 +300,28 @@ async def _submit_alone(
     procedures: ProcedureCache,
 ) -> tuple[int, Any]:
     """One submission in its own transaction: the procedure read when not cached or changed,
-    a refusal after claiming the key, a replay of the key's first response."""
+    a refusal after claiming the key, a replay of the key's first response.
+
+    A signed submission takes its challenge first (row-locked: a concurrent request carrying
+    the same one waits here) and marks it used before committing, so it is accepted once. A
+    retry with the same Idempotency-Key finds the challenge used, and then the key's first
+    response, which it gets instead of the refusal."""
     async with ctx.pool.acquire() as conn, conn.transaction():
+        challenge = None
         for attempt in range(3):
             try:
+                if cmd.identity is not None and challenge is None:
+                    challenge = await _take_challenge(conn, cmd, applicant_id)
                 cached = await procedures.get(conn, cmd.procedure_code, fresh=attempt > 0)
-                app, events = _decide_submission(cmd, cached, applicant_id, trust)
-            except (ApplicationError, FormInvalid, IdentityRefused):
+                app, events = _decide_submission(cmd, cached, applicant_id, trust, challenge)
+            except (ApplicationError, FormInvalid, IdentityRefused) as refusal:
                 if idempotency is not None:
                     stored = await store.claim_idempotency_key(
                         conn, idempotency.key, idempotency.request_hash
                     )
                     if stored is not None:
                         return _replay(stored, idempotency)
+                _log_if_identity(refusal, cmd)
                 raise
             assert cached is not None
             body = render(app)
@@ -287,8 +339,23 @@ async def _submit_alone(
                 # Swept away since (older than the retention): claim it anew.
         else:
             raise RuntimeError(f"procedure {cmd.procedure_code!r} keeps changing; try again")
+        if challenge is not None:
+            await store.use_challenge(conn, challenge.value, app.id, app.submitted_at)
         await add_events(conn, _envelopes(ctx, app, events))
     return 201, body
+
+
+def issue_challenge(
+    applicant_id: uuid.UUID, lifetime: timedelta
+) -> Callable[[asyncpg.Connection], Awaitable[Challenge]]:
+    """POST /identity/challenges: a new single-use challenge for this applicant to sign."""
+
+    async def effect(conn: asyncpg.Connection) -> Challenge:
+        challenge = identity.new_challenge(applicant_id, datetime.now(UTC), lifetime)
+        await store.insert_challenge(conn, challenge)
+        return challenge
+
+    return effect
 
 
 Step = Callable[[asyncpg.Connection], Awaitable[Application]]
@@ -400,37 +467,60 @@ async def on_payment_captured(
 ) -> None:
     """PaymentCaptured for an application's fee: awaiting_payment -> paid (once).
 
-    A capture for no application of ours, or for one not awaiting payment (already paid,
-    withdrawn), changes nothing and is logged; the inbox has already dropped redeliveries.
+    A capture for no application (a terminal's, or an online payment payments holds for
+    staff: late, twice, another amount) changes nothing here.
     """
     captured = event.data
     if captured.application_id is None:
         return
-    app = await store.get_application(conn, captured.application_id, for_update=True)
+    await _fee_paid(ctx, conn, captured.application_id, captured.payment_id, captured.amount_yen)
+
+
+async def on_payment_attached(
+    ctx: ServiceContext, conn: asyncpg.Connection, event: Envelope[PaymentAttachedV1]
+) -> None:
+    """Staff attached a payment that needed attention (paid after its request expired, or
+    another amount, refunded down to the fee) to its application: it counts as the fee, as a
+    PaymentCaptured would. The late-payment rule: payment expiry never closed the application
+    (it stayed awaiting_payment), so it goes on to paid where it stood; one no longer awaiting
+    payment (withdrawn) keeps its state, and staff refund the payment instead."""
+    attached = event.data
+    await _fee_paid(ctx, conn, attached.application_id, attached.payment_id, attached.amount_yen)
+
+
+async def _fee_paid(
+    ctx: ServiceContext,
+    conn: asyncpg.Connection,
+    application_id: uuid.UUID,
+    payment_id: uuid.UUID,
+    amount_yen: int,
+) -> None:
+    """awaiting_payment -> paid, once. An application not awaiting payment (already paid,
+    withdrawn), or a payment short of the fee, changes nothing and is logged; the inbox has
+    already dropped redeliveries."""
+    app = await store.get_application(conn, application_id, for_update=True)
     if app is None or app.status is not ApplicationStatus.AWAITING_PAYMENT:
         log.warning(
-            "payment captured for an application not awaiting payment; ignored",
+            "payment for an application not awaiting payment; ignored",
             extra={
-                "application_id": str(captured.application_id),
-                "payment_id": str(captured.payment_id),
+                "application_id": str(application_id),
+                "payment_id": str(payment_id),
                 "status": app.status.value if app else None,
             },
         )
         return
-    if captured.amount_yen < app.fee_yen:
+    if amount_yen < app.fee_yen:
         log.warning(
-            "payment captured for less than the fee; application stays awaiting payment",
+            "payment of less than the fee; application stays awaiting payment",
             extra={
                 "application_id": str(app.id),
-                "payment_id": str(captured.payment_id),
-                "amount_yen": captured.amount_yen,
+                "payment_id": str(payment_id),
+                "amount_yen": amount_yen,
                 "fee_yen": app.fee_yen,
             },
         )
         return
-    paid, events = domain.record_payment(
-        app, captured.payment_id, captured.amount_yen, datetime.now(UTC)
-    )
+    paid, events = domain.record_payment(app, payment_id, amount_yen, datetime.now(UTC))
     await _save(ctx, conn, paid, events)
 
 

@@ -33,6 +33,17 @@ class ApplicationsSettings(BaseSettings):
         description="How long an Idempotency-Key and its response are kept (at least 24 h).",
     )
 
+    identity_challenge_lifetime_s: float = Field(
+        default=300.0,
+        gt=0.0,
+        le=900.0,
+        validation_alias=AliasChoices("APPLICATIONS_IDENTITY_CHALLENGE_LIFETIME_S"),
+        description=(
+            "How long a group-2 signing challenge (POST /identity/challenges) may be used, in "
+            "seconds (at most 15 minutes): long enough to read the card, short enough that a "
+            "captured signature is soon worthless."
+        ),
+    )
     jpki_trust_anchors: Path | None = Field(
         default=None,
         validation_alias=AliasChoices("APPLICATIONS_JPKI_TRUST_ANCHORS"),
@@ -44,7 +55,11 @@ class ApplicationsSettings(BaseSettings):
     jpki_crl: Path | None = Field(
         default=None,
         validation_alias=AliasChoices("APPLICATIONS_JPKI_CRL"),
-        description="CRL file (PEM or DER) of those CAs; re-read when the file changes.",
+        description=(
+            "CRL file (PEM: one or more; or one DER) of the root and intermediate CAs: every "
+            "certificate of a path but the anchor needs a current CRL of its issuer. Re-read "
+            "when the file changes."
+        ),
     )
 
 

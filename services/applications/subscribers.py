@@ -1,11 +1,11 @@
-"""Which events applications consumes: PaymentCaptured, for applications' fees."""
+"""Which events applications consumes: PaymentCaptured and PaymentAttached, for fees."""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
 
-from contracts.payments import PaymentCapturedV1
+from contracts.payments import PaymentAttachedV1, PaymentCapturedV1
 from contracts.subjects import PAYMENTS
 from services.applications import handlers
 from services.runtime.service import ConsumerBinding, ServiceContext
@@ -14,7 +14,7 @@ from services.runtime.streams import ConsumerDecl
 PAYMENT_EVENTS = ConsumerDecl(
     durable="applications_payments",
     stream=PAYMENTS,
-    subjects=(PaymentCapturedV1.subject,),
+    subjects=(PaymentCapturedV1.subject, PaymentAttachedV1.subject),
 )
 
 
@@ -22,6 +22,9 @@ def consumers(ctx: ServiceContext) -> Sequence[ConsumerBinding]:
     return [
         ConsumerBinding(
             PAYMENT_EVENTS,
-            {PaymentCapturedV1: functools.partial(handlers.on_payment_captured, ctx)},
+            {
+                PaymentCapturedV1: functools.partial(handlers.on_payment_captured, ctx),
+                PaymentAttachedV1: functools.partial(handlers.on_payment_attached, ctx),
+            },
         )
     ]

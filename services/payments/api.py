@@ -9,15 +9,16 @@ import time
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from contracts.envelope import describe_validation_error
 from contracts.facilities import FACILITIES
 from contracts.payments import (
+    AttentionReason,
     PaymentMethod,
     ProviderPaymentConfirmation,
     SettlementBatch,
@@ -78,9 +79,11 @@ HTTP_STATUS: dict[type[domain.PaymentError], int] = {
     domain.MismatchedPayment: 409,
     domain.TerminalNotAtFacility: 409,
     domain.UnknownPaymentRequest: 404,
-    domain.PaymentRequestClosed: 409,
-    domain.AmountMismatch: 409,
-    domain.ConfirmationReplayed: 409,
+    domain.ConfirmationConflict: 409,
+    domain.UnknownAttention: 404,
+    domain.AttentionAlreadyDecided: 409,
+    domain.AttachNotAllowed: 409,
+    domain.IdempotencyKeyReused: 422,
 }
 
 
@@ -222,6 +225,143 @@ async def refund(
     )
 
 
+class AttentionActionOut(BaseModel):
+    """What a staff member did about a payment on the queue, and when."""
+
+    action: str
+    """refund or attach"""
+    amount_yen: int | None
+    staff_id: str
+    acted_at: datetime
+
+
+class AttentionOut(BaseModel):
+    """An online payment captured although it settles nothing by itself (要確認入金): paid
+    after its request expired, paid twice, or another amount; open until staff refund it in
+    full or attach it to its application."""
+
+    payment_id: uuid.UUID
+    reference: str
+    application_id: uuid.UUID
+    facility_code: str
+    reasons: list[AttentionReason]
+    amount_yen: int
+    requested_yen: int
+    refunded_yen: int
+    method: str
+    brand: str | None
+    receipt_number: str
+    paid_at: datetime
+    expires_at: datetime
+    received_at: datetime
+    learnt_by: str
+    status: str
+    """open or decided"""
+    resolution: str | None
+    """refunded or attached, once decided"""
+    decided_by: str | None
+    decided_at: datetime | None
+    actions: list[AttentionActionOut]
+
+
+def _attention_out(row: Mapping[str, Any]) -> AttentionOut:
+    fields = {k: row[k] for k in AttentionOut.model_fields if k != "actions"}
+    return AttentionOut(
+        **fields,
+        actions=[AttentionActionOut.model_validate(a) for a in json.loads(row["actions"])],
+    )
+
+
+IdempotencyKeyHeader = Annotated[
+    str,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="Required: the same key again does the action once and answers 200.",
+    ),
+]
+
+
+@router.get(
+    "/payments/attention",
+    response_model=list[AttentionOut],
+    summary="The staff queue: online payments needing a decision (要確認入金), oldest first",
+)
+async def attention(
+    ctx: Ctx,
+    _staff: Staff,
+    status: Annotated[
+        Literal["open", "decided", "all"], Query(description="open (default), decided or all")
+    ] = "open",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+) -> list[AttentionOut]:
+    rows = await store.attention_items(ctx.pool, None if status == "all" else status, limit)
+    return [_attention_out(r) for r in rows]
+
+
+class AttentionRefundRequest(BaseModel):
+    """Refund a payment on the staff queue, in full or in part, through the refund path."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"amount_yen": 300}]})
+
+    amount_yen: int = Field(gt=0, description="Integer yen; never above what is left.")
+
+
+async def _decided(
+    ctx: ServiceContext, response: Response, decision: handlers.AttentionDecision
+) -> AttentionOut:
+    if decision.replayed:
+        response.status_code = 200
+    row = await store.attention_item(ctx.pool, decision.payment_id)
+    assert row is not None
+    return _attention_out(row)
+
+
+@router.post(
+    "/payments/{payment_id}/attention/refund",
+    response_model=AttentionOut,
+    status_code=201,
+    summary="Refund a payment on the staff queue (in full: decided); Idempotency-Key required",
+    responses={200: {"description": "This key was used before: nothing changed."}},
+)
+async def refund_attention(
+    payment_id: uuid.UUID,
+    body: AttentionRefundRequest,
+    key: IdempotencyKeyHeader,
+    ctx: Ctx,
+    staff: Staff,
+    response: Response,
+) -> AttentionOut:
+    try:
+        decision = await handlers.refund_attention(
+            ctx.pool, payment_id, body.amount_yen, staff, key, datetime.now(UTC)
+        )
+    except domain.PaymentError as exc:
+        raise http_error(exc) from exc
+    return await _decided(ctx, response, decision)
+
+
+@router.post(
+    "/payments/{payment_id}/attention/attach",
+    response_model=AttentionOut,
+    status_code=201,
+    summary="Attach a payment on the staff queue to its application (充当); Idempotency-Key "
+    "required",
+    responses={200: {"description": "This key was used before: nothing changed."}},
+)
+async def attach_attention(
+    payment_id: uuid.UUID, key: IdempotencyKeyHeader, ctx: Ctx, staff: Staff, response: Response
+) -> AttentionOut:
+    try:
+        decision = await handlers.attach_attention(
+            ctx.pool, payment_id, staff, key, datetime.now(UTC)
+        )
+    except domain.PaymentError as exc:
+        raise http_error(exc) from exc
+    return await _decided(ctx, response, decision)
+
+
 @router.get("/payments/{payment_id}", response_model=PaymentOut)
 async def payment(payment_id: uuid.UUID, ctx: Ctx, _staff: Staff) -> PaymentOut:
     row = await ctx.pool.fetchrow("SELECT * FROM payments WHERE payment_id = $1", payment_id)
@@ -272,13 +412,20 @@ async def payment_request(application_id: uuid.UUID, ctx: Ctx, who: Who) -> Paym
 
 
 class WebhookAccepted(BaseModel):
+    """The notice was taken: the money is recorded. ``outcome`` says whether it settled its
+    request (captured) or waits on the staff queue (needs_attention, with the reasons). The
+    same notice again gets the same answer."""
+
     payment_id: uuid.UUID
+    outcome: Literal["captured", "needs_attention"]
+    reasons: list[AttentionReason]
 
 
 @router.post(
     "/webhooks/provider",
     response_model=WebhookAccepted,
-    summary="The payment provider confirms an online payment (HMAC-signed, replays refused)",
+    summary="The payment provider confirms an online payment (HMAC-signed; the same notice "
+    "again gets the first answer)",
     responses={401: {"description": "bad signature or stale timestamp"}, 409: {}},
 )
 async def provider_webhook(request: Request, ctx: Ctx) -> WebhookAccepted:
@@ -302,10 +449,14 @@ async def provider_webhook(request: Request, ctx: Ctx) -> WebhookAccepted:
     except ValidationError as exc:
         raise HTTPException(422, detail=describe_validation_error(exc)) from exc
     try:
-        payment_id = await handlers.confirm_online_payment(ctx.pool, notice, datetime.now(UTC))
+        done = await handlers.confirm_online_payment(ctx.pool, notice, datetime.now(UTC))
     except domain.PaymentError as exc:
         raise http_error(exc) from exc
-    return WebhookAccepted(payment_id=payment_id)
+    return WebhookAccepted(
+        payment_id=done.payment_id,
+        outcome="needs_attention" if done.reasons else "captured",
+        reasons=list(done.reasons),
+    )
 
 
 class SettlementOutcomeOut(BaseModel):

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 
+import httpx
+
 from contracts.subjects import PAYMENTS, TERMINALS
-from services.payments import handlers, store
+from services.payments import handlers, store, sweep
 from services.payments.api import router
 from services.payments.settings import load_payments_settings, payments_settings
 from services.payments.subscribers import APPLICATION_FEES, TERMINAL_MESSAGES, consumers
@@ -36,7 +39,22 @@ def background(ctx: ServiceContext) -> Sequence[Callable[[], Awaitable[None]]]:
                 log.info("payment requests expired", extra={"count": expired})
             await asyncio.sleep(sweep_s)
 
-    return [expire_payment_requests]
+    async def sweep_provider() -> None:
+        """Ask the provider about open requests whose confirmation never came (the payment
+        sweep, services.payments.sweep); loops until cancelled. Off without a provider secret:
+        its questions are signed with it."""
+        settings = payments_settings(ctx)
+        if settings.provider_secret is None:
+            return
+        secret = settings.provider_secret.get_secret_value()
+        async with httpx.AsyncClient(timeout=settings.sweep_timeout_s) as client:
+            while True:
+                report = await sweep.sweep_once(ctx.pool, client, settings, secret)
+                if report.asked:
+                    log.info("payment sweep", extra=asdict(report))
+                await asyncio.sleep(settings.sweep_interval_s)
+
+    return [expire_payment_requests, sweep_provider]
 
 
 DEFINITION = ServiceDefinition(

@@ -14,10 +14,13 @@ from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from contracts.payments import (
+    AttentionReason,
     PaymentChannel,
     PaymentMethod,
     SettlementDifference,
     SettlementLine,
+    TerminalTransactionKind,
+    TerminalTransactionVersion,
 )
 
 TOKYO = ZoneInfo("Asia/Tokyo")
@@ -63,16 +66,26 @@ class UnknownPaymentRequest(PaymentError):
     """No payment request has this reference or application."""
 
 
-class PaymentRequestClosed(PaymentError):
-    """The payment request was already paid or has expired (期限切れ)."""
+class ConfirmationConflict(PaymentError):
+    """A provider notice id seen before arrives for another reference or amount: not a repeat
+    of that notice, and the provider's ids must never be reused."""
 
 
-class AmountMismatch(PaymentError):
-    """The amount paid is not the amount requested."""
+class UnknownAttention(PaymentError):
+    """No payment on the staff queue has this id."""
 
 
-class ConfirmationReplayed(PaymentError):
-    """The provider's notice was seen before (a replay)."""
+class AttentionAlreadyDecided(PaymentError):
+    """Staff already decided what happens to this payment (refunded or attached)."""
+
+
+class AttachNotAllowed(PaymentError):
+    """The payment cannot settle its application's fee (already paid, or it keeps another
+    amount than the fee)."""
+
+
+class IdempotencyKeyReused(PaymentError):
+    """The Idempotency-Key was used before for another action on this payment."""
 
 
 class RefundExceedsCapture(PaymentError):
@@ -89,6 +102,59 @@ class VoidNotAllowed(PaymentError):
 
 class MismatchedPayment(PaymentError):
     """A refund or void does not match its capture (another facility or method)."""
+
+
+class TerminalTransactionConflict(PaymentError):
+    """同一取引番号の内容違い: a terminal sent a transaction id posted before, with other
+    content. The repeat is refused (dead-lettered with both versions) and finance is told; a
+    terminal that reset its counter would otherwise lose the city's money silently."""
+
+    def __init__(
+        self,
+        terminal_id: str,
+        transaction_id: str,
+        facility_code: str,
+        posted: TerminalTransactionVersion,
+        received: TerminalTransactionVersion,
+    ) -> None:
+        super().__init__(
+            f"transaction id {transaction_id!r} of terminal {terminal_id!r} was posted as "
+            f"[{posted.describe()}] and now arrives as [{received.describe()}]"
+        )
+        self.terminal_id = terminal_id
+        self.transaction_id = transaction_id
+        self.facility_code = facility_code
+        self.posted = posted
+        self.received = received
+
+
+def same_terminal_transaction(
+    posted: TerminalTransactionVersion, received: TerminalTransactionVersion
+) -> bool:
+    """Whether a repeat says what was posted (a harmless duplicate). Times compare as instants
+    (the same moment written in UTC is the same). A capture's means and item are compared; a
+    refund or void is compared by the capture it undoes (its means are the capture's).
+
+    >>> from datetime import datetime
+    >>> at = datetime.fromisoformat("2026-11-24T10:15:00+09:00")
+    >>> v = TerminalTransactionVersion(kind="capture", method="qr", brand="PayPay",
+    ...                                amount_yen=300, item="住民票の写し", occurred_at=at)
+    >>> same_terminal_transaction(v, v.model_copy(update={"amount_yen": 450}))
+    False
+    """
+    if (posted.kind, posted.amount_yen, posted.occurred_at) != (
+        received.kind,
+        received.amount_yen,
+        received.occurred_at,
+    ):
+        return False
+    if posted.kind is TerminalTransactionKind.CAPTURE:
+        return (posted.method, posted.brand, posted.item) == (
+            received.method,
+            received.brand,
+            received.item,
+        )
+    return posted.original_transaction_id == received.original_transaction_id
 
 
 # --- fiscal year and receipt numbers -------------------------------------------------------
@@ -303,14 +369,90 @@ class PaymentRequestState:
     expires_at: datetime
 
 
-def decide_confirmation(request: PaymentRequestState, amount_yen: int, now: datetime) -> None:
-    """Raise unless a provider's confirmation can settle this request now."""
-    if request.status != "pending":
-        raise PaymentRequestClosed(f"payment request {request.reference} is {request.status}")
-    if now >= request.expires_at:
-        raise PaymentRequestClosed(f"payment request {request.reference} has expired")
+def decide_confirmation(
+    request: PaymentRequestState, amount_yen: int, now: datetime
+) -> tuple[AttentionReason, ...]:
+    """Why a confirmed payment cannot settle its request; empty when it settles it.
+
+    Never a refusal: the provider has taken the money, so it is captured either way, and the
+    reasons put it on the staff queue. Expiry is judged by ``now``, when the confirmation
+    arrives, not by the provider's ``paid_at`` (its clock is not ours, and a request that
+    expired was announced as expired).
+
+    >>> from datetime import timedelta
+    >>> at = datetime.fromisoformat("2026-11-24T09:30:00+09:00")
+    >>> request = PaymentRequestState(uuid.uuid4(), uuid.uuid4(), "PR-X", "shiminka",
+    ...                               "住民票の写し", 300, "pending", expires_at=at)
+    >>> decide_confirmation(request, 300, at - timedelta(seconds=1))
+    ()
+    >>> [r.value for r in decide_confirmation(request, 450, at)]
+    ['paid_after_expiry', 'other_amount']
+    """
+    reasons = []
+    if request.status == "paid":
+        reasons.append(AttentionReason.PAID_TWICE)
+    elif request.status == "expired" or now >= request.expires_at:
+        reasons.append(AttentionReason.PAID_AFTER_EXPIRY)
     if amount_yen != request.amount_yen:
-        raise AmountMismatch(f"paid {amount_yen} yen but {request.amount_yen} yen were requested")
+        reasons.append(AttentionReason.OTHER_AMOUNT)
+    return tuple(reasons)
+
+
+def next_check_after_s(checks: int, backoff_s: float, backoff_max_s: float) -> float:
+    """How long the sweep waits before asking the provider about a request again, after its
+    ``checks``-th question: ``backoff_s``, doubled each time, at most ``backoff_max_s``.
+
+    >>> [next_check_after_s(n, 60, 600) for n in (1, 2, 3, 4, 5)]
+    [60.0, 120.0, 240.0, 480.0, 600]
+    """
+    if checks < 1:
+        raise ValueError("the back-off follows a question")
+    return min(backoff_s * float(2 ** min(checks - 1, 32)), backoff_max_s)
+
+
+@dataclass(frozen=True)
+class AttentionState:
+    """A payment on the staff queue (要確認入金) and whether it was decided."""
+
+    payment_id: uuid.UUID
+    request_id: uuid.UUID
+    reasons: tuple[AttentionReason, ...]
+    decided: bool
+
+
+def decide_attention_refund(item: AttentionState, payment: PaymentState, amount_yen: int) -> bool:
+    """Refund part or all of a payment on the queue; True when nothing is left of it (the
+    item is then decided: refunded)."""
+    if item.decided:
+        raise AttentionAlreadyDecided(f"payment {item.payment_id} was decided already")
+    return decide_refund(payment, amount_yen) == payment.amount_yen
+
+
+def decide_attach(
+    item: AttentionState, payment: PaymentState, request: PaymentRequestState
+) -> None:
+    """Raise unless the payment can settle its request's fee: the request is not paid by
+    another payment, and what the payment keeps is exactly the fee (refund an excess first;
+    a payment short of the fee is refunded, not attached)."""
+    if item.decided:
+        raise AttentionAlreadyDecided(f"payment {item.payment_id} was decided already")
+    if request.status == "paid":
+        raise AttachNotAllowed(
+            f"payment request {request.reference} is paid already: refund this payment"
+        )
+    if payment.voided:
+        raise PaymentAlreadyVoided(f"payment {payment.payment_id} was voided")
+    kept = payment.amount_yen - payment.refunded_yen
+    if kept > request.amount_yen:
+        raise AttachNotAllowed(
+            f"the payment keeps {kept} yen but the fee is {request.amount_yen} yen: "
+            f"refund the {kept - request.amount_yen} yen over it first"
+        )
+    if kept < request.amount_yen:
+        raise AttachNotAllowed(
+            f"the payment keeps {kept} yen, less than the fee of {request.amount_yen} yen: "
+            "refund it"
+        )
 
 
 # --- daily reconciliation (調定) ------------------------------------------------------------

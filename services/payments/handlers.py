@@ -14,8 +14,12 @@ from contracts.applications import ApplicationPaymentRequestedV1
 from contracts.envelope import Envelope, Event
 from contracts.facilities import FACILITIES_BY_CODE
 from contracts.payments import (
+    AttentionReason,
+    ConfirmationSource,
+    PaymentAttachedV1,
     PaymentCapturedV1,
     PaymentChannel,
+    PaymentNeedsAttentionV1,
     PaymentRefundedV1,
     PaymentRequestExpiredV1,
     PaymentVoidedV1,
@@ -25,8 +29,10 @@ from contracts.payments import (
     SettlementMismatchV1,
     SettlementReconciledV1,
     TerminalSettlementV1,
+    TerminalTransactionConflictV1,
     TerminalTransactionKind,
     TerminalTransactionV1,
+    TerminalTransactionVersion,
     terminal_settlement_subject,
     terminal_subject,
 )
@@ -190,7 +196,8 @@ def _claim_of(tx: TerminalTransactionV1, payment_id: uuid.UUID) -> store.Termina
 
 async def _capture_many(conn: asyncpg.Connection, txs: Sequence[TerminalTransactionV1]) -> None:
     """Captures: claim their keys, then post the new ones (payment, receipt, ledger) and
-    announce each as PaymentCaptured, a statement per table for all of them."""
+    announce each as PaymentCaptured, a statement per table for all of them; a key posted
+    before with other content is refused (``_refuse_conflicts``)."""
     if not txs:
         return
     ids = [uuid.uuid5(_IDS, tx.message_id) for tx in txs]
@@ -198,11 +205,21 @@ async def _capture_many(conn: asyncpg.Connection, txs: Sequence[TerminalTransact
         conn, [_claim_of(tx, pid) for tx, pid in zip(txs, ids, strict=True)]
     )
     new: list[tuple[TerminalTransactionV1, uuid.UUID]] = []
+    repeats: list[TerminalTransactionV1] = []
     for tx, payment_id in zip(txs, ids, strict=True):
         key = (tx.terminal_id, tx.transaction_id)
         if key in claimed:
-            claimed.discard(key)  # a second copy in the same run was posted by the first
+            claimed.discard(key)  # a second copy in the same run is a repeat of the first
             new.append((tx, payment_id))
+        else:
+            repeats.append(tx)
+    await _post_captures(conn, new)
+    await _refuse_conflicts(conn, repeats)  # after posting: a repeat may be of this run's
+
+
+async def _post_captures(
+    conn: asyncpg.Connection, new: Sequence[tuple[TerminalTransactionV1, uuid.UUID]]
+) -> None:
     if not new:
         return
     records = []
@@ -245,6 +262,71 @@ async def _capture_many(conn: asyncpg.Connection, txs: Sequence[TerminalTransact
     )
 
 
+def _version_of(tx: TerminalTransactionV1) -> TerminalTransactionVersion:
+    capture = tx.kind is TerminalTransactionKind.CAPTURE
+    return TerminalTransactionVersion(
+        kind=tx.kind,
+        method=tx.method,
+        brand=tx.brand,
+        amount_yen=tx.amount_yen,
+        item=tx.item if capture else None,
+        occurred_at=tx.occurred_at,
+        original_transaction_id=tx.original_transaction_id,
+    )
+
+
+async def _refuse_conflicts(
+    conn: asyncpg.Connection, repeats: Sequence[TerminalTransactionV1]
+) -> None:
+    """Transactions whose key was posted before: nothing happens when they say what was
+    posted (a harmless duplicate); one that says something else raises
+    ``TerminalTransactionConflict`` (dead-lettered with both versions, finance told)."""
+    if not repeats:
+        return
+    posted = await store.posted_versions(
+        conn, [(tx.terminal_id, tx.transaction_id) for tx in repeats]
+    )
+    for tx in repeats:
+        version = posted.get((tx.terminal_id, tx.transaction_id))
+        received = _version_of(tx)
+        if version is not None and not domain.same_terminal_transaction(version, received):
+            raise domain.TerminalTransactionConflict(
+                tx.terminal_id, tx.transaction_id, tx.facility_code, version, received
+            )
+
+
+async def announce_terminal_conflict(
+    conn: asyncpg.Connection, conflict: domain.TerminalTransactionConflict, now: datetime
+) -> None:
+    """Keep a refused conflicting repeat and tell finance (TerminalTransactionConflict), once
+    per distinct repeat. Run in a transaction of its own as the repeat is dead-lettered: the
+    one that refused it rolled back."""
+    if await store.insert_terminal_conflict(
+        conn,
+        conflict.terminal_id,
+        conflict.transaction_id,
+        conflict.facility_code,
+        conflict.posted,
+        conflict.received,
+        now,
+    ):
+        await add_events(
+            conn,
+            [
+                _event(
+                    TerminalTransactionConflictV1(
+                        terminal_id=conflict.terminal_id,
+                        transaction_id=conflict.transaction_id,
+                        facility_code=conflict.facility_code,
+                        posted=conflict.posted,
+                        received=conflict.received,
+                        detected_at=now,
+                    )
+                )
+            ],
+        )
+
+
 def _posting_of(capture: store.NewCapture) -> domain.Posting:
     return domain.capture_posting(
         capture.payment_id,
@@ -279,6 +361,7 @@ async def _original(conn: asyncpg.Connection, tx: TerminalTransactionV1) -> doma
 async def _refund(conn: asyncpg.Connection, tx: TerminalTransactionV1) -> None:
     payment = await _original(conn, tx)
     if not await _claim(conn, tx, payment.payment_id):
+        await _refuse_conflicts(conn, [tx])
         return
     total = domain.decide_refund(payment, tx.amount_yen)
     refund_id = uuid.uuid5(_IDS, tx.message_id)
@@ -310,6 +393,7 @@ async def _refund(conn: asyncpg.Connection, tx: TerminalTransactionV1) -> None:
 async def _void(conn: asyncpg.Connection, tx: TerminalTransactionV1) -> None:
     payment = await _original(conn, tx)
     if not await _claim(conn, tx, payment.payment_id):
+        await _refuse_conflicts(conn, [tx])
         return
     domain.decide_void(payment, tx.amount_yen)
     capture = await store.capture_posting_of(conn, payment.payment_id)
@@ -364,9 +448,13 @@ async def print_receipt(pool: asyncpg.Pool, receipt_number: str) -> str:
 
 
 async def create_payment_request(
-    conn: asyncpg.Connection, event: Envelope[ApplicationPaymentRequestedV1], ttl_s: float
+    conn: asyncpg.Connection,
+    event: Envelope[ApplicationPaymentRequestedV1],
+    ttl_s: float,
+    sweep_grace_s: float = 0.0,
 ) -> None:
-    """On an application's fee request, open a payment request (once per application)."""
+    """On an application's fee request, open a payment request (once per application); the
+    sweep first asks the provider about it ``sweep_grace_s`` later."""
     req = event.data
     request_id = uuid.uuid5(_IDS, f"application/{req.application_id}")
     if req.facility_code not in FACILITIES_BY_CODE:
@@ -382,21 +470,47 @@ async def create_payment_request(
         requested_at=req.requested_at,
         expires_at=req.requested_at + timedelta(seconds=ttl_s),
         applicant_id=req.applicant_id,
+        next_check_at=req.requested_at + timedelta(seconds=sweep_grace_s),
     )
 
 
+@dataclass(frozen=True)
+class ConfirmationOutcome:
+    """What became of a provider's notice: the payment it captured and whether that payment
+    settled its request or waits on the staff queue (and why)."""
+
+    payment_id: uuid.UUID
+    reasons: tuple[AttentionReason, ...]
+    replayed: bool = False
+    """True when this notice was received before: its first outcome, nothing changed."""
+
+    @property
+    def outcome(self) -> str:
+        return "needs_attention" if self.reasons else "captured"
+
+
 async def confirm_online_payment(
-    pool: asyncpg.Pool, notice: ProviderPaymentConfirmation, now: datetime
-) -> uuid.UUID:
-    """The provider says a request was paid: capture it, with its receipt, ledger and event."""
+    pool: asyncpg.Pool,
+    notice: ProviderPaymentConfirmation,
+    now: datetime,
+    learnt_by: ConfirmationSource = ConfirmationSource.WEBHOOK,
+) -> ConfirmationOutcome:
+    """The provider says a request was paid (its webhook, or its status endpoint asked by the
+    sweep: both come here). The money is captured whatever the request's state, with its
+    receipt, ledger posting and PaymentCaptured; paid in time and in full it settles the
+    request, otherwise it goes on the staff queue (PaymentNeedsAttention). The same notice id
+    again returns the first outcome and changes nothing."""
     async with pool.acquire() as conn, conn.transaction():
-        if not await store.remember_provider_event(conn, notice.event_id, notice.reference):
-            raise domain.ConfirmationReplayed(f"notice {notice.event_id!r} was received before")
+        earlier = await store.claim_provider_notice(
+            conn, notice.event_id, notice.reference, notice.amount_yen, learnt_by.value
+        )
+        if earlier is not None:
+            return await _earlier_outcome(conn, notice, earlier)
         request = await store.lock_payment_request(conn, notice.reference)
         if request is None:
             raise domain.UnknownPaymentRequest(f"no payment request {notice.reference!r}")
-        domain.decide_confirmation(request, notice.amount_yen, now)
-        payment_id = uuid.uuid5(_IDS, f"request/{request.request_id}")
+        reasons = domain.decide_confirmation(request, notice.amount_yen, now)
+        payment_id = uuid.uuid5(_IDS, f"provider-notice/{notice.event_id}")
         receipt = await _record_capture(
             conn,
             store.NewCapture(
@@ -413,27 +527,68 @@ async def confirm_online_payment(
                 application_id=request.application_id,
             ),
         )
-        await store.mark_request_paid(conn, request.request_id, payment_id)
-        await add_events(
-            conn,
-            [
-                _event(
-                    PaymentCapturedV1(
-                        payment_id=payment_id,
-                        facility_code=request.facility_code,
-                        channel=PaymentChannel.ONLINE,
-                        method=notice.method,
-                        brand=notice.brand,
-                        amount_yen=notice.amount_yen,
-                        item=request.fee_item,
-                        occurred_at=notice.paid_at,
-                        receipt_number=receipt,
-                        application_id=request.application_id,
-                    )
+        settles = not reasons
+        events: list[Event] = [
+            PaymentCapturedV1(
+                payment_id=payment_id,
+                facility_code=request.facility_code,
+                channel=PaymentChannel.ONLINE,
+                method=notice.method,
+                brand=notice.brand,
+                amount_yen=notice.amount_yen,
+                item=request.fee_item,
+                occurred_at=notice.paid_at,
+                receipt_number=receipt,
+                application_id=request.application_id if settles else None,
+            )
+        ]
+        if settles:
+            await store.mark_request_paid(conn, request.request_id, payment_id)
+        else:
+            await store.insert_attention(
+                conn,
+                payment_id,
+                request.request_id,
+                reasons,
+                request.amount_yen,
+                now,
+                learnt_by.value,
+            )
+            events.append(
+                PaymentNeedsAttentionV1(
+                    payment_id=payment_id,
+                    request_id=request.request_id,
+                    application_id=request.application_id,
+                    reference=request.reference,
+                    facility_code=request.facility_code,
+                    reasons=list(reasons),
+                    amount_yen=notice.amount_yen,
+                    requested_yen=request.amount_yen,
+                    paid_at=notice.paid_at,
+                    expires_at=request.expires_at,
+                    received_at=now,
+                    learnt_by=learnt_by,
+                    receipt_number=receipt,
                 )
-            ],
+            )
+        outcome = ConfirmationOutcome(payment_id, reasons)
+        await store.record_notice_outcome(conn, notice.event_id, payment_id, outcome.outcome)
+        await add_events(conn, [_event(e) for e in events])
+    return outcome
+
+
+async def _earlier_outcome(
+    conn: asyncpg.Connection, notice: ProviderPaymentConfirmation, earlier: asyncpg.Record
+) -> ConfirmationOutcome:
+    """A notice id accepted before: the same notice (a provider retrying, a sweep finding what
+    a webhook brought) gets its first outcome; another one under that id is refused."""
+    if (earlier["reference"], earlier["amount_yen"]) != (notice.reference, notice.amount_yen):
+        raise domain.ConfirmationConflict(
+            f"notice {notice.event_id!r} was for {earlier['reference']} "
+            f"({earlier['amount_yen']} yen), not {notice.reference} ({notice.amount_yen} yen)"
         )
-    return payment_id
+    item = await store.lock_attention(conn, earlier["payment_id"])
+    return ConfirmationOutcome(earlier["payment_id"], item.reasons if item else (), replayed=True)
 
 
 async def expire_payment_requests(pool: asyncpg.Pool, now: datetime) -> int:
@@ -456,6 +611,34 @@ async def expire_payment_requests(pool: asyncpg.Pool, now: datetime) -> int:
             ],
         )
     return len(expired)
+
+
+async def requests_to_check(
+    pool: asyncpg.Pool,
+    now: datetime,
+    *,
+    backoff_s: float,
+    backoff_max_s: float,
+    horizon_s: float,
+    limit: int = 100,
+) -> list[str]:
+    """The references the sweep should ask the provider about now; each one's next question
+    is scheduled (back-off) before it is asked, so a provider that does not answer is not
+    asked again at once."""
+    async with pool.acquire() as conn, conn.transaction():
+        due = await store.requests_to_check(conn, now, horizon_s, limit)
+        await store.schedule_checks(
+            conn,
+            [r.request_id for r in due],
+            [
+                now
+                + timedelta(
+                    seconds=domain.next_check_after_s(r.checks + 1, backoff_s, backoff_max_s)
+                )
+                for r in due
+            ],
+        )
+    return [r.reference for r in due]
 
 
 # --- daily reconciliation (調定) ------------------------------------------------------------
@@ -586,25 +769,151 @@ async def refund_by_staff(
             return StaffRefund(
                 refund_id, payment_id, amount_yen, payment.refunded_yen, replayed=True
             )
-        total = domain.decide_refund(payment, amount_yen)
-        await store.record_refund(conn, refund_id, payment_id, amount_yen, total, now, staff_id)
-        await store.insert_posting(conn, domain.refund_posting(payment, amount_yen, now))
+        total = await _refund_on(conn, payment, refund_id, amount_yen, staff_id, now)
+    return StaffRefund(refund_id, payment_id, amount_yen, total)
+
+
+async def _refund_on(
+    conn: asyncpg.Connection,
+    payment: domain.PaymentState,
+    refund_id: uuid.UUID,
+    amount_yen: int,
+    staff_id: str,
+    now: datetime,
+) -> int:
+    """The refund path of staff (counter or staff queue): refund row, ledger, PaymentRefunded;
+    the refunded total."""
+    total = domain.decide_refund(payment, amount_yen)
+    await store.record_refund(conn, refund_id, payment.payment_id, amount_yen, total, now, staff_id)
+    await store.insert_posting(conn, domain.refund_posting(payment, amount_yen, now))
+    await add_events(
+        conn,
+        [
+            _event(
+                PaymentRefundedV1(
+                    refund_id=refund_id,
+                    payment_id=payment.payment_id,
+                    facility_code=payment.facility_code,
+                    channel=payment.channel,
+                    method=payment.method,
+                    brand=payment.brand,
+                    amount_yen=amount_yen,
+                    refunded_total_yen=total,
+                    occurred_at=now,
+                )
+            )
+        ],
+    )
+    return total
+
+
+# --- the staff queue: online payments that need a decision (要確認入金) ----------------------
+
+
+class AttentionAction:
+    REFUND = "refund"
+    ATTACH = "attach"
+
+
+@dataclass(frozen=True)
+class AttentionDecision:
+    payment_id: uuid.UUID
+    replayed: bool
+    """True when this Idempotency-Key was used before for the same action: nothing changed."""
+
+
+async def _attention_for_action(
+    conn: asyncpg.Connection,
+    payment_id: uuid.UUID,
+    idempotency_key: str,
+    action: str,
+    amount_yen: int | None,
+) -> tuple[domain.AttentionState, domain.PaymentState] | None:
+    """Lock the item and its payment; None when this key already did this very action."""
+    item = await store.lock_attention(conn, payment_id)
+    if item is None:
+        raise domain.UnknownAttention(f"payment {payment_id} is not on the staff queue")
+    done = await store.attention_action(conn, payment_id, idempotency_key)
+    if done is not None:
+        if (done["action"], done["amount_yen"]) != (action, amount_yen):
+            raise domain.IdempotencyKeyReused(
+                f"Idempotency-Key {idempotency_key!r} was used for another action on this payment"
+            )
+        return None
+    payment = await store.lock_payment(conn, payment_id)
+    assert payment is not None, "every item on the queue is a payment"
+    return item, payment
+
+
+async def refund_attention(
+    pool: asyncpg.Pool,
+    payment_id: uuid.UUID,
+    amount_yen: int,
+    staff_id: str,
+    idempotency_key: str,
+    now: datetime,
+) -> AttentionDecision:
+    """Staff refund part or all of a payment on the queue through the counter's refund path;
+    refunded in full, the item is decided. The same key again refunds once."""
+    async with pool.acquire() as conn, conn.transaction():
+        found = await _attention_for_action(
+            conn, payment_id, idempotency_key, AttentionAction.REFUND, amount_yen
+        )
+        if found is None:
+            return AttentionDecision(payment_id, replayed=True)
+        item, payment = found
+        all_of_it = domain.decide_attention_refund(item, payment, amount_yen)
+        refund_id = uuid.uuid5(_IDS, f"attention/{payment_id}/{idempotency_key}")
+        await _refund_on(conn, payment, refund_id, amount_yen, staff_id, now)
+        await store.insert_attention_action(
+            conn,
+            payment_id,
+            idempotency_key,
+            AttentionAction.REFUND,
+            staff_id,
+            now,
+            amount_yen=amount_yen,
+            refund_id=refund_id,
+        )
+        if all_of_it:
+            await store.decide_attention(conn, payment_id, "refunded", staff_id, now)
+    return AttentionDecision(payment_id, replayed=False)
+
+
+async def attach_attention(
+    pool: asyncpg.Pool, payment_id: uuid.UUID, staff_id: str, idempotency_key: str, now: datetime
+) -> AttentionDecision:
+    """Staff attach a payment on the queue to its application: it settles the request (paid,
+    even if it had expired) and applications hears PaymentAttached. The same key again
+    attaches once."""
+    async with pool.acquire() as conn, conn.transaction():
+        found = await _attention_for_action(
+            conn, payment_id, idempotency_key, AttentionAction.ATTACH, None
+        )
+        if found is None:
+            return AttentionDecision(payment_id, replayed=True)
+        item, payment = found
+        request = await store.lock_payment_request_by_id(conn, item.request_id)
+        assert request is not None, "every item on the queue has its request"
+        domain.decide_attach(item, payment, request)
+        await store.mark_request_paid(conn, request.request_id, payment_id)
+        await store.insert_attention_action(
+            conn, payment_id, idempotency_key, AttentionAction.ATTACH, staff_id, now
+        )
+        await store.decide_attention(conn, payment_id, "attached", staff_id, now)
         await add_events(
             conn,
             [
                 _event(
-                    PaymentRefundedV1(
-                        refund_id=refund_id,
+                    PaymentAttachedV1(
                         payment_id=payment_id,
-                        facility_code=payment.facility_code,
-                        channel=payment.channel,
-                        method=payment.method,
-                        brand=payment.brand,
-                        amount_yen=amount_yen,
-                        refunded_total_yen=total,
-                        occurred_at=now,
+                        request_id=request.request_id,
+                        application_id=request.application_id,
+                        reference=request.reference,
+                        amount_yen=payment.amount_yen - payment.refunded_yen,
+                        attached_at=now,
                     )
                 )
             ],
         )
-    return StaffRefund(refund_id, payment_id, amount_yen, total)
+    return AttentionDecision(payment_id, replayed=False)

@@ -3,7 +3,11 @@
 It stands in for the online payment provider: a citizen opens ``/checkout?reference=…&
 amount_yen=…`` (the ``pay_url`` payments gives out), presses pay, and the simulator sends the
 signed webhook (``X-Provider-Timestamp``, ``X-Provider-Signature``) to payments, exactly as the
-real provider would. ``POST /pay`` does the same for scripts and tests.
+real provider would. ``POST /pay`` does the same for scripts and tests (``"deliver": false``
+takes the money and loses the webhook, as a network may). ``GET /payments/{reference}`` is the
+status endpoint real providers offer: every payment taken for the reference, as the notices
+the webhook sends (payments' sweep asks it; signed requests only, see
+``services.payments.provider``).
 
 Run alone: ``python -m services.payments.provider_sim --port 8090`` with
 ``PAYMENT_PROVIDER_SECRET`` and ``PAYMENTS_WEBHOOK_URL`` in the environment.
@@ -21,13 +25,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse
 from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.payments import PaymentMethod
-from services.payments import webhook
+from services.payments import provider, webhook
+from services.payments.provider import ProviderPaymentStatus
 
 _ID_ALPHABET = string.ascii_letters + string.digits
 
@@ -58,6 +63,9 @@ class Pay(BaseModel):
     amount_yen: int = Field(gt=0)
     method: PaymentMethod = PaymentMethod.CREDIT
     brand: str = Field(default="Visa", min_length=1, max_length=40)
+    deliver: bool = Field(
+        default=True, description="False: take the money but never send the webhook (lost)."
+    )
 
 
 class SentNotice(BaseModel):
@@ -65,7 +73,8 @@ class SentNotice(BaseModel):
 
     body: str
     headers: dict[str, str]
-    status_code: int
+    status_code: int | None
+    """None when the webhook was not sent (``deliver: false``)."""
     response: Any = None
 
 
@@ -75,23 +84,29 @@ def build_app(secret: str, webhook_url: str, client: httpx.AsyncClient | None = 
     sent: list[SentNotice] = []
     app.state.sent = sent
 
+    taken: dict[str, list[dict[str, Any]]] = {}  # reference -> the notices of its payments
+    app.state.taken = taken
+
     async def notify(pay: Pay) -> SentNotice:
-        body = json.dumps(
-            {
-                "event_id": event_id(),
-                "reference": pay.reference,
-                "amount_yen": pay.amount_yen,
-                "method": pay.method.value,
-                "brand": pay.brand,
-                "paid_at": datetime.now(UTC).isoformat(),
-            }
-        )
+        notice = {
+            "event_id": event_id(),
+            "reference": pay.reference,
+            "amount_yen": pay.amount_yen,
+            "method": pay.method.value,
+            "brand": pay.brand,
+            "paid_at": datetime.now(UTC).isoformat(),
+        }
+        taken.setdefault(pay.reference, []).append(notice)  # the money is taken, sent or not
+        body = json.dumps(notice)
         ts = int(time.time())
         headers = {
             "content-type": "application/json",
             webhook.TIMESTAMP_HEADER: str(ts),
             webhook.SIGNATURE_HEADER: webhook.sign(secret, ts, body.encode()),
         }
+        if not pay.deliver:
+            sent.append(SentNotice(body=body, headers=headers, status_code=None))
+            return sent[-1]
         try:
             if client is not None:
                 response = await client.post(webhook_url, content=body, headers=headers)
@@ -104,11 +119,30 @@ def build_app(secret: str, webhook_url: str, client: httpx.AsyncClient | None = 
             answer: Any = response.json()
         except ValueError:
             answer = response.text
-        notice = SentNotice(
+        notice_sent = SentNotice(
             body=body, headers=headers, status_code=response.status_code, response=answer
         )
-        sent.append(notice)
-        return notice
+        sent.append(notice_sent)
+        return notice_sent
+
+    @app.get("/payments/{reference}", response_model=ProviderPaymentStatus)
+    async def payment_status(reference: str, request: Request) -> ProviderPaymentStatus:
+        """What was taken for a reference (the status endpoint payments' sweep asks)."""
+        path = provider.status_path(reference)
+        try:
+            webhook.verify(
+                secret,
+                request.headers.get(webhook.TIMESTAMP_HEADER),
+                request.headers.get(webhook.SIGNATURE_HEADER),
+                f"GET {path}".encode(),
+                now=time.time(),
+                tolerance_s=300,
+            )
+        except webhook.WebhookRefused as exc:
+            raise HTTPException(401, detail=str(exc)) from exc
+        return ProviderPaymentStatus.model_validate(
+            {"reference": reference, "notices": taken.get(reference, [])}
+        )
 
     @app.post("/pay", response_model=SentNotice)
     async def pay(request: Pay) -> SentNotice:

@@ -43,6 +43,44 @@ class PaymentsSettings(BaseSettings):
         validation_alias=AliasChoices("PAYMENT_EXPIRY_SWEEP_S"),
         description="How often expired payment requests are cancelled.",
     )
+    sweep_interval_s: float = Field(
+        default=15.0,
+        gt=0,
+        validation_alias=AliasChoices("PAYMENT_SWEEP_INTERVAL_S"),
+        description="How often the payment sweep looks for requests due a question to the "
+        "provider.",
+    )
+    sweep_grace_s: float = Field(
+        default=120.0,
+        ge=0,
+        validation_alias=AliasChoices("PAYMENT_SWEEP_GRACE_S"),
+        description="A request is first asked about this long after it opened (its webhook "
+        "normally comes within seconds).",
+    )
+    sweep_backoff_s: float = Field(
+        default=60.0,
+        gt=0,
+        validation_alias=AliasChoices("PAYMENT_SWEEP_BACKOFF_S"),
+        description="The wait after a request's first question, doubled after each one.",
+    )
+    sweep_backoff_max_s: float = Field(
+        default=600.0,
+        gt=0,
+        validation_alias=AliasChoices("PAYMENT_SWEEP_BACKOFF_MAX_S"),
+        description="The longest wait between two questions about one request.",
+    )
+    sweep_horizon_s: float = Field(
+        default=86400.0,
+        ge=0,
+        validation_alias=AliasChoices("PAYMENT_SWEEP_HORIZON_S"),
+        description="How long after its expiry an unpaid request is still asked about.",
+    )
+    sweep_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        validation_alias=AliasChoices("PAYMENT_SWEEP_TIMEOUT_S"),
+        description="HTTP timeout of one question to the provider's status endpoint.",
+    )
     staff_tokens: StaffTokens = Field(
         default_factory=dict,
         validation_alias=AliasChoices("PAYMENTS_STAFF_TOKENS"),

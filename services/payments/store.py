@@ -13,14 +13,18 @@ import asyncpg
 
 from contracts.facilities import FACILITIES
 from contracts.payments import (
+    AttentionReason,
     PaymentChannel,
     PaymentMethod,
     SettlementBatch,
     SettlementDifference,
+    TerminalTransactionKind,
+    TerminalTransactionVersion,
 )
 from services.payments.domain import (
     PROCESSOR_FEE,
     REVENUE,
+    AttentionState,
     Entry,
     LedgerDay,
     PaymentRequestState,
@@ -185,6 +189,64 @@ async def claim_terminal_transactions(
         [c.occurred_at for c in claims],
     )
     return {(r["terminal_id"], r["transaction_id"]) for r in rows}
+
+
+async def posted_versions(
+    conn: asyncpg.Connection, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], TerminalTransactionVersion]:
+    """What the ledger holds under each (terminal, transaction id): a capture's own means and
+    item, a refund's or void's amount, time and the capture it undoes."""
+    rows = await conn.fetch(
+        """SELECT t.terminal_id, t.transaction_id, t.kind, t.amount_yen, t.occurred_at,
+                  p.method, p.brand, p.item,
+                  (SELECT c.transaction_id FROM terminal_transactions c
+                    WHERE c.payment_id = t.payment_id AND c.kind = 'capture' LIMIT 1) AS original
+           FROM unnest($1::text[], $2::text[]) AS k(terminal_id, transaction_id)
+           JOIN terminal_transactions t USING (terminal_id, transaction_id)
+           JOIN payments p ON p.payment_id = t.payment_id""",
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+    )
+    found = {}
+    for r in rows:
+        capture = r["kind"] == TerminalTransactionKind.CAPTURE.value
+        found[(r["terminal_id"], r["transaction_id"])] = TerminalTransactionVersion(
+            kind=TerminalTransactionKind(r["kind"]),
+            method=PaymentMethod(r["method"]),
+            brand=r["brand"],
+            amount_yen=int(r["amount_yen"]),
+            item=r["item"] if capture else None,
+            occurred_at=r["occurred_at"],
+            original_transaction_id=None if capture else r["original"],
+        )
+    return found
+
+
+async def insert_terminal_conflict(
+    conn: asyncpg.Connection,
+    terminal_id: str,
+    transaction_id: str,
+    facility_code: str,
+    posted: TerminalTransactionVersion,
+    received: TerminalTransactionVersion,
+    detected_at: datetime,
+) -> bool:
+    """Keep a conflicting repeat; False when this very repeat was kept before."""
+    received_json = received.model_dump_json()
+    inserted = await conn.fetchval(
+        """INSERT INTO terminal_conflicts (terminal_id, transaction_id, received_key,
+                                           facility_code, posted, received, detected_at)
+           VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7)
+           ON CONFLICT DO NOTHING RETURNING true""",
+        terminal_id,
+        transaction_id,
+        received_json,
+        facility_code,
+        posted.model_dump_json(),
+        received_json,
+        detected_at,
+    )
+    return bool(inserted)
 
 
 async def record_capture(conn: asyncpg.Connection, p: NewCapture, posting: Posting) -> str:
@@ -438,14 +500,16 @@ async def insert_payment_request(
     amount_yen: int,
     requested_at: datetime,
     expires_at: datetime,
-    applicant_id: uuid.UUID | None = None,
+    applicant_id: uuid.UUID | None,
+    next_check_at: datetime,
 ) -> bool:
-    """A new payment request; False when the application already has one."""
+    """A new payment request, first asked about at ``next_check_at`` by the payment sweep;
+    False when the application already has one."""
     inserted = await conn.fetchval(
         """INSERT INTO payment_requests (request_id, application_id, reference, facility_code,
                                          fee_item, amount_yen, requested_at, expires_at,
-                                         applicant_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                                         applicant_id, next_check_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
            ON CONFLICT (application_id) DO NOTHING RETURNING true""",
         request_id,
         application_id,
@@ -456,6 +520,7 @@ async def insert_payment_request(
         requested_at,
         expires_at,
         applicant_id,
+        next_check_at,
     )
     return bool(inserted)
 
@@ -501,22 +566,173 @@ async def mark_request_paid(
     )
 
 
-async def remember_provider_event(conn: asyncpg.Connection, event_id: str, reference: str) -> bool:
-    """False when this provider notice was accepted before."""
+async def claim_provider_notice(
+    conn: asyncpg.Connection, event_id: str, reference: str, amount_yen: int, learnt_by: str
+) -> asyncpg.Record | None:
+    """Take a provider notice id; None when it is new, else the row kept when it was first
+    accepted (its reference, amount and outcome). A concurrent copy waits here until the first
+    commits (or rolls back, and then takes the id itself)."""
     inserted = await conn.fetchval(
-        """INSERT INTO provider_events (event_id, reference) VALUES ($1, $2)
+        """INSERT INTO provider_events (event_id, reference, amount_yen, learnt_by)
+           VALUES ($1, $2, $3, $4)
            ON CONFLICT (event_id) DO NOTHING RETURNING true""",
         event_id,
         reference,
+        amount_yen,
+        learnt_by,
     )
-    return bool(inserted)
+    if inserted:
+        return None
+    return await conn.fetchrow("SELECT * FROM provider_events WHERE event_id = $1", event_id)
+
+
+async def record_notice_outcome(
+    conn: asyncpg.Connection, event_id: str, payment_id: uuid.UUID, outcome: str
+) -> None:
+    await conn.execute(
+        "UPDATE provider_events SET payment_id = $2, outcome = $3 WHERE event_id = $1",
+        event_id,
+        payment_id,
+        outcome,
+    )
+
+
+async def insert_attention(
+    conn: asyncpg.Connection,
+    payment_id: uuid.UUID,
+    request_id: uuid.UUID,
+    reasons: Sequence[AttentionReason],
+    requested_yen: int,
+    received_at: datetime,
+    learnt_by: str,
+) -> None:
+    await conn.execute(
+        """INSERT INTO payment_attention (payment_id, request_id, reasons, requested_yen,
+                                          received_at, learnt_by)
+           VALUES ($1, $2, $3, $4, $5, $6)""",
+        payment_id,
+        request_id,
+        [r.value for r in reasons],
+        requested_yen,
+        received_at,
+        learnt_by,
+    )
+
+
+async def lock_attention(conn: asyncpg.Connection, payment_id: uuid.UUID) -> AttentionState | None:
+    row = await conn.fetchrow(
+        "SELECT * FROM payment_attention WHERE payment_id = $1 FOR UPDATE", payment_id
+    )
+    if row is None:
+        return None
+    return AttentionState(
+        payment_id=row["payment_id"],
+        request_id=row["request_id"],
+        reasons=tuple(AttentionReason(r) for r in row["reasons"]),
+        decided=row["status"] == "decided",
+    )
+
+
+async def attention_action(
+    conn: asyncpg.Connection, payment_id: uuid.UUID, idempotency_key: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT * FROM payment_attention_actions WHERE payment_id = $1 AND idempotency_key = $2",
+        payment_id,
+        idempotency_key,
+    )
+
+
+async def insert_attention_action(
+    conn: asyncpg.Connection,
+    payment_id: uuid.UUID,
+    idempotency_key: str,
+    action: str,
+    staff_id: str,
+    acted_at: datetime,
+    amount_yen: int | None = None,
+    refund_id: uuid.UUID | None = None,
+) -> None:
+    await conn.execute(
+        """INSERT INTO payment_attention_actions (payment_id, idempotency_key, action,
+                                                  amount_yen, refund_id, staff_id, acted_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+        payment_id,
+        idempotency_key,
+        action,
+        amount_yen,
+        refund_id,
+        staff_id,
+        acted_at,
+    )
+
+
+async def decide_attention(
+    conn: asyncpg.Connection,
+    payment_id: uuid.UUID,
+    resolution: str,
+    staff_id: str,
+    decided_at: datetime,
+) -> None:
+    await conn.execute(
+        """UPDATE payment_attention
+           SET status = 'decided', resolution = $2, decided_by = $3, decided_at = $4
+           WHERE payment_id = $1""",
+        payment_id,
+        resolution,
+        staff_id,
+        decided_at,
+    )
+
+
+_ATTENTION = """
+    SELECT a.*, p.amount_yen, p.refunded_yen, p.occurred_at AS paid_at, p.receipt_number,
+           p.method, p.brand, p.facility_code, r.reference, r.application_id, r.expires_at,
+           coalesce((SELECT jsonb_agg(jsonb_build_object(
+                        'action', x.action, 'amount_yen', x.amount_yen, 'staff_id', x.staff_id,
+                        'acted_at', x.acted_at) ORDER BY x.acted_at)
+                     FROM payment_attention_actions x WHERE x.payment_id = a.payment_id),
+                    '[]'::jsonb)::text AS actions
+    FROM payment_attention a
+    JOIN payments p USING (payment_id)
+    JOIN payment_requests r USING (request_id)"""
+
+
+async def attention_items(
+    conn: asyncpg.Connection | asyncpg.Pool, status: str | None, limit: int
+) -> list[asyncpg.Record]:
+    """The staff queue, oldest first: open items, decided ones, or both (``status`` None)."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        _ATTENTION
+        + """ WHERE ($1::text IS NULL OR a.status = $1)
+              ORDER BY a.received_at, a.payment_id LIMIT $2""",
+        status,
+        limit,
+    )
+    return rows
+
+
+async def attention_item(
+    conn: asyncpg.Connection | asyncpg.Pool, payment_id: uuid.UUID
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(_ATTENTION + " WHERE a.payment_id = $1", payment_id)
+
+
+async def lock_payment_request_by_id(
+    conn: asyncpg.Connection, request_id: uuid.UUID
+) -> PaymentRequestState | None:
+    row = await conn.fetchrow(
+        "SELECT * FROM payment_requests WHERE request_id = $1 FOR UPDATE", request_id
+    )
+    return _request(row) if row else None
 
 
 async def expire_due_requests(
     conn: asyncpg.Connection, now: datetime, limit: int = 500
 ) -> list[PaymentRequestState]:
     rows = await conn.fetch(
-        """UPDATE payment_requests SET status = 'expired', closed_at = $1
+        """UPDATE payment_requests
+           SET status = 'expired', closed_at = $1, next_check_at = least(next_check_at, $1)
            WHERE request_id IN (
                SELECT request_id FROM payment_requests
                WHERE status = 'pending' AND expires_at <= $1
@@ -526,6 +742,44 @@ async def expire_due_requests(
         limit,
     )
     return [_request(r) for r in rows]
+
+
+@dataclass(frozen=True)
+class RequestToCheck:
+    request_id: uuid.UUID
+    reference: str
+    checks: int
+    """Questions asked before this one."""
+
+
+async def requests_to_check(
+    conn: asyncpg.Connection, now: datetime, horizon_s: float, limit: int
+) -> list[RequestToCheck]:
+    """Open requests (pending, or expired less than ``horizon_s`` ago) due a question to the
+    provider, locked (another replica's sweep skips them)."""
+    rows = await conn.fetch(
+        """SELECT request_id, reference, checks FROM payment_requests
+           WHERE status <> 'paid' AND next_check_at <= $1
+             AND expires_at > $1 - make_interval(secs => $2)
+           ORDER BY next_check_at LIMIT $3
+           FOR UPDATE SKIP LOCKED""",
+        now,
+        horizon_s,
+        limit,
+    )
+    return [RequestToCheck(r["request_id"], r["reference"], int(r["checks"])) for r in rows]
+
+
+async def schedule_checks(
+    conn: asyncpg.Connection, request_ids: Sequence[uuid.UUID], next_at: Sequence[datetime]
+) -> None:
+    await conn.execute(
+        """UPDATE payment_requests r SET checks = r.checks + 1, next_check_at = n.next_at
+           FROM unnest($1::uuid[], $2::timestamptz[]) AS n(request_id, next_at)
+           WHERE r.request_id = n.request_id""",
+        list(request_ids),
+        list(next_at),
+    )
 
 
 # --- settlements and revenue ---------------------------------------------------------------

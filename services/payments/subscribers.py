@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import asyncpg
@@ -25,9 +26,9 @@ from contracts.payments import (
 )
 from contracts.subjects import APPLICATIONS, TERMINALS
 from services.payments import handlers
-from services.payments.domain import PaymentError
+from services.payments.domain import PaymentError, TerminalTransactionConflict
 from services.payments.settings import payments_settings
-from services.runtime.consumer import Batched, Handler, Refused
+from services.runtime.consumer import Batched, Handler, Recorder, Refused
 from services.runtime.service import ConsumerBinding, ServiceContext
 from services.runtime.streams import ConsumerDecl
 
@@ -98,11 +99,23 @@ def refusing(
     async def handle(conn: asyncpg.Connection, events: T) -> None:
         try:
             await handler(conn, events)
+        except TerminalTransactionConflict as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            raise Refused(reason, record=_announcing(exc)) from exc
         except PaymentError as exc:
             raise Refused(f"{type(exc).__name__}: {exc}") from exc
 
     handle.__name__ = handler.__name__
     return handle
+
+
+def _announcing(conflict: TerminalTransactionConflict) -> Recorder:
+    """Finance hears of a conflicting repeat as it is dead-lettered (its own transaction)."""
+
+    async def record(conn: asyncpg.Connection) -> None:
+        await handlers.announce_terminal_conflict(conn, conflict, datetime.now(UTC))
+
+    return record
 
 
 def consumers(ctx: ServiceContext) -> Sequence[ConsumerBinding]:
@@ -111,8 +124,10 @@ def consumers(ctx: ServiceContext) -> Sequence[ConsumerBinding]:
     ) -> None:
         # Read when handling (settings are built once per running service): the contracts
         # export lists these bindings without a running service.
-        ttl_s = payments_settings(ctx).request_ttl_s
-        await handlers.create_payment_request(conn, event, ttl_s)
+        settings = payments_settings(ctx)
+        await handlers.create_payment_request(
+            conn, event, settings.request_ttl_s, settings.sweep_grace_s
+        )
 
     known_terminals: dict[str, str] = {}  # per running service, so per schema
 

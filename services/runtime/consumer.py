@@ -107,7 +107,21 @@ def is_keyed(handler: Handler) -> bool:
 
 class Refused(Exception):
     """Raised by a handler for an event that can never succeed (a refund above the capture):
-    dead-lettered at once with this message as the reason, without retries."""
+    dead-lettered at once with this message as the reason, without retries.
+
+    ``record``, when given, runs in a transaction of its own right before the event is
+    dead-lettered (once the event is alone, not while its batch is bisected): what must be kept
+    of a refusal although the event's own transaction rolled back (payments announces a
+    terminal's conflicting transaction id to finance). It must be idempotent: when it or the
+    dead letter fails, the event is NAKed and refused again later."""
+
+    def __init__(self, reason: str, record: Recorder | None = None) -> None:
+        super().__init__(reason)
+        self.record = record
+
+
+Recorder = Callable[[asyncpg.Connection], Awaitable[None]]
+"""Writes what a refusal leaves behind, on an open transaction (see ``Refused``)."""
 
 
 MAX_SPAN_LINKS = 128
@@ -388,6 +402,9 @@ class EventConsumer:
         """NAK with a delay; on the last delivery, dead-letter with the error as the reason."""
         deliveries = item.msg.metadata.num_delivered
         if isinstance(exc, Refused):
+            if exc.record is not None and not await self._record_refusal(item, exc.record):
+                await self._nak(item.msg)
+                return
             await self._dead_letter(item.msg, f"refused: {exc}")
             return
         if not is_transient(exc) and deliveries >= self.decl.max_deliver:
@@ -401,6 +418,18 @@ class EventConsumer:
             extra={"consumer": self.name, "event_id": item.envelope.id, "error": repr(exc)},
         )
         await self._nak(item.msg)
+
+    async def _record_refusal(self, item: _Item, record: Recorder) -> bool:
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await record(conn)
+        except Exception as exc:
+            log.warning(
+                "a refusal's record failed; NAK with delay",
+                extra={"consumer": self.name, "event_id": item.envelope.id, "error": repr(exc)},
+            )
+            return False
+        return True
 
     async def _nak(self, msg: Msg) -> None:
         self.stats.nacked += 1

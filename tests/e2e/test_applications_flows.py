@@ -34,7 +34,7 @@ from contracts.envelope import Envelope
 from contracts.payments import PaymentCapturedV1, PaymentChannel, PaymentMethod
 from contracts.subjects import APPLICATIONS
 from tests.e2e.helpers import Processes, clean_env, is_ready, wait_until
-from tests.integration.applications.jpki import CardCA
+from tests.integration.applications.jpki import CardCA, challenge_for
 from tests.integration.helpers import publish_envelope
 from tests.tokens import ENV_VARS, applicant
 
@@ -53,8 +53,21 @@ KOSEKI: dict[str, Any] = {
 class Service:
     http: httpx.AsyncClient
     ca: CardCA
+    """The signature CA, under ``root`` (the trust anchor)."""
+    root: CardCA
+    crl_path: Path
     js: JetStreamContext
     namespace: str
+
+    def publish_crls(self) -> None:
+        self.crl_path.write_bytes(self.root.crl() + self.ca.crl())
+
+    async def signed(
+        self, signer: Any, citizen: dict[str, str], body: dict[str, Any] | None = None, **kw: Any
+    ) -> dict[str, Any]:
+        """``body`` (KOSEKI) signed as a frontend does: a challenge for ``citizen``, then the
+        card's signature over it, the applicant and the application."""
+        return signer.sign(body or KOSEKI, await challenge_for(self.http, citizen), **kw)
 
     async def events(self, event_type: str) -> list[dict[str, Any]]:
         stream = APPLICATIONS.stream_name(self.namespace)
@@ -87,9 +100,10 @@ async def service(
     processes: Processes,
     tmp_path: Path,
 ) -> AsyncIterator[Service]:
-    ca = CardCA("E2E J-LIS Signature CA")
-    (tmp_path / "anchors.pem").write_bytes(ca.pem())
-    (tmp_path / "jpki.crl").write_bytes(ca.crl())
+    root = CardCA("E2E J-LIS Root CA")
+    ca = CardCA("E2E J-LIS Signature CA", parent=root)
+    (tmp_path / "anchors.pem").write_bytes(root.pem())
+    (tmp_path / "jpki.crl").write_bytes(root.crl() + ca.crl())
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = clean_env(
@@ -110,7 +124,7 @@ async def service(
             return await is_ready(http, url)
 
         await wait_until(ready, timeout=30, message=proc.output)
-        yield Service(http, ca, js, namespace)
+        yield Service(http, ca, root, tmp_path / "jpki.crl", js, namespace)
 
 
 async def test_a_group_1_fee_free_online_application_is_approved(service: Service) -> None:
@@ -138,45 +152,49 @@ async def test_a_counter_entry_is_recorded_as_such(service: Service) -> None:
 
 
 async def test_group_2_accepts_a_valid_signature_and_refuses_each_invalid_kind(
-    service: Service, tmp_path: Path
+    service: Service,
 ) -> None:
-    http, ca = service.http, service.ca
-    good = await http.post("/applications", json=ca.issue().sign(KOSEKI))
+    http, ca, citizen = service.http, service.ca, applicant()
+    good = await http.post(
+        "/applications", json=await service.signed(ca.issue(), citizen), headers=citizen
+    )
     assert good.status_code == 201, good.text
     assert good.json()["identity"]["result"] == "verified"
 
     revoked = ca.issue()
     ca.revoked.append(revoked.cert.serial_number)
-    (tmp_path / "jpki.crl").write_bytes(ca.crl())
-    tampered = ca.issue().sign(KOSEKI)
+    service.publish_crls()
+    tampered = await service.signed(ca.issue(), citizen)
     tampered["form"] = KOSEKI["form"] | {"hittosha": "別人"}
     stranger = CardCA("Unknown CA")
+    used = await service.signed(ca.issue(), citizen)
+    assert (await http.post("/applications", json=used, headers=citizen)).status_code == 201
+    no_ku = ca.issue(usage=None)
     cases = {
         "identity.signature_required": KOSEKI,
-        "identity.bad_signature": tampered,
-        "identity.unknown_ca": stranger.issue().sign(KOSEKI, chain=[stranger.cert]),
-        "identity.expired": ca.issue(valid_days=(-800, -2)).sign(KOSEKI),
-        "identity.revoked": revoked.sign(KOSEKI),
+        "identity.signature_invalid": tampered,
+        "identity.unknown_ca": await service.signed(
+            stranger.issue(), citizen, chain=[stranger.cert]
+        ),
+        "identity.expired": await service.signed(ca.issue(valid_days=(-800, -2)), citizen),
+        "identity.certificate_revoked": await service.signed(revoked, citizen),
+        "identity.certificate_not_for_signing": await service.signed(no_ku, citizen),
+        "identity.issuer_not_a_ca": await service.signed(ca.issue().issue_as_if_a_ca(), citizen),
+        "identity.challenge_used": used,
     }
     for expected, body in cases.items():
-        resp = await http.post("/applications", json=body)
+        resp = await http.post("/applications", json=body, headers=citizen)
         assert resp.status_code == 422, (expected, resp.text)
         [detail] = resp.json()["detail"]
         assert (detail["loc"], detail["type"]) == (["body", "identity"], expected)
         assert detail["msg"]
+    # The same signed submission from another account.
+    replayed = await http.post("/applications", json=used, headers=applicant())
+    assert replayed.json()["detail"][0]["type"] == "identity.challenge_for_another_applicant"
 
 
-async def test_a_certificate_with_a_fee_goes_through_payment_to_issuance_and_download(
-    service: Service,
-) -> None:
-    http = service.http
-    citizen = applicant()
-    body = {"procedure_code": "JUMINHYO", "form": {"copies": 1}}
-    app = (await http.post("/applications", json=body, headers=citizen)).json()
-    url = f"/applications/{app['id']}"
-    assert app["status"] == "awaiting_payment", app  # online: the fee is asked for at once
-
-    # Payments' part: the request arrives on NATS, the capture goes back on NATS.
+async def pay(service: Service, app: dict[str, Any]) -> None:
+    """Payments' part: the request arrives on NATS, the capture goes back on NATS."""
     request = await service.wait_event(ApplicationPaymentRequestedV1.event_type, app["id"])
     capture = PaymentCapturedV1(
         payment_id=uuid.uuid4(),
@@ -194,6 +212,46 @@ async def test_a_certificate_with_a_fee_goes_through_payment_to_issuance_and_dow
         service.js, service.namespace, Envelope.new(capture, source="/cityhall/payments")
     )
     await service.wait_event(ApplicationPaidV1.event_type, app["id"])
+
+
+async def test_a_signed_group_2_application_is_paid_and_its_certificate_issued_to_its_signer(
+    service: Service,
+) -> None:
+    """The whole flow a frontend follows: challenge, card signature, submission; then the
+    fee, staff's decision and the certificate, downloadable by the signer only."""
+    http, citizen = service.http, applicant()
+    body = await service.signed(service.ca.issue(name="郡山 花子"), citizen)
+    resp = await http.post("/applications", json=body, headers=citizen)
+    assert resp.status_code == 201, resp.text
+    app = resp.json()
+    assert (app["status"], app["fee_yen"]) == ("awaiting_payment", 450)
+    await pay(service, app)
+    url = f"/applications/{app['id']}"
+    for step in ("review", "approve", "certificate"):
+        resp = await http.post(f"{url}/{step}", headers=STAFF)
+        assert resp.status_code == 200, resp.text
+    pdf = await http.get(f"{url}/certificate.pdf", headers=citizen)
+    assert pdf.status_code == 200, pdf.text
+    text = "".join(p.extract_text() for p in PdfReader(io.BytesIO(pdf.content)).pages)
+    assert "郡山 花子" in text
+    # Replayed from another account, the signature gets that account nothing.
+    thief = applicant()
+    replay = await http.post("/applications", json=body, headers=thief)
+    assert replay.status_code == 422
+    assert (await http.get(f"{url}/certificate.pdf", headers=thief)).status_code == 404
+
+
+async def test_a_certificate_with_a_fee_goes_through_payment_to_issuance_and_download(
+    service: Service,
+) -> None:
+    http = service.http
+    citizen = applicant()
+    body = {"procedure_code": "JUMINHYO", "form": {"copies": 1}}
+    app = (await http.post("/applications", json=body, headers=citizen)).json()
+    url = f"/applications/{app['id']}"
+    assert app["status"] == "awaiting_payment", app  # online: the fee is asked for at once
+
+    await pay(service, app)
 
     for step in ("review", "approve", "certificate"):
         resp = await http.post(f"{url}/{step}", headers=STAFF)

@@ -19,6 +19,14 @@ After every delivery and at the end, against a plain in-test model of the rules:
 * receipts are numbered 1..n per facility and fiscal year, with no gap and no repeat;
 * one PaymentCaptured / PaymentRefunded / PaymentVoided event per posting in the outbox.
 
+A second property sends the payment provider's confirmations of a few application fees in any
+order, some of them again (the same notice id), some after their request expired (the expiry job
+running in between), some of another amount, through ``confirm_online_payment``: each notice's
+outcome (captured, or the reasons it needs staff) is the model's; a repeat gets its first
+outcome and changes nothing; each distinct notice is one payment, one PaymentCaptured and its
+amount once in revenue; flagged ones are on the staff queue; a request is paid exactly by the
+notice that settled it.
+
 Days straddle 2027-04-01, a new fiscal year. ``HYPOTHESIS_PROFILE=soak`` runs more examples.
 """
 
@@ -39,8 +47,9 @@ import asyncpg
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from contracts.applications import ApplicationPaymentRequestedV1
 from contracts.envelope import Envelope
-from contracts.payments import TerminalTransactionV1
+from contracts.payments import ProviderPaymentConfirmation, TerminalTransactionV1
 from services.payments import handlers, store
 from services.payments.domain import OriginalNotYetPosted, PaymentError
 from services.registry import definition
@@ -445,3 +454,141 @@ async def staff_refund(
     assert result.replayed == (wanted == "copy")
     assert result.refunded_total_yen <= capture["amount_yen"]
     assert await outbox_events(pool) - before == (wanted == "applied")
+
+
+# --- online payments: provider notices in random order, with expiry --------------------------
+
+TTL = timedelta(minutes=30)
+OPENED = datetime(2027, 3, 31, 23, 40, tzinfo=JST)
+"""Requests open 20 minutes before the new fiscal year and expire 10 minutes into it."""
+
+
+@dataclass
+class Request:
+    """What the model knows of a payment request."""
+
+    reference: str
+    amount: int
+    expires_at: datetime
+    status: str = "pending"
+
+
+def expected_reasons(request: Request, amount: int, now: datetime) -> list[str]:
+    """The rules, written the simple way: captured always; why it needs staff, if it does."""
+    reasons = []
+    if request.status == "paid":
+        reasons.append("paid_twice")
+    elif request.status == "expired" or now >= request.expires_at:
+        reasons.append("paid_after_expiry")
+    if amount != request.amount:
+        reasons.append("other_amount")
+    return reasons
+
+
+async def open_requests(pool: asyncpg.Pool, amounts: list[int]) -> list[Request]:
+    requests = []
+    async with pool.acquire() as conn:
+        await store.sync_facilities(conn)
+        for amount in amounts:
+            fee = Envelope.new(
+                ApplicationPaymentRequestedV1(
+                    application_id=uuid.uuid4(),
+                    procedure_code="JUMINHYO",
+                    amount_yen=amount,
+                    fee_item="住民票の写し",
+                    facility_code="shiminka",
+                    requested_at=OPENED,
+                ),
+                source="/cityhall/applications",
+            )
+            async with conn.transaction():
+                await handlers.create_payment_request(conn, fee, TTL.total_seconds())
+            row = await store.payment_request_of(conn, fee.data.application_id)
+            assert row is not None
+            requests.append(Request(row["reference"], amount, OPENED + TTL))
+    return requests
+
+
+@PROFILE
+@given(data=st.data())
+async def test_provider_notices_in_any_order_are_recorded_once_each_and_balance(
+    database_url: str, namespace: str, db: asyncpg.Connection, data: st.DataObject
+) -> None:
+    pool = await fresh_payments_schema(database_url, f"{namespace}_online{next(counter)}")
+    try:
+        amounts = data.draw(st.lists(st.sampled_from([300, 450, 750]), min_size=1, max_size=3))
+        requests = await open_requests(pool, amounts)
+        now = OPENED
+        sent: list[ProviderPaymentConfirmation] = []
+        outcomes: dict[str, tuple[uuid.UUID, list[str]]] = {}  # notice id -> first outcome
+        for step in range(data.draw(st.integers(2, 12), label="steps")):
+            now += timedelta(minutes=data.draw(st.integers(0, 15), label="minutes pass"))
+            if data.draw(st.integers(0, 4), label="expiry job?") == 0:
+                await handlers.expire_payment_requests(pool, now)
+                for r in requests:
+                    if r.status == "pending" and r.expires_at <= now:
+                        r.status = "expired"
+                continue
+            if sent and data.draw(st.booleans(), label="again?"):
+                notice = data.draw(st.sampled_from(sent), label="the same notice")
+            else:
+                request = data.draw(st.sampled_from(requests), label="request")
+                amount = data.draw(st.sampled_from([request.amount, request.amount, 200]))
+                notice = ProviderPaymentConfirmation(
+                    event_id=f"evt_s{step}",
+                    reference=request.reference,
+                    amount_yen=amount,
+                    method="qr",
+                    brand="PayPay",
+                    paid_at=now - timedelta(minutes=data.draw(st.integers(0, 20), label="paid")),
+                )
+                sent.append(notice)
+            request = next(r for r in requests if r.reference == notice.reference)
+            before = await outbox_events(pool)
+            done = await handlers.confirm_online_payment(pool, notice, now)
+            if notice.event_id in outcomes:  # the same notice: its first outcome, no change
+                assert done.replayed
+                assert (done.payment_id, [r.value for r in done.reasons]) == outcomes[
+                    notice.event_id
+                ]
+                assert await outbox_events(pool) == before
+            else:
+                wanted = expected_reasons(request, notice.amount_yen, now)
+                assert [r.value for r in done.reasons] == wanted, (request, notice, now)
+                assert await outbox_events(pool) - before == (2 if wanted else 1)
+                outcomes[notice.event_id] = (done.payment_id, wanted)
+                if not wanted:
+                    request.status = "paid"
+            await check_invariants(pool)
+
+        # Each distinct notice is one payment, one capture posting, one PaymentCaptured; the
+        # money shows once in revenue, whatever the order, repeats and expiry.
+        distinct = {n.event_id: n for n in sent}
+        taken = sum(n.amount_yen for n in distinct.values())
+        revenue = await pool.fetchval(
+            "SELECT coalesce(sum(credit_yen - debit_yen), 0) FROM ledger_entries "
+            "WHERE account = 'revenue'"
+        )
+        assert revenue == taken
+        assert await pool.fetchval("SELECT count(*) FROM payments") == len(distinct)
+        flagged = [pid for pid, reasons in outcomes.values() if reasons]
+        queued = await pool.fetch("SELECT payment_id FROM payment_attention")
+        assert sorted(r["payment_id"] for r in queued) == sorted(flagged)
+        types = Counter(
+            r["ce_type"].rsplit(".", 2)[-2] for r in await pool.fetch("SELECT ce_type FROM outbox")
+        )
+        assert types["PaymentCaptured"] == len(distinct)
+        assert types["PaymentNeedsAttention"] == len(flagged)
+        for r in requests:
+            row = await pool.fetchrow(
+                "SELECT status, payment_id FROM payment_requests WHERE reference = $1",
+                r.reference,
+            )
+            assert row["status"] == r.status
+            settled = [pid for pid, reasons in outcomes.values() if not reasons]
+            assert (row["payment_id"] in settled) == (r.status == "paid")
+        receipts = await pool.fetch("SELECT fiscal_year, serial FROM receipts")
+        numbered = Counter((r["fiscal_year"], r["serial"]) for r in receipts)
+        assert all(n == 1 for n in numbered.values())  # no receipt number given twice
+    finally:
+        await pool.close()

@@ -36,7 +36,7 @@ from contracts.subjects import APPLICATIONS, STREAMS, TERMINALS
 from services.runtime.dlq import list_dead_letters
 from tests.e2e import conftest as e2e_conftest
 from tests.e2e.helpers import Processes, clean_env, is_ready, wait_until
-from tests.integration.applications.jpki import CardCA
+from tests.integration.applications.jpki import CardCA, challenge_for
 from tests.integration.payments.helpers import terminal_publishes, transaction
 from tests.security.scanner import SENT_CARD_NUMBERS, SENT_MY_NUMBERS, AtRestScan
 from tests.tokens import ENV_VARS, applicant
@@ -129,7 +129,9 @@ async def drive_a_card_number_and_a_my_number_through(
     # Applications: a certificate carrying the My Number signs an accepted application ...
     http = clients["applications"]
     signer = ca.issue(extra=[x509.NameAttribute(NameOID.SERIAL_NUMBER, MY_NUMBER)])
-    accepted = await http.post("/applications", json=signer.sign(KOSEKI), headers=applicant())
+    citizen = applicant()
+    body = signer.sign(KOSEKI, await challenge_for(http, citizen))
+    accepted = await http.post("/applications", json=body, headers=citizen)
     assert accepted.status_code == 201, accepted.text
     app_id = accepted.json()["id"]
     # ... and the number typed into a form at the counter is refused, naming the field.

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import pytest
 
-from contracts.payments import PaymentMethod, SettlementLine
+from contracts.payments import (
+    AttentionReason,
+    PaymentMethod,
+    SettlementLine,
+    TerminalTransactionKind,
+    TerminalTransactionVersion,
+)
 from services.payments import domain
 
 
@@ -135,3 +141,107 @@ def test_the_processor_fee_is_recorded_apart_and_revenue_stays_gross() -> None:
         ("receivable:qr:PayPay", 0, 300),
     ]
     assert all(e.account != domain.REVENUE for e in posting.entries)
+
+
+def version(**changes: object) -> TerminalTransactionVersion:
+    base = TerminalTransactionVersion(
+        kind=TerminalTransactionKind.CAPTURE,
+        method=PaymentMethod.QR,
+        brand="PayPay",
+        amount_yen=300,
+        item="住民票の写し",
+        occurred_at=datetime.fromisoformat("2026-11-24T10:15:00+09:00"),
+    )
+    return base.model_copy(update=changes)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"amount_yen": 450},
+        {"method": PaymentMethod.EMONEY, "brand": "交通系IC"},
+        {"brand": "d払い"},
+        {"item": "戸籍謄本"},
+        {"occurred_at": datetime.fromisoformat("2026-12-01T09:02:00+09:00")},
+        {"kind": TerminalTransactionKind.REFUND, "item": None, "original_transaction_id": "C0"},
+    ],
+)
+def test_a_repeat_of_a_transaction_id_with_other_content_is_not_the_same(
+    changes: dict[str, object],
+) -> None:
+    assert not domain.same_terminal_transaction(version(), version(**changes))
+
+
+def test_a_repeat_with_the_same_content_is_the_same_whatever_the_time_offset() -> None:
+    in_utc = datetime.fromisoformat("2026-11-24T01:15:00+00:00")
+    assert domain.same_terminal_transaction(version(), version(occurred_at=in_utc))
+
+
+def test_a_refund_repeat_is_compared_by_the_capture_it_undoes() -> None:
+    refund = version(kind=TerminalTransactionKind.REFUND, item=None, original_transaction_id="C1")
+    assert domain.same_terminal_transaction(refund, refund.model_copy())
+    assert not domain.same_terminal_transaction(
+        refund, refund.model_copy(update={"original_transaction_id": "C2"})
+    )
+
+
+EXPIRES = datetime.fromisoformat("2026-11-24T09:30:00+09:00")
+
+
+def fee_request(status: str = "pending", amount: int = 300) -> domain.PaymentRequestState:
+    return domain.PaymentRequestState(
+        uuid.uuid4(), uuid.uuid4(), "PR-X", "shiminka", "住民票の写し", amount, status, EXPIRES
+    )
+
+
+def test_a_confirmation_in_time_and_in_full_settles_its_request() -> None:
+    assert domain.decide_confirmation(fee_request(), 300, EXPIRES - timedelta(seconds=1)) == ()
+
+
+@pytest.mark.parametrize(
+    ("status", "amount", "arrives", "reasons"),
+    [
+        ("pending", 300, EXPIRES, [AttentionReason.PAID_AFTER_EXPIRY]),  # at expiry is late
+        ("expired", 300, EXPIRES - timedelta(hours=1), [AttentionReason.PAID_AFTER_EXPIRY]),
+        ("paid", 300, EXPIRES - timedelta(hours=1), [AttentionReason.PAID_TWICE]),
+        ("pending", 450, EXPIRES - timedelta(hours=1), [AttentionReason.OTHER_AMOUNT]),
+        (
+            "expired",
+            200,
+            EXPIRES + timedelta(days=1),
+            [AttentionReason.PAID_AFTER_EXPIRY, AttentionReason.OTHER_AMOUNT],
+        ),
+    ],
+)
+def test_a_confirmation_that_cannot_settle_its_request_says_why(
+    status: str, amount: int, arrives: datetime, reasons: list[AttentionReason]
+) -> None:
+    assert list(domain.decide_confirmation(fee_request(status), amount, arrives)) == reasons
+
+
+def item(decided: bool = False) -> domain.AttentionState:
+    return domain.AttentionState(
+        uuid.uuid4(), uuid.uuid4(), (AttentionReason.OTHER_AMOUNT,), decided
+    )
+
+
+def test_an_attached_payment_must_keep_exactly_the_fee() -> None:
+    domain.decide_attach(item(), payment(450, refunded=150), fee_request())
+    with pytest.raises(domain.AttachNotAllowed, match="refund the 150 yen over it first"):
+        domain.decide_attach(item(), payment(450), fee_request())
+    with pytest.raises(domain.AttachNotAllowed, match="less than the fee"):
+        domain.decide_attach(item(), payment(200), fee_request())
+
+
+def test_a_payment_for_a_paid_request_or_decided_item_is_not_attached() -> None:
+    with pytest.raises(domain.AttachNotAllowed, match="paid already"):
+        domain.decide_attach(item(), payment(300), fee_request("paid"))
+    with pytest.raises(domain.AttentionAlreadyDecided):
+        domain.decide_attach(item(decided=True), payment(300), fee_request())
+
+
+def test_a_refund_decides_an_item_only_when_nothing_is_left() -> None:
+    assert domain.decide_attention_refund(item(), payment(450), 150) is False
+    assert domain.decide_attention_refund(item(), payment(450, refunded=150), 300) is True
+    with pytest.raises(domain.RefundExceedsCapture):
+        domain.decide_attention_refund(item(), payment(450), 451)

@@ -12,7 +12,12 @@ from nats.js import JetStreamContext
 
 from contracts.applications import ApplicationPaidV1, ApplicationPaymentRequestedV1
 from contracts.envelope import Envelope
-from contracts.payments import PaymentCapturedV1, PaymentChannel, PaymentMethod
+from contracts.payments import (
+    PaymentAttachedV1,
+    PaymentCapturedV1,
+    PaymentChannel,
+    PaymentMethod,
+)
 from contracts.subjects import APPLICATIONS
 from tests.integration.applications.conftest import STAFF
 from tests.integration.helpers import publish_envelope, wait_for
@@ -181,3 +186,49 @@ async def test_a_paid_certificate_is_reviewed_approved_and_issued(
 
 def _koseki() -> dict[str, str]:
     return {"honseki": "郡山市朝日一丁目23番", "hittosha": "郡山太郎"}
+
+
+def attached(application_id: str, payment_id: uuid.UUID, amount_yen: int = 300) -> Envelope[Any]:
+    data = PaymentAttachedV1(
+        payment_id=payment_id,
+        request_id=uuid.uuid4(),
+        application_id=uuid.UUID(application_id),
+        reference="PR-7KQ2M9XW4T",
+        amount_yen=amount_yen,
+        attached_at=datetime.now(UTC),
+    )
+    return Envelope.new(data, source="/cityhall/payments")
+
+
+async def test_a_late_payment_moves_the_application_to_paid_only_when_staff_attach_it(
+    applications: Any, js: JetStreamContext, namespace: str
+) -> None:
+    app = await submit_and_ask_fee(applications, {"procedure_code": "JUMINHYO"})
+    # Paid after its request expired: payments captures it for no application and holds it.
+    held = captured(None)
+    await publish_envelope(js, namespace, held)
+    consumer = applications.ctx.consumers[0]
+    await wait_for(lambda: _true(consumer.stats.processed == 1))
+    assert await status_of(applications, app["id"]) == "awaiting_payment"
+
+    await publish_envelope(js, namespace, attached(app["id"], held.data.payment_id))
+
+    async def paid() -> bool:
+        return await status_of(applications, app["id"]) == "paid"
+
+    await wait_for(paid)
+    [event] = await events_of(js, namespace, ApplicationPaidV1.event_type)
+    assert (event["payment_id"], event["amount_yen"]) == (str(held.data.payment_id), 300)
+
+
+async def test_a_payment_attached_to_a_withdrawn_application_changes_nothing(
+    applications: Any, js: JetStreamContext, namespace: str
+) -> None:
+    app = await submit_and_ask_fee(applications, {"procedure_code": "JUMINHYO"})
+    await applications.http.post(f"/applications/{app['id']}/withdraw", headers=STAFF)
+    await publish_envelope(js, namespace, attached(app["id"], uuid.uuid4()))
+    consumer = applications.ctx.consumers[0]
+    await wait_for(lambda: _true(consumer.stats.processed == 1))
+    assert await status_of(applications, app["id"]) == "withdrawn"
+    assert await events_of(js, namespace, ApplicationPaidV1.event_type) == []
+    assert consumer.stats.dead_lettered == 0

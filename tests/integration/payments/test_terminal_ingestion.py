@@ -10,7 +10,12 @@ import asyncpg
 import pytest
 from nats.js import JetStreamContext
 
-from contracts.payments import PaymentCapturedV1, PaymentRefundedV1, PaymentVoidedV1
+from contracts.payments import (
+    PaymentCapturedV1,
+    PaymentRefundedV1,
+    PaymentVoidedV1,
+    TerminalTransactionConflictV1,
+)
 from contracts.subjects import PAYMENTS, TERMINALS
 from services.payments.handlers import TerminalIdentity, register_terminal
 from services.runtime.dlq import list_dead_letters
@@ -375,3 +380,98 @@ async def test_a_refund_that_overtakes_its_capture_is_applied_once_the_capture_i
         lambda: published_when(js, namespace, PaymentRefundedV1, lambda b: len(b) == 1)
     )
     assert refunded[0]["amount_yen"] == 100
+
+
+# A terminal that resets its counter sends old transaction ids again, days later: outside
+# JetStream's duplicate window, which these tests stand for by giving the repeat a Nats-Msg-Id
+# of its own (ce-id, which payments checks, stays <terminal>/<transaction id>).
+LATER = {"msg_id": "days-later"}
+
+
+async def posted(payments: Any, terminal_id: str, transaction_id: str) -> bool:
+    """Whether a transaction is in the ledger: the terminals' consumer handles messages in
+    stream order, so once a marker published last is posted, everything before it was seen."""
+    return bool(
+        await payments.pool.fetchval(
+            "SELECT 1 FROM terminal_transactions WHERE terminal_id = $1 AND transaction_id = $2",
+            terminal_id,
+            transaction_id,
+        )
+    )
+
+
+async def test_a_reused_transaction_id_with_other_content_is_a_conflict_told_to_finance(
+    payments: Any, js: JetStreamContext, namespace: str
+) -> None:
+    terminal = await registered(payments)
+    t = terminal.terminal_id
+    await terminal_publishes(js, namespace, transaction(t, "C1", amount_yen=300))
+    await wait_for(lambda: posted(payments, t, "C1"))
+    reused = transaction(
+        t,
+        "C1",
+        method="emoney",
+        brand="交通系IC",
+        amount_yen=450,
+        item="戸籍謄本",
+        occurred_at="2026-12-01T09:02:00+09:00",
+    )
+    await terminal_publishes(js, namespace, reused, msg_id="reset-1")
+    await terminal_publishes(js, namespace, reused, msg_id="reset-2")  # sent again
+    letters = await dead_letters(js, namespace, 2)
+
+    first = "capture 300 yen qr PayPay 住民票の写し at 2026-11-24T10:15:00+09:00"
+    again = "capture 450 yen emoney 交通系IC 戸籍謄本 at 2026-12-01T09:02:00+09:00"
+    for letter in letters:
+        assert letter.reason.startswith("refused: TerminalTransactionConflict: ")
+        assert f"posted as [{first}] and now arrives as [{again}]" in letter.reason
+    conflict = await wait_for(lambda: published(js, namespace, TerminalTransactionConflictV1))
+    assert len(conflict) == 1  # the same repeat twice is announced once
+    assert (conflict[0]["terminal_id"], conflict[0]["transaction_id"]) == (t, "C1")
+    assert (conflict[0]["posted"]["amount_yen"], conflict[0]["received"]["amount_yen"]) == (
+        300,
+        450,
+    )
+    assert conflict[0]["received"]["brand"] == "交通系IC"
+    assert await count(payments.pool, "payments") == 1  # the ledger keeps the first version
+    assert await revenue_yen(payments.pool) == 300
+
+
+async def test_a_reused_refund_id_for_another_amount_is_a_conflict(
+    payments: Any, js: JetStreamContext, namespace: str
+) -> None:
+    terminal = await registered(payments)
+    t = terminal.terminal_id
+    await terminal_publishes(js, namespace, transaction(t, "C1", amount_yen=750))
+    refund = transaction(t, "R1", kind="refund", amount_yen=300, original_transaction_id="C1")
+    await terminal_publishes(js, namespace, refund)
+    await terminal_publishes(js, namespace, refund | {"amount_yen": 200}, **LATER)
+    [letter] = await dead_letters(js, namespace, 1)
+
+    assert "posted as [refund 300 yen qr PayPay of C1 at" in letter.reason
+    assert "now arrives as [refund 200 yen qr PayPay of C1 at" in letter.reason
+    assert len(await wait_for(lambda: published(js, namespace, TerminalTransactionConflictV1))) == 1
+    assert await revenue_yen(payments.pool) == 450
+
+
+async def test_a_reused_transaction_id_with_the_same_content_stays_a_harmless_duplicate(
+    payments: Any, js: JetStreamContext, namespace: str
+) -> None:
+    terminal = await registered(payments)
+    t = terminal.terminal_id
+    capture = transaction(t, "C1", occurred_at="2026-11-24T10:15:00+09:00")
+    await terminal_publishes(js, namespace, capture)
+    refund = transaction(t, "R1", kind="refund", amount_yen=100, original_transaction_id="C1")
+    await terminal_publishes(js, namespace, refund)
+    # The same content again, its time written in UTC: the same moment.
+    await terminal_publishes(
+        js, namespace, capture | {"occurred_at": "2026-11-24T01:15:00+00:00"}, **LATER
+    )
+    await terminal_publishes(js, namespace, refund, **LATER)
+    await terminal_publishes(js, namespace, transaction(t, "MARKER"))
+    await wait_for(lambda: posted(payments, t, "MARKER"))
+
+    assert await list_dead_letters(js, namespace, consumer="payments_terminals") == []
+    assert await count(payments.pool, "terminal_conflicts") == 0
+    assert await count(payments.pool, "payments") == 2
+    assert await revenue_yen(payments.pool) == 500
