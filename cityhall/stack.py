@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import asyncpg
 import httpx
@@ -178,13 +179,46 @@ class ServiceProcess:
         return self.process is not None and self.process.poll() is None
 
 
-async def bootstrap_database(admin_url: str, database_url: str) -> None:
-    """Embedded PostgreSQL: one database, one login role per service.
+PG_HBA = """# Written by `cityhall up`: every role signs in with its own password (SCRAM), over the
+# unix socket too; nothing is trusted, so a service's role is a boundary (docs/security.md).
+local   all   all                  scram-sha-256
+host    all   all   127.0.0.1/32   scram-sha-256
+host    all   all   ::1/128        scram-sha-256
+"""
+
+
+def pg_passfile(home: Path, role: str) -> Path:
+    """A role's password, in PostgreSQL's password-file format, in a file of its own (0600)."""
+    return home / "postgres-auth" / f"{role}.pgpass"
+
+
+def pg_password(home: Path, role: str) -> str:
+    path = pg_passfile(home, role)
+    if path.is_file():
+        return path.read_text().strip().rsplit(":", 1)[1]
+    password = secrets.token_urlsafe(24)
+    write_private(path, f"*:*:*:{role}:{password}\n")
+    path.parent.chmod(0o700)
+    return password
+
+
+def with_passfile(url: str, passfile: Path) -> str:
+    """``url`` (already with ``?host=``) naming its role's password file (libpq and asyncpg
+    read the ``passfile`` parameter): the URL itself holds no secret."""
+    return f"{url}&passfile={quote(str(passfile), safe='/')}"
+
+
+async def bootstrap_database(pg: EmbeddedPostgres, home: Path) -> dict[str, str]:
+    """Embedded PostgreSQL: one database, one login role per service, each with its own
+    password; then password authentication for everyone (initdb left it trusting every local
+    connection). Returns each service's URL.
 
     Each service's role creates and owns its schema; no role is granted another's schema, so a
     service cannot read another service's tables.
     """
-    conn = await asyncpg.connect(admin_url)
+    passwords = {role: pg_password(home, role) for role in ("postgres", *SERVICE_NAMES)}
+    admin = with_passfile(pg.url(), pg_passfile(home, "postgres"))
+    conn = await asyncpg.connect(admin)
     try:
         if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE):
             await conn.execute(f"CREATE DATABASE {DATABASE}")
@@ -192,13 +226,21 @@ async def bootstrap_database(admin_url: str, database_url: str) -> None:
             if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", service):
                 await conn.execute(f"CREATE ROLE {service} LOGIN")
             await conn.execute(f"GRANT CONNECT, CREATE ON DATABASE {DATABASE} TO {service}")
+        for role, password in passwords.items():
+            literal = await conn.fetchval("SELECT quote_literal($1)", password)
+            await conn.execute(f"ALTER ROLE {role} PASSWORD {literal}")
+        hba = pg.pgdata / "pg_hba.conf"
+        if hba.read_text() != PG_HBA:
+            hba.write_text(PG_HBA)
+            await conn.execute("SELECT pg_reload_conf()")
     finally:
         await conn.close()
-    db = await asyncpg.connect(database_url)
+    db = await asyncpg.connect(with_passfile(pg.url(DATABASE), pg_passfile(home, "postgres")))
     try:
         await db.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
     finally:
         await db.close()
+    return {s: with_passfile(pg.url(DATABASE, user=s), pg_passfile(home, s)) for s in SERVICE_NAMES}
 
 
 class LocalStack:
@@ -227,8 +269,7 @@ class LocalStack:
             console.print(f"[bold]postgres[/]  starting embedded PostgreSQL in {cfg.home}/postgres")
             self.postgres.start()
             pg = self.postgres
-            asyncio.run(bootstrap_database(pg.url(), pg.url(DATABASE)))
-            urls = {s: pg.url(DATABASE, user=s) for s in SERVICE_NAMES}
+            urls = asyncio.run(bootstrap_database(pg, cfg.home))
         else:
             urls = {s: cfg.database_url for s in SERVICE_NAMES}
         self.database_urls = urls
@@ -370,7 +411,10 @@ class LocalStack:
                     f"{self.config.home}/{OPERATOR_ENV}"
                 )
         if self.postgres is not None:
-            console.print(f"PostgreSQL {self.postgres.url(DATABASE)}")
+            console.print(
+                f"PostgreSQL {self.postgres.url(DATABASE)}  (password sign-in; each role's "
+                f"password in {self.config.home}/postgres-auth/<role>.pgpass)"
+            )
         console.print(
             "Try: curl -X POST localhost:8001/applications -H 'content-type: application/json' "
             '-d \'{"procedure_code": "JUMINHYO", "channel": "online"}\'\n'

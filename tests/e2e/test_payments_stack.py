@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import asyncpg
 import httpx
 import nats
 import nats.errors
@@ -24,6 +25,7 @@ from contracts.payments import TerminalTransactionV1, terminal_subject
 from tests.e2e.helpers import Processes, clean_env, wait_until
 from tests.e2e.test_stack_embedded import start_stack, stop_stack
 
+SERVICES = ("applications", "payments", "notifications", "reporting")
 STAFF = {"authorization": "Bearer tok-e2e-000000001"}
 
 
@@ -54,6 +56,31 @@ async def publish(nc: Any, subject: str, body: dict[str, Any]) -> None:
     await nc.jetstream(timeout=2.0).publish(subject, json.dumps(body).encode(), headers=headers)
 
 
+async def no_role_signs_in_without_its_password_or_reads_another_s_schema(
+    home: Path, pg_url: str
+) -> None:
+    """The local PostgreSQL trusts nobody: each role signs in with its own password, which sits
+    in a file of its own (0600), and reaches its own schema only."""
+    for role in ("postgres", "payments", "reporting"):
+        with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError):
+            await asyncpg.connect(pg_url.replace("postgres@", f"{role}@", 1), passfile="/dev/null")
+    files = sorted((home / "postgres-auth").glob("*.pgpass"))
+    assert {f.stem for f in files} == {"postgres", *SERVICES}
+    for f in files:
+        assert f.stat().st_mode & 0o777 == 0o600
+        assert f.read_text().count("\n") == 1  # its own role's password, nobody else's
+    payments = await asyncpg.connect(
+        pg_url.replace("postgres@", "payments@", 1),
+        passfile=str(home / "postgres-auth" / "payments.pgpass"),
+    )
+    try:
+        assert await payments.fetchval("SELECT count(*) FROM payments.facilities") == 34
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await payments.fetch("SELECT * FROM reporting.inbox LIMIT 1")
+    finally:
+        await payments.close()
+
+
 async def test_a_terminal_registered_while_the_stack_runs_publishes_only_on_its_own_subject(
     processes: Processes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -69,17 +96,16 @@ async def test_a_terminal_registered_while_the_stack_runs_publishes_only_on_its_
             return (nats_at.group(1), pg_at.group(1)) if nats_at and pg_at else None
 
         nats_url, pg_url = await wait_until(printed, timeout=10, message=run.logs)
+        await no_role_signs_in_without_its_password_or_reads_another_s_schema(home, pg_url)
 
         with pytest.raises(nats.errors.Error):  # authentication is on: no anonymous client
             await nats.connect(nats_url, allow_reconnect=False, max_reconnect_attempts=0)
 
         registered = subprocess.run(
             [sys.executable, "-m", "cityhall", "terminals", "register", "shiminka"],
-            env=clean_env(
-                CITYHALL_HOME=str(home),
-                NATS_URL=nats_url,
-                DATABASE_URL=pg_url.replace("postgres@", "payments@", 1),
-            ),
+            # As an operator types it beside `cityhall up`: its operator.env gives the servers
+            # (payments' database URL names payments' password file).
+            env=clean_env(CITYHALL_HOME=str(home)),
             capture_output=True,
             text=True,
             check=False,
