@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 UV     := $(BIN)/uv
 UV_VERSION := 0.13.8
 
-.PHONY: install run test bench soak lint format typecheck lock export clean help browser k8s-dev-keys
+.PHONY: install run test bench soak lint format typecheck lock export clean help browser redis k8s-dev-keys
 
 help:
 	@echo "make run | make test | make bench | make lint | make format | make typecheck | make lock | make export"
@@ -27,7 +27,7 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/cityhall up
 
-test: install lint typecheck browser
+test: install lint typecheck browser redis
 	$(BIN)/pytest
 
 # The performance suite (reports, never gates): one line per figure, under 10 minutes.
@@ -42,6 +42,11 @@ soak: install
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		(apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver)
+
+# The shared rate-limit counts' test starts a redis-server of the machine's (Debian's package).
+redis:
+	@command -v redis-server >/dev/null || \
+		(apt-get update && apt-get install -y --no-install-recommends redis-server)
 
 lint: install
 	$(BIN)/ruff check .

@@ -61,7 +61,8 @@ class HttpLimitSettings(BaseSettings):
     rate_limit_staff: str = Field(default="200/second", description="Per staff id.")
     rate_limit_storage: str = Field(
         default=f"{rate_storage.SCHEME}://",
-        description="Where counts are kept (limits storage URI, async+ scheme).",
+        description="Where counts are kept (limits storage URI, async+ scheme): the default "
+        "counts per process; async+redis://host:6379 shares them across replicas.",
     )
 
     @field_validator("rate_limit_anonymous", "rate_limit_applicant", "rate_limit_staff")
@@ -167,8 +168,11 @@ class RateLimited(Exception):
 class RateLimits:
     """The per-caller limits of one service."""
 
-    def __init__(self, settings: HttpLimitSettings) -> None:
+    def __init__(self, settings: HttpLimitSettings, scope: str) -> None:
+        """``scope`` (the service's name) keeps each service's counts apart in a storage the
+        services share (``async+redis://``)."""
         self.enabled = settings.rate_limits
+        self._scope = scope
         storage: Any = storage_from_string(settings.rate_limit_storage)
         self._limiter = limits.aio.strategies.SlidingWindowCounterRateLimiter(storage)
         self._by_kind = {
@@ -182,6 +186,6 @@ class RateLimits:
         if not self.enabled:
             return
         for item in self._by_kind[kind]:
-            if not await self._limiter.hit(item, kind, who):
-                stats = await self._limiter.get_window_stats(item, kind, who)
+            if not await self._limiter.hit(item, self._scope, kind, who):
+                stats = await self._limiter.get_window_stats(item, self._scope, kind, who)
                 raise RateLimited(max(1, math.ceil(stats.reset_time - time.time())))

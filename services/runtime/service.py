@@ -590,7 +590,7 @@ def build_app(
     app.state.runtime = runtime
     # Who may call and how much (auth.caller_dependency reads these); bad settings stop here.
     limits = http_limits.load_http_limits(defn.name)
-    app.state.rate_limits = http_limits.RateLimits(limits)
+    app.state.rate_limits = http_limits.RateLimits(limits, defn.name)
     app.state.applicant_tokens = auth.load_applicant_tokens()
     app.add_middleware(http_limits.BodySizeLimit, max_bytes=limits.max_body_bytes)
     if defn.router is not None and role == "service":
@@ -618,12 +618,9 @@ def build_app(
     return app
 
 
-def serve(defn: ServiceDefinition, settings: ServiceSettings, *, role: Role = "service") -> None:
-    """Run one service (or its outbox relay alone) until SIGTERM/SIGINT (what `cityhall serve
-    <service>` and `cityhall relay <service>` do)."""
-    setup_logging(settings.service, settings.log_level, settings.log_format)
-    app = build_app(defn, settings, role=role, freeze_heap_after_start=True)
-    config = uvicorn.Config(
+def http_server_config(app: FastAPI, settings: ServiceSettings) -> uvicorn.Config:
+    """How a service's HTTP server runs (`cityhall serve`, and the tests that try it)."""
+    return uvicorn.Config(
         app,
         host=settings.http_host,
         port=settings.port,
@@ -635,7 +632,19 @@ def serve(defn: ServiceDefinition, settings: ServiceSettings, *, role: Role = "s
         loop="uvloop",
         http="httptools",
         timeout_graceful_shutdown=20,
+        # The client's address (rate limits count anonymous callers by it) comes from
+        # X-Forwarded-For only when the peer is one of these proxies (the ingress).
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
+
+
+def serve(defn: ServiceDefinition, settings: ServiceSettings, *, role: Role = "service") -> None:
+    """Run one service (or its outbox relay alone) until SIGTERM/SIGINT (what `cityhall serve
+    <service>` and `cityhall relay <service>` do)."""
+    setup_logging(settings.service, settings.log_level, settings.log_format)
+    app = build_app(defn, settings, role=role, freeze_heap_after_start=True)
+    config = http_server_config(app, settings)
     # uvicorn re-raises the stop signal to the handler that was there before it, once it has
     # shut down; with the default SIGTERM action the process would die by the signal (exit
     # -15/143) before the `finally` below flushes the spans. A SIGTERM stop is a clean exit.

@@ -102,6 +102,13 @@ class ServiceSettings(BaseSettings):
     http_port: int | None = Field(
         default=None, ge=1, le=65535, validation_alias=AliasChoices("HTTP_PORT")
     )
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        validation_alias=AliasChoices("FORWARDED_ALLOW_IPS"),
+        description="Proxies (addresses or networks, comma-separated) whose X-Forwarded-For "
+        "gives the client's address; any other peer is the client itself. On a cluster: the "
+        "ingress controller's pod network.",
+    )
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL"))
     log_format: str = Field(
         default="json",

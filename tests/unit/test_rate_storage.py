@@ -78,7 +78,7 @@ async def test_old_windows_go_whole_and_the_upkeep_does_not_grow_with_callers(
 
 
 async def test_a_caller_past_its_rate_is_refused_with_a_retry_after(clock: Clock) -> None:
-    rates = RateLimits(HttpLimitSettings(rate_limit_applicant="3/second"))
+    rates = RateLimits(HttpLimitSettings(rate_limit_applicant="3/second"), "applications")
     for _ in range(3):
         await rates.hit("applicant", "a-1")
     with pytest.raises(RateLimited) as refused:
