@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.applications.identity import TrustConfig
 from services.runtime.auth import StaffTokens
-from services.runtime.settings import read_settings
+from services.runtime.settings import REQUIRED_IN_PRODUCTION, read_settings
 
 
 class ApplicationsSettings(BaseSettings):
@@ -25,6 +25,7 @@ class ApplicationsSettings(BaseSettings):
             "Staff credentials (職員): comma-separated staff_id=token pairs; a staff request "
             "sends 'Authorization: Bearer <token>'. Empty: staff endpoints refuse everyone."
         ),
+        json_schema_extra={REQUIRED_IN_PRODUCTION: True},
     )
     idempotency_retention_hours: float = Field(
         default=48.0,

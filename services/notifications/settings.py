@@ -10,7 +10,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.runtime.auth import StaffTokens
-from services.runtime.settings import read_settings
+from services.runtime.settings import REQUIRED_IN_PRODUCTION, read_settings
 
 SHIPPED_RULES = Path(__file__).parent / "rules.yaml"
 
@@ -38,6 +38,7 @@ class NotificationSettings(BaseSettings):
         description="HMAC-SHA256 key shared with webhook receivers. Unset: webhooks cannot "
         "be signed, and a webhook delivery fails naming this variable (`cityhall up` makes "
         "one of its own).",
+        json_schema_extra={REQUIRED_IN_PRODUCTION: True},
     )
     webhook_timeout_s: float = Field(default=10.0, gt=0)
 
@@ -69,6 +70,7 @@ class NotificationSettings(BaseSettings):
         validation_alias=AliasChoices("NOTIFICATIONS_STAFF_TOKENS"),
         description="Operators' credentials (staff_id=token pairs) for the delivery log, "
         "rules and templates, and for contacts on a citizen's behalf. Empty: refused.",
+        json_schema_extra={REQUIRED_IN_PRODUCTION: True},
     )
 
     dlq_threshold: int = Field(default=10, ge=1, description="Dead letters that call operators.")

@@ -7,7 +7,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.runtime.auth import StaffTokens
 from services.runtime.service import ServiceContext
-from services.runtime.settings import read_settings
+from services.runtime.settings import REQUIRED_IN_PRODUCTION, read_settings
 
 
 class PaymentsSettings(BaseSettings):
@@ -19,6 +19,7 @@ class PaymentsSettings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("PAYMENT_PROVIDER_SECRET"),
         description="Shared HMAC secret of the payment provider's webhooks; unset = refuse all.",
+        json_schema_extra={REQUIRED_IN_PRODUCTION: True},
     )
     provider_url: str = Field(
         default="http://127.0.0.1:8090",
@@ -86,6 +87,7 @@ class PaymentsSettings(BaseSettings):
         validation_alias=AliasChoices("PAYMENTS_STAFF_TOKENS"),
         description="Staff credentials as staff_id=token pairs, comma-separated; unset = no "
         "staff API.",
+        json_schema_extra={REQUIRED_IN_PRODUCTION: True},
     )
 
 

@@ -59,6 +59,21 @@ PostgresUrl = Annotated[str, AfterValidator(_postgres_url)]
 Identifier = Annotated[str, AfterValidator(_identifier)]
 
 
+REQUIRED_IN_PRODUCTION = "required_in_production"
+"""``Field(json_schema_extra={REQUIRED_IN_PRODUCTION: True})``: a secret or setting that must
+be set when CITYHALL_ENV=production (checked by ``read_settings``)."""
+
+
+class Environment(BaseSettings):
+    """CITYHALL_ENV alone, for ``read_settings``'s production check of any settings class."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    environment: Literal["development", "production"] = Field(
+        default="development", validation_alias=AliasChoices("CITYHALL_ENV")
+    )
+
+
 class ServiceSettings(BaseSettings):
     """What every service needs. Environment names are given with each field."""
 
@@ -76,12 +91,7 @@ class ServiceSettings(BaseSettings):
         description="This service's NATS identity: a file (mode 0600) holding its nkey seed "
         "and nothing else. The server knows only the public key and the subjects it allows "
         "(docs/security.md). Required when CITYHALL_ENV=production.",
-    )
-    environment: Literal["development", "production"] = Field(
-        default="development",
-        validation_alias=AliasChoices("CITYHALL_ENV"),
-        description="production: the service refuses to start without its secrets (its NATS "
-        "identity, and each service's own keys) instead of running with local defaults.",
+        json_schema_extra={REQUIRED_IN_PRODUCTION: True},
     )
     database_url: PostgresUrl | None = Field(
         default=None,
@@ -203,11 +213,6 @@ class ServiceSettings(BaseSettings):
                 f"DATABASE_URL (or {self.service.upper()}_DATABASE_URL) is required: "
                 "postgresql://user@host:port/database"
             )
-        if self.environment == "production" and self.nats_nkey_file is None:
-            raise ValueError(
-                "NATS_NKEY_FILE is required in production (CITYHALL_ENV=production): the file "
-                "holding this service's nkey seed (docs/deploy.md, 'NATS identities')"
-            )
         return self
 
     @property
@@ -263,9 +268,7 @@ def read_settings(cls: type[S], service: str, /, *, prefix: str | None = None, *
     passwords, keys). ``prefix``: the variables' prefix when it is given at construction
     (``_env_prefix``) rather than in the class's ``model_config``."""
     try:
-        if prefix is not None:
-            return cls(_env_prefix=prefix, **values)  # type: ignore[call-arg]
-        return cls(**values)
+        found = cls(_env_prefix=prefix, **values) if prefix is not None else cls(**values)  # type: ignore[call-arg]
     except ValidationError as exc:
         env_prefix = prefix if prefix is not None else str(cls.model_config.get("env_prefix") or "")
         lines = [f"cityhall {service}: invalid configuration"]
@@ -279,6 +282,22 @@ def read_settings(cls: type[S], service: str, /, *, prefix: str | None = None, *
             )
             lines.append(f"  {name or '*'}: {err['msg'].removeprefix('Value error, ')}{shown}")
         raise SettingsError("\n".join(lines)) from None
+    if Environment().environment == "production":
+        env_prefix = prefix if prefix is not None else str(cls.model_config.get("env_prefix") or "")
+        missing = [
+            _variable(cls, name, env_prefix)
+            for name, field in cls.model_fields.items()
+            if isinstance(field.json_schema_extra, dict)
+            and field.json_schema_extra.get(REQUIRED_IN_PRODUCTION)
+            and not getattr(found, name)
+        ]
+        if missing:
+            raise SettingsError(
+                f"cityhall {service}: CITYHALL_ENV=production and no "
+                + ", ".join(missing)
+                + ": a production service never runs on a local default or without its secrets"
+            )
+    return found
 
 
 def _variable(cls: type[BaseSettings], where: str, prefix: str) -> str:

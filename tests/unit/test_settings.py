@@ -101,3 +101,34 @@ def test_a_credential_is_never_echoed_in_the_refusal(monkeypatch: pytest.MonkeyP
     assert "REPORTING_STAFF_TOKENS: expected staff_id=token pairs" in message
     assert "tok-short" not in message
     assert "(got" not in message
+
+
+def test_production_refuses_to_start_without_its_secrets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CITYHALL_ENV=production: no local default stands in for an identity or a key."""
+    from services.notifications.settings import load_notification_settings
+    from services.payments.settings import load_payments_settings
+
+    monkeypatch.setenv("DATABASE_URL", "postgresql://payments@db:5432/payments")
+    for name in ("NATS_NKEY_FILE", "PAYMENT_PROVIDER_SECRET", "PAYMENTS_STAFF_TOKENS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("NOTIFY_WEBHOOK_SECRET", raising=False)
+    load_settings("payments")  # development: starts without them
+    load_payments_settings()
+
+    monkeypatch.setenv("CITYHALL_ENV", "production")
+    with pytest.raises(SettingsError, match="no NATS_NKEY_FILE"):
+        load_settings("payments")
+    with pytest.raises(SettingsError) as err:
+        load_payments_settings()
+    assert "PAYMENT_PROVIDER_SECRET" in str(err.value)
+    assert "PAYMENTS_STAFF_TOKENS" in str(err.value)
+    with pytest.raises(SettingsError, match="NOTIFY_WEBHOOK_SECRET"):
+        load_notification_settings()
+
+    monkeypatch.setenv("NATS_NKEY_FILE", "/var/run/secrets/cityhall/nats/seed")
+    monkeypatch.setenv("PAYMENT_PROVIDER_SECRET", "a-provider-secret-of-some-length")
+    monkeypatch.setenv("PAYMENTS_STAFF_TOKENS", "kaikei=a-staff-token-0000000001")
+    assert load_settings("payments").nats_nkey_file is not None
+    assert load_payments_settings().provider_secret is not None
