@@ -219,6 +219,14 @@ class ServiceProcess:
             }
         )
         env.update(self.env)
+        if self.command == "serve":  # the operator's step: services may not create consumers
+            subprocess.run(
+                [sys.executable, "-m", "cityhall", "provision"],
+                env=env,
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+            )
         handle = self.log_file.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "cityhall", self.command, self.name],

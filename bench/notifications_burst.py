@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cityhall.embedded import free_port, port_is_open  # noqa: E402
+from cityhall.provision import provision_all  # noqa: E402
 from contracts.applications import ApplicationSubmittedV1, Channel  # noqa: E402
 from contracts.envelope import Envelope  # noqa: E402
 from contracts.subjects import absolute  # noqa: E402
@@ -133,6 +134,7 @@ async def main(args: argparse.Namespace) -> None:
         http_port=free_port(),
         consumer_max_wait_s=0.05,
     )
+    await provision_all(settings.nats_url, settings.namespace, None)  # the operator's step
     app = build_app(definition("notifications"), settings)
     runtime = app.state.runtime
     ctx = await runtime.start()

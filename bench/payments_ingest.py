@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from pipeline import terminal_message  # noqa: E402
 
+from cityhall.provision import provision_all  # noqa: E402
 from contracts.payments import terminal_subject  # noqa: E402
 from contracts.subjects import absolute  # noqa: E402
 from services.payments import store  # noqa: E402
@@ -92,6 +93,7 @@ async def run(count: int, terminals: int, window: int, batch: int) -> dict[str, 
         consumer_batch_size=batch,
         outbox_poll_interval_s=0.05,
     )
+    await provision_all(settings.nats_url, settings.namespace, None)  # the operator's step
     app = build_app(definition("payments"), settings)
     runtime = app.state.runtime
     try:

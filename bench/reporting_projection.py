@@ -36,6 +36,7 @@ import nats
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cityhall.provision import provision_all  # noqa: E402
 from contracts.applications import ApplicationSubmittedV1, Channel  # noqa: E402
 from contracts.envelope import Envelope  # noqa: E402
 from contracts.facilities import FACILITIES  # noqa: E402
@@ -50,7 +51,6 @@ from services.registry import definition  # noqa: E402
 from services.reporting.rebuild import rebuild  # noqa: E402
 from services.runtime.service import build_app  # noqa: E402
 from services.runtime.settings import ServiceSettings  # noqa: E402
-from services.runtime.streams import StreamSettings, provision_streams  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 from harness import load_average  # noqa: E402
@@ -166,7 +166,7 @@ async def main() -> None:
     )
     nc = await nats.connect(NATS_URL)
     js = nc.jetstream()
-    await provision_streams(js, StreamSettings(namespace=namespace))
+    await provision_all(NATS_URL, namespace, None)  # the operator's step
     envs = events(args.applications, args.payments)
     print(f"reporting projection benchmark: {len(envs)} events, namespace {namespace}")
     print(f"  load average before: {load_average()}")

@@ -233,7 +233,8 @@ def test_each_service_reads_its_own_http_credentials(overlay: str) -> None:
             s for s in objects("dev", "Secret") if s["metadata"]["name"] == "payments-http-auth"
         ]
         keys = set((auth.get("data") or {}) | (auth.get("stringData") or {}))
-        assert keys == {"PAYMENTS_STAFF_TOKENS", "APPLICANT_JWT_SECRET"}
+        # Everything payments refuses to start without in production (CITYHALL_ENV).
+        assert keys == {"PAYMENTS_STAFF_TOKENS", "APPLICANT_JWT_SECRET", "PAYMENT_PROVIDER_SECRET"}
 
 
 def test_everything_lands_in_the_overlay_namespace() -> None:
@@ -306,3 +307,28 @@ def test_dev_overlay_gives_nats_the_users_file_and_each_service_its_own_seed() -
     values = yaml.safe_load((K8S / "nats" / "values.yaml").read_text())
     assert values["config"]["merge"]["$include"] == "../nats-auth/auth.conf"
     assert "accounts" not in values["config"]["merge"]  # no password users any more
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_rate_limits_are_shared_in_redis_and_trust_the_forwarded_header_of_the_ingress_only(
+    overlay: str,
+) -> None:
+    [config] = [
+        c for c in objects(overlay, "ConfigMap") if c["metadata"]["name"] == "cityhall-config"
+    ]
+    data = config["data"]
+    assert data["FORWARDED_ALLOW_IPS"] not in ("*", "0.0.0.0/0")
+    [redis] = [
+        s for s in objects(overlay, "Service") if s["metadata"]["name"] == "rate-limit-redis"
+    ]
+    for service in SERVICES:
+        assert data[f"{service.upper()}_RATE_LIMIT_STORAGE"] == (
+            f"async+redis://{redis['metadata']['name']}:{redis['spec']['ports'][0]['port']}/0"
+        )
+        [policy] = [
+            p
+            for p in objects(overlay, "NetworkPolicy")
+            if p["metadata"]["name"] == f"{service}-cityhall"
+        ]
+        targets = [r["to"][0]["podSelector"]["matchLabels"] for r in policy["spec"]["egress"]]
+        assert redis["spec"]["selector"] in targets
