@@ -18,7 +18,12 @@ from contracts.applications import (
     CertificateIssuedV1,
 )
 from contracts.envelope import Envelope, Event
-from contracts.payments import PaymentCapturedV1, SettlementMismatchV1
+from contracts.payments import (
+    PaymentCapturedV1,
+    PaymentNeedsAttentionV1,
+    SettlementMismatchV1,
+    TerminalTransactionConflictV1,
+)
 from contracts.subjects import APPLICATIONS, PAYMENTS, StreamDecl
 from services.notifications import handlers
 from services.notifications.handlers import Notifier
@@ -31,7 +36,12 @@ APPLICATION_EVENTS: tuple[type[Event], ...] = (
     ApplicationRejectedV1,
     CertificateIssuedV1,
 )
-PAYMENT_EVENTS: tuple[type[Event], ...] = (PaymentCapturedV1, SettlementMismatchV1)
+PAYMENT_EVENTS: tuple[type[Event], ...] = (
+    PaymentCapturedV1,
+    SettlementMismatchV1,
+    PaymentNeedsAttentionV1,
+    TerminalTransactionConflictV1,
+)
 
 CONSUMED: tuple[tuple[str, StreamDecl, tuple[type[Event], ...]], ...] = (
     ("notifications_applications", APPLICATIONS, APPLICATION_EVENTS),

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from jinja2 import meta
 
+from contracts.payments import TerminalTransactionKind
 from services.notifications import templates
 from services.notifications.domain import Language, event_models
 from services.notifications.handlers import load_rules
@@ -134,3 +135,129 @@ def test_the_sandbox_refuses_reaching_into_python_internals() -> None:
 
 def test_extras_are_documented() -> None:
     assert set(templates.EXTRAS) == {"event_id", "event_time", "portal_url", "city_name"}
+
+
+def _render_example(name: str, language: Language, **changes: object) -> templates.Rendered:
+    """A shipped template rendered with its event's contract example, some fields changed."""
+    tpl = shipped()[name]
+    fields = example_fields(tpl.event) | changes
+    return render(
+        tpl.languages[language],
+        context_for(
+            fields,
+            event_id="e",
+            event_time=datetime.now(UTC),
+            language=language,
+            portal_url="https://portal.example/",
+        ),
+    )
+
+
+def test_the_finance_office_is_told_of_payments_needing_attention_and_terminal_conflicts() -> None:
+    book = load_rules(SHIPPED_RULES)
+    told = {r.event: (r.to, r.kind, r.template) for r in book.rules}
+    assert told["PaymentNeedsAttention.v1"] == (
+        "staff:finance_office",
+        "staff_alert",
+        "payment_needs_attention",
+    )
+    assert told["TerminalTransactionConflict.v1"] == (
+        "staff:finance_office",
+        "staff_alert",
+        "terminal_transaction_conflict",
+    )
+    assert {"payment_needs_attention", "terminal_transaction_conflict"} <= set(LIVE)
+
+
+@pytest.mark.parametrize(
+    ("language", "words"),
+    [
+        (Language.JA, ["期限後の入金", "二重の入金", "請求額と異なる金額"]),
+        (
+            Language.EN,
+            ["paid after the request expired", "paid twice", "another amount than requested"],
+        ),
+    ],
+)
+def test_a_payment_needing_attention_gives_its_reasons_in_words(
+    language: Language, words: list[str]
+) -> None:
+    rendered = _render_example(
+        "payment_needs_attention",
+        language,
+        reasons=["paid_after_expiry", "paid_twice", "other_amount"],
+    )
+    for word in words:
+        assert word in rendered.text
+        assert word in rendered.html
+    for code in ("paid_after_expiry", "paid_twice", "other_amount"):
+        assert code not in rendered.text
+
+
+def test_a_payment_of_another_amount_shows_both_amounts_in_yen() -> None:
+    ja = _render_example(
+        "payment_needs_attention", Language.JA, reasons=["other_amount"], amount_yen=12500
+    )
+    assert "入金額: 12,500円（請求額 300円）" in ja.text
+    assert "12,500円" in ja.subject
+    en = _render_example(
+        "payment_needs_attention", Language.EN, reasons=["other_amount"], amount_yen=12500
+    )
+    assert "Amount paid: 12,500 yen (requested 300 yen)" in en.text
+
+
+def test_a_payment_needing_attention_shows_its_times_in_tokyo_and_what_to_do() -> None:
+    # Given in UTC: shown as Tokyo's 09:29:58, 09:30:00 and 09:30:04.
+    rendered = _render_example(
+        "payment_needs_attention",
+        Language.JA,
+        paid_at=datetime(2026, 11, 24, 0, 29, 58, tzinfo=UTC),
+        expires_at=datetime(2026, 11, 24, 0, 30, tzinfo=UTC),
+        received_at=datetime(2026, 11, 24, 0, 30, 4, tzinfo=UTC),
+    )
+    assert "支払日時: 2026年11月24日 09:29:58" in rendered.text
+    assert "支払期限: 2026年11月24日 09:30:00" in rendered.text
+    assert "受信日時: 2026年11月24日 09:30:04" in rendered.text
+    assert "GET /payments/attention" in rendered.text
+    assert "領収書番号: shiminka-2026-000124" in rendered.text
+    assert "施設: shiminka" in rendered.text
+
+
+@pytest.mark.parametrize("language", list(Language))
+def test_a_terminal_conflict_shows_both_versions_and_the_dead_letter_to_look_at(
+    language: Language,
+) -> None:
+    rendered = _render_example("terminal_transaction_conflict", language)
+    posted, received = {
+        Language.JA: (
+            "売上 300円 QRコード / PayPay「住民票の写し」 2026年11月24日 10:15:00",
+            "売上 450円 電子マネー / 交通系IC「戸籍謄本」 2026年12月01日 09:02:00",
+        ),
+        Language.EN: (
+            'capture 300 yen QR code / PayPay "住民票の写し" at 2026-11-24 10:15:00',
+            'capture 450 yen e-money / 交通系IC "戸籍謄本" at 2026-12-01 09:02:00',
+        ),
+    }[language]
+    assert posted in rendered.text
+    assert received in rendered.text
+    assert "cityhall dlq list --consumer payments_terminals" in rendered.text
+    assert "shiminka-t01" in rendered.subject
+    assert "T01-000123" in rendered.subject
+    assert "cityhall dlq list --consumer payments_terminals" in rendered.html
+
+
+def test_a_conflicting_refund_names_the_capture_it_undoes_in_tokyo_time() -> None:
+    fields = example_fields("TerminalTransactionConflict.v1")
+    refund = fields["received"].model_copy(
+        update={
+            "kind": TerminalTransactionKind.REFUND,
+            "item": None,
+            "original_transaction_id": "T01-000100",
+            "occurred_at": datetime(2026, 12, 1, 0, 2, tzinfo=UTC),
+        }
+    )
+    rendered = _render_example("terminal_transaction_conflict", Language.JA, received=refund)
+    assert (
+        "返金 450円 電子マネー / 交通系IC（取引 T01-000100 に対して） 2026年12月01日 09:02:00"
+        in rendered.text
+    )
