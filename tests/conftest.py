@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -35,6 +37,16 @@ from tests.integration.helpers import provision
 from tests.security.scanner import AT_REST_FINAL_TEST, AtRestScan, ScanningLogHandler
 
 BACKEND = os.environ.get("CITYHALL_TEST_BACKEND", "embedded")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each run gets a temporary folder of its own, removed when it ends. pytest's default,
+    /tmp/pytest-of-<user>/pytest-<n>, keeps the last three runs and deletes older ones when a
+    run starts: a second suite started on the same machine removed the first one's embedded
+    PostgreSQL data directory under it (seen when two checkouts were tested at once)."""
+    if config.option.basetemp is None and not hasattr(config, "workerinput"):
+        config.option.basetemp = tempfile.mkdtemp(prefix="cityhall-pytest-")
+        config.add_cleanup(lambda: shutil.rmtree(config.option.basetemp, ignore_errors=True))
 
 
 @pytest.fixture(scope="session")
