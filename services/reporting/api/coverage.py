@@ -5,8 +5,10 @@ actual)."""
 from __future__ import annotations
 
 import asyncio
+from datetime import date
 from typing import Any
 
+import asyncpg
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
@@ -27,6 +29,7 @@ from services.reporting.api.answering import (
     share_text,
 )
 from services.reporting.api.deps import CoverageFilter, CoverageQuery, Ctx
+from services.reporting.store import CatalogFilter
 from services.runtime.service import ServiceContext
 
 router = APIRouter(prefix="/kpi", tags=["kpi"], responses=NOT_MODIFIED)
@@ -96,7 +99,7 @@ async def _online_coverage(ctx: ServiceContext, f: CoverageFilter) -> Row:
         store.coverage_by(ctx.pool, [], f.catalog),
         store.coverage_by(ctx.pool, ["procedure_group"], f.catalog),
         store.coverage_by(ctx.pool, ["department"], f.catalog),
-        store.coverage_series(ctx.pool, f.catalog, f.period.since, f.last),
+        coverage_series(ctx.pool, f.catalog, f.period.since, f.last),
     )
     return {
         "rounding": domain.SHARE_ROUNDING,
@@ -143,4 +146,47 @@ def _online_coverage_csv(body: Row) -> Answer:
             ]
             for m in body["by_month"]
         ),
+    )
+
+
+async def coverage_series(
+    conn: store.Conn, f: CatalogFilter, since: date | None, until: date
+) -> list[asyncpg.Record]:
+    """Month by month: procedures online by the end of the month (actual) and procedures
+    planned to be online by then (the roadmap's quarter, or the actual date when the
+    procedure went online without a plan). ``procedures`` is the catalog as it is now."""
+    # Procedures counted by the month they went (or are planned to go) online, then summed up
+    # to each month of the series: a few hundred groups, not the catalog once per month.
+    return list(
+        await conn.fetch(
+            """WITH cat AS MATERIALIZED (
+                   SELECT date_trunc('month', online_since)::date AS online,
+                          date_trunc('month', coalesce(planned_by_month, online_since))::date
+                              AS planned
+                   FROM procedures
+                   WHERE ($1::text IS NULL OR department = $1)
+                     AND ($2::smallint IS NULL OR procedure_group = $2)),
+               bounds AS (
+                   SELECT coalesce($3::date, least(min(online), min(planned)), $4::date) AS first,
+                          count(*)::bigint AS procedures
+                   FROM cat),
+               online AS MATERIALIZED (
+                   SELECT online AS month, count(*) AS n FROM cat
+                   WHERE online IS NOT NULL GROUP BY online),
+               planned AS MATERIALIZED (
+                   SELECT planned AS month, count(*) AS n FROM cat
+                   WHERE planned IS NOT NULL GROUP BY planned)
+               SELECT m::date AS month,
+                      (SELECT coalesce(sum(n), 0) FROM online o WHERE o.month <= m)::bigint
+                          AS online,
+                      (SELECT coalesce(sum(n), 0) FROM planned p WHERE p.month <= m)::bigint
+                          AS planned,
+                      bounds.procedures
+               FROM bounds, generate_series(bounds.first, $4::date, interval '1 month') AS m
+               ORDER BY m""",
+            f.department,
+            f.group,
+            since,
+            until,
+        )
     )

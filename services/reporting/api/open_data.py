@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Awaitable, Callable, Iterable
+import operator
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
+import asyncpg
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -132,7 +134,7 @@ def _commas(chunks: list[answers.Chunk]) -> list[bytes | answers.Chunk]:
 async def open_usage(ctx: ServiceContext, period: Period) -> list[answers.Chunk]:
     """Open data's online usage by month and procedure (40,000 rows a year), in month
     chunks (``_month_chunks``)."""
-    return await _month_chunks(ctx, period, USAGE_TABLE, store.usage_of_months, _usage_rows)
+    return await _month_chunks(ctx, period, USAGE_TABLE, usage_of_months, _usage_rows)
 
 
 def _usage_rows(month: date, rows: Iterable[Any]) -> list[Row]:
@@ -152,9 +154,7 @@ def _usage_rows(month: date, rows: Iterable[Any]) -> list[Row]:
 async def open_cashless(ctx: ServiceContext, period: Period) -> list[answers.Chunk]:
     """Open data's cashless share by month and facility, in month chunks of the
     facility-days (``_month_chunks``)."""
-    return await _month_chunks(
-        ctx, period, CASHLESS_TABLE, store.cashless_of_months, _cashless_rows
-    )
+    return await _month_chunks(ctx, period, CASHLESS_TABLE, cashless_of_months, _cashless_rows)
 
 
 def _cashless_rows(month: date, rows: Iterable[Any]) -> list[Row]:
@@ -199,3 +199,43 @@ async def _month_chunks(
 
     parts = await month_parts(ctx).assemble(table, versions, build)
     return [p for p in parts.values() if p]
+
+
+_CODE = operator.itemgetter(1)
+
+
+async def usage_of_months(conn: store.Conn, months: Sequence[date]) -> list[asyncpg.Record]:
+    """Online usage by month and procedure for these months, in month and procedure order:
+    month, procedure_code, online, counter, mail, total (what ``store.applications_by`` gives for
+    those keys, a month at a time)."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """SELECT month, procedure_code, online, counter, mail, online + counter + mail AS total
+           FROM applications_month_procedure WHERE month = ANY ($1::date[])""",
+        sorted(months),
+    )
+    # sorted here: PostgreSQL reads a month's 3,300 rows by a bitmap scan and then sorts them
+    # in 1.4 ms, Python by code in 0.5 (code point order is UTF-8 byte order: collation C's),
+    # then by month (stable; one run per month: a pass); a (month, code) key takes 1.7 ms
+    rows.sort(key=_CODE)
+    rows.sort(key=first)
+    return rows
+
+
+async def cashless_of_months(conn: store.Conn, months: Sequence[date]) -> list[asyncpg.Record]:
+    """Payments standing and their cashless part by month and facility for these months, in
+    month and facility order: month, facility_code, count, amount_yen, cashless_count,
+    cashless_amount_yen (what ``store.payments_by`` gives for those keys, from the facility-days,
+    whose months are versioned: migration 0013)."""
+    wanted = set(months)
+    rows = await conn.fetch(
+        """SELECT date_trunc('month', day::timestamp)::date AS month, facility_code,
+                  sum(count)::bigint AS count, sum(amount_yen)::bigint AS amount_yen,
+                  sum(cashless_count)::bigint AS cashless_count,
+                  sum(cashless_amount_yen)::bigint AS cashless_amount_yen
+           FROM payments_facility_days WHERE day >= $1 AND day < $2
+           GROUP BY 1, 2 ORDER BY 1, 2""",
+        min(wanted),
+        domain.month_end(max(wanted)),
+    )
+    # one range (nearly always one month); months between the wanted ones are left out here
+    return [r for r in rows if r[0] in wanted]
