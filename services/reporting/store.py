@@ -9,15 +9,12 @@ from __future__ import annotations
 import asyncio
 import bisect
 import itertools
-import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, Literal, TypeAlias
 
 import asyncpg
-
-from services.reporting.domain import month_end
 
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
@@ -222,46 +219,6 @@ async def applications_by(
     return list(await conn.fetch(query, *_application_args(f)))
 
 
-_MONTH, _CODE = operator.itemgetter(0), operator.itemgetter(1)
-
-
-async def usage_of_months(conn: Conn, months: Sequence[date]) -> list[asyncpg.Record]:
-    """Online usage by month and procedure for these months, in month and procedure order:
-    month, procedure_code, online, counter, mail, total (what ``applications_by`` gives for
-    those keys, a month at a time)."""
-    rows: list[asyncpg.Record] = await conn.fetch(
-        """SELECT month, procedure_code, online, counter, mail, online + counter + mail AS total
-           FROM applications_month_procedure WHERE month = ANY ($1::date[])""",
-        sorted(months),
-    )
-    # sorted here: PostgreSQL reads a month's 3,300 rows by a bitmap scan and then sorts them
-    # in 1.4 ms, Python by code in 0.5 (code point order is UTF-8 byte order: collation C's),
-    # then by month (stable; one run per month: a pass); a (month, code) key takes 1.7 ms
-    rows.sort(key=_CODE)
-    rows.sort(key=_MONTH)
-    return rows
-
-
-async def cashless_of_months(conn: Conn, months: Sequence[date]) -> list[asyncpg.Record]:
-    """Payments standing and their cashless part by month and facility for these months, in
-    month and facility order: month, facility_code, count, amount_yen, cashless_count,
-    cashless_amount_yen (what ``payments_by`` gives for those keys, from the facility-days,
-    whose months are versioned: migration 0013)."""
-    wanted = set(months)
-    rows = await conn.fetch(
-        """SELECT date_trunc('month', day::timestamp)::date AS month, facility_code,
-                  sum(count)::bigint AS count, sum(amount_yen)::bigint AS amount_yen,
-                  sum(cashless_count)::bigint AS cashless_count,
-                  sum(cashless_amount_yen)::bigint AS cashless_amount_yen
-           FROM payments_facility_days WHERE day >= $1 AND day < $2
-           GROUP BY 1, 2 ORDER BY 1, 2""",
-        min(wanted),
-        month_end(max(wanted)),
-    )
-    # one range (nearly always one month); months between the wanted ones are left out here
-    return [r for r in rows if r[0] in wanted]
-
-
 TurnaroundKey = Literal["procedure_code", "month"]
 
 # percentile_cont over a histogram: the value at 0-based rank r is the mean of the first bin
@@ -400,49 +357,6 @@ async def coverage_by(
                 {group}""",
             f.department,
             f.group,
-        )
-    )
-
-
-async def coverage_series(
-    conn: Conn, f: CatalogFilter, since: date | None, until: date
-) -> list[asyncpg.Record]:
-    """Month by month: procedures online by the end of the month (actual) and procedures
-    planned to be online by then (the roadmap's quarter, or the actual date when the
-    procedure went online without a plan). ``procedures`` is the catalog as it is now."""
-    # Procedures counted by the month they went (or are planned to go) online, then summed up
-    # to each month of the series: a few hundred groups, not the catalog once per month.
-    return list(
-        await conn.fetch(
-            """WITH cat AS MATERIALIZED (
-                   SELECT date_trunc('month', online_since)::date AS online,
-                          date_trunc('month', coalesce(planned_by_month, online_since))::date
-                              AS planned
-                   FROM procedures
-                   WHERE ($1::text IS NULL OR department = $1)
-                     AND ($2::smallint IS NULL OR procedure_group = $2)),
-               bounds AS (
-                   SELECT coalesce($3::date, least(min(online), min(planned)), $4::date) AS first,
-                          count(*)::bigint AS procedures
-                   FROM cat),
-               online AS MATERIALIZED (
-                   SELECT online AS month, count(*) AS n FROM cat
-                   WHERE online IS NOT NULL GROUP BY online),
-               planned AS MATERIALIZED (
-                   SELECT planned AS month, count(*) AS n FROM cat
-                   WHERE planned IS NOT NULL GROUP BY planned)
-               SELECT m::date AS month,
-                      (SELECT coalesce(sum(n), 0) FROM online o WHERE o.month <= m)::bigint
-                          AS online,
-                      (SELECT coalesce(sum(n), 0) FROM planned p WHERE p.month <= m)::bigint
-                          AS planned,
-                      bounds.procedures
-               FROM bounds, generate_series(bounds.first, $4::date, interval '1 month') AS m
-               ORDER BY m""",
-            f.department,
-            f.group,
-            since,
-            until,
         )
     )
 

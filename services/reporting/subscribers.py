@@ -4,24 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from contracts.applications import (
-    ApplicationApprovedV1,
-    ApplicationRejectedV1,
-    ApplicationSubmittedV1,
-    ApplicationWithdrawnV1,
-    CertificateIssuedV1,
-    ProcedureOnlinedV1,
-    ProcedureRegisteredV1,
-    ProcedureUpdatedV1,
-)
 from contracts.envelope import Event
-from contracts.payments import (
-    PaymentCapturedV1,
-    PaymentRefundedV1,
-    PaymentVoidedV1,
-    SettlementMismatchV1,
-    SettlementReconciledV1,
-)
 from contracts.subjects import APPLICATIONS, PAYMENTS
 from services.reporting import projections
 from services.runtime.consumer import Handler
@@ -29,24 +12,14 @@ from services.runtime.service import ConsumerBinding, ServiceContext
 from services.runtime.streams import ConsumerDecl
 
 # One Batched projection per consumer: the runtime hands it every run of new events of these
-# types in stream order, so a fetched batch is applied with a few set-based statements.
-APPLICATION_PROJECTIONS: dict[type[Event], Handler] = {
-    ApplicationSubmittedV1: projections.record_application_events,
-    CertificateIssuedV1: projections.record_application_events,
-    ApplicationApprovedV1: projections.record_application_events,
-    ApplicationRejectedV1: projections.record_application_events,
-    ApplicationWithdrawnV1: projections.record_application_events,
-    ProcedureRegisteredV1: projections.record_application_events,
-    ProcedureUpdatedV1: projections.record_application_events,
-    ProcedureOnlinedV1: projections.record_application_events,
-}
-PAYMENT_PROJECTIONS: dict[type[Event], Handler] = {
-    PaymentCapturedV1: projections.record_payment_events,
-    PaymentRefundedV1: projections.record_payment_events,
-    PaymentVoidedV1: projections.record_payment_events,
-    SettlementReconciledV1: projections.record_payment_events,
-    SettlementMismatchV1: projections.record_payment_events,
-}
+# types in stream order, so a fetched batch is applied with a few set-based statements
+# (projections.APPLICATION_ROWS / PAYMENT_ROWS say what each type becomes).
+APPLICATION_PROJECTIONS: dict[type[Event], Handler] = dict.fromkeys(
+    projections.APPLICATION_ROWS, projections.record_application_events
+)
+PAYMENT_PROJECTIONS: dict[type[Event], Handler] = dict.fromkeys(
+    projections.PAYMENT_ROWS, projections.record_payment_events
+)
 
 APPLICATION_EVENTS = ConsumerDecl(
     durable="reporting_applications",

@@ -13,8 +13,10 @@ from typing import Any
 import asyncpg
 import orjson
 
-from services.reporting import answers, api, domain, projections, rebuild, store
+from services.reporting import answers, domain, projections, rebuild, store
 from services.reporting.answers import AnswerCache, MonthParts
+from services.reporting.api import open_data, revenue, usage
+from services.reporting.api.answering import json_answer
 from services.reporting.projections import (
     Capture,
     Procedure,
@@ -141,7 +143,7 @@ async def test_open_data_reads_again_only_the_months_that_changed_and_matches_a_
     assert november["INKAN"]["total"] == 1
 
     for period in (EVERYTHING, store.Period(NOVEMBER, date(2026, 12, 1))):
-        kept, fresh = await kept_then_fresh(ctx, api._open_usage, period)
+        kept, fresh = await kept_then_fresh(ctx, open_data.open_usage, period)
         rows = await store.applications_by(
             pool, ["month", "procedure_code"], store.ApplicationFilter(period=period)
         )
@@ -201,9 +203,9 @@ async def test_revenue_reads_again_only_the_months_that_changed_and_matches_a_fr
     assert second["total_fee_yen"] == 9
 
     # a settlement of an October day, or a refund of an October capture, changes October
-    before = await store.month_versions(pool, api._REVENUE_TABLES, EVERYTHING)
+    before = await store.month_versions(pool, revenue.REVENUE_TABLES, EVERYTHING)
     await pay(pool, Settlement("b-2", "kaikan", date(2026, 10, 5), False, None, None, IN_NOVEMBER))
-    after = await store.month_versions(pool, api._REVENUE_TABLES, EVERYTHING)
+    after = await store.month_versions(pool, revenue.REVENUE_TABLES, EVERYTHING)
     assert after[OCTOBER] > before[OCTOBER]
     assert after[NOVEMBER] == before[NOVEMBER]
     await pay(pool, Reversal("r-1", captured, "refund", 100, IN_NOVEMBER))
@@ -214,10 +216,10 @@ async def test_revenue_reads_again_only_the_months_that_changed_and_matches_a_fr
         store.PaymentFilter(period=store.Period(NOVEMBER, date(2026, 12, 1))),
     )
     for f in filters:
-        kept = (await api._revenue_by_months(ctx, f)).body
+        kept = (await revenue.revenue_by_months(ctx, f)).body
         ctx._provided[MonthParts] = MonthParts(2**20)  # nothing kept: every month read
-        fresh = (await api._revenue_by_months(ctx, f)).body
-        assert kept == fresh == api._json(await api._revenue(ctx, f)).body
+        fresh = (await revenue.revenue_by_months(ctx, f)).body
+        assert kept == fresh == json_answer(await revenue.revenue_rows(ctx, f)).body
 
 
 async def test_open_datas_cashless_months_match_the_monthly_roll_up_kept_or_fresh(
@@ -247,7 +249,7 @@ async def test_open_datas_cashless_months_match_the_monthly_roll_up_kept_or_fres
     await pay(pool, Reversal("r-1", captured, "refund", 100, IN_NOVEMBER))  # changes October
 
     for period in (EVERYTHING, store.Period(NOVEMBER, date(2026, 12, 1))):
-        kept, fresh = await kept_then_fresh(ctx, api._open_cashless, period)
+        kept, fresh = await kept_then_fresh(ctx, open_data.open_cashless, period)
         rows = await store.payments_by(
             pool, ["month", "facility_code"], store.PaymentFilter(period=period)
         )
@@ -265,7 +267,7 @@ async def test_open_datas_cashless_months_match_the_monthly_roll_up_kept_or_fres
             for r in rows
         ]
         assert kept == fresh == orjson.dumps(reference)
-    everything = orjson.loads(chunks_json(await api._open_cashless(ctx, EVERYTHING)))
+    everything = orjson.loads(chunks_json(await open_data.open_cashless(ctx, EVERYTHING)))
     assert everything[1] == {
         "month": "2026-10",
         "facility_code": "shiminka",
@@ -350,7 +352,7 @@ async def test_a_groups_usage_by_month_is_summed_again_for_changed_months_and_ca
     async def check() -> list[Any]:
         seen = []
         for f in filters:
-            kept = [tuple(r) for r in await api._usage_by_month(ctx, f)]
+            kept = [tuple(r) for r in await usage.usage_by_month(ctx, f)]
             reference = [tuple(r) for r in await store.applications_by(pool, ["month"], f)]
             assert kept == reference, f
             seen.append(kept)

@@ -11,7 +11,7 @@ from importlib import resources
 from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import HTMLResponse, Response
 
-dashboard = APIRouter(tags=["dashboard"])
+router = APIRouter(tags=["dashboard"])
 
 _STATIC = resources.files("services.reporting").joinpath("static")
 _ASSETS: dict[str, tuple[str, str]] = {
@@ -23,7 +23,7 @@ _ASSETS: dict[str, tuple[str, str]] = {
 _CACHE = {"cache-control": "no-cache"}
 
 
-@dashboard.get(
+@router.get(
     "/dashboard",
     response_class=HTMLResponse,
     summary="KPI dashboard: progress to 100% and trends by month",
@@ -32,7 +32,7 @@ async def dashboard_page() -> HTMLResponse:
     return HTMLResponse(_STATIC.joinpath("dashboard.html").read_text("utf-8"), headers=_CACHE)
 
 
-@dashboard.get("/dashboard/static/{name}", include_in_schema=False)
+@router.get("/dashboard/static/{name}", include_in_schema=False)
 async def dashboard_asset(name: str) -> Response:
     asset = _ASSETS.get(name)
     if asset is None:
