@@ -400,7 +400,7 @@ def contracts_export(
 ) -> None:
     """Write contracts/schemas/*.json and contracts/asyncapi.json from the code."""
     import contracts
-    from contracts import export
+    from cityhall import export
 
     root = Path(contracts.__file__).parent
     if check:

@@ -13,11 +13,9 @@ import jsonschema
 import pytest
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+import cityhall.export as export_module
 import contracts
-import contracts.export as export_module
-from contracts import ALL_EVENTS, Envelope, EnvelopeError, Event, RawEvent
-from contracts.envelope import CE_ID, CE_TIME, CE_TYPE, NATS_MSG_ID, event_examples
-from contracts.export import (
+from cityhall.export import (
     ASYNCAPI_FILE,
     COMPONENT_KEY,
     SCHEMAS_DIR,
@@ -31,6 +29,8 @@ from contracts.export import (
     model_title,
     subject_matches,
 )
+from contracts import ALL_EVENTS, Envelope, EnvelopeError, Event, RawEvent
+from contracts.envelope import CE_ID, CE_TIME, CE_TYPE, NATS_MSG_ID, event_examples
 from contracts.subjects import APPLICATIONS, DEFAULT_NAMESPACE, absolute, dlq_subject
 
 CONTRACTS_DIR = Path(contracts.__file__).parent
