@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.applications.local import prepare
+from cityhall.local.applications import prepare
 from services.applications.settings import ApplicationsSettings
 
 
