@@ -153,10 +153,6 @@ class ApplicantTokens:
             self._keys[alg] = key
         self._verified: dict[str, tuple[uuid.UUID, float]] = {}
 
-    @property
-    def configured(self) -> bool:
-        return bool(self._keys)
-
     def applicant_of(self, token: str, now: float | None = None) -> uuid.UUID:
         """The applicant a valid token is for; CredentialRefused otherwise."""
         now = time.time() if now is None else now
@@ -246,10 +242,6 @@ class Caller:
     staff_id: str | None = None
     applicant_id: uuid.UUID | None = None
     client_ip: str | None = None
-
-    @property
-    def is_staff(self) -> bool:
-        return self.staff_id is not None
 
     @property
     def key_scope(self) -> str:
