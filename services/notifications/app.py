@@ -48,5 +48,6 @@ DEFINITION = ServiceDefinition(
     bus=BusAccess(publishes=NOTIFICATIONS, durables=DURABLES, watches=(DLQ,)),
     background=background,
     settings=(load_notification_settings, lambda: load_staff_credentials("notifications")),
-    description="E-mail and webhook notifications from templates, exactly once.",
+    description="E-mail and webhook notifications from templates, at least once (deduplicated "
+    "by Message-ID).",
 )
