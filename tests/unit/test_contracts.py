@@ -434,3 +434,13 @@ def test_invalid_body_names_the_field() -> None:
     body["unexpected"] = 1
     with pytest.raises(EnvelopeError, match="unexpected"):
         RawEvent.from_headers(sent.headers()).parse(event, json.dumps(body).encode())
+
+
+def test_an_events_source_is_the_producer_its_type_names() -> None:
+    # One way to set the source: Envelope.new takes it from the type (ServiceContext.source agrees).
+    for model in ALL_EVENTS:
+        producer = model.event_type.split(".")[3]
+        assert model.source() == f"/cityhall/{producer}"
+    model = ALL_EVENTS[0]
+    event = model.model_validate(event_examples(model)[0])
+    assert Envelope.new(event).source == "/cityhall/applications"
