@@ -50,7 +50,7 @@ T = TypeVar("T")
 async def _context(request: Request) -> ServiceContext:
     """The running service's context. Dependencies here are ``async def`` because FastAPI
     runs a plain ``def`` dependency in a worker thread: two thread hops per request for work
-    that does no I/O (about a tenth of the CPU of a POST under load)."""
+    that does no I/O."""
     return service_context(request)
 
 

@@ -119,8 +119,8 @@ class ApplicantTokenSettings(BaseSettings):
 
 MIN_SECRET_LENGTH = 32
 TOKEN_CACHE_SIZE = 8192
-"""Verified tokens remembered (about 4 MB at most): a citizen's browser sends the same token
-for its whole session, so most requests skip the signature check (about 50 us)."""
+"""Verified tokens remembered: a citizen's browser sends the same token for its whole session,
+so most requests skip the signature check."""
 
 
 def _public_key(value: str) -> tuple[str, Any]:
