@@ -1,8 +1,8 @@
 """Who is calling: staff (職員), applicants (申請者) or the public, shared by every service.
 
-* **Staff** send ``Authorization: Bearer <token>``; a service's settings declare
-  ``staff_tokens: StaffTokens`` read from ``<SERVICE>_STAFF_TOKENS`` as comma-separated
-  ``staff_id=token`` pairs (opaque tokens, compared in constant time).
+* **Staff** send ``Authorization: Bearer <token>``; ``StaffCredentials`` reads them for every
+  service alike from ``<SERVICE>_STAFF_TOKENS`` as comma-separated ``staff_id=token`` pairs
+  (opaque tokens, compared in constant time).
 * **Applicants** (citizens) sign in at the city's login gateway, which gives them a JWT
   (``sub``: their pseudonymous account id), sent the same way: ``Authorization: Bearer <jwt>``.
   The token is tried as a staff token first, then verified as a JWT (``ApplicantTokens``).
