@@ -400,7 +400,7 @@ def contracts_export(
 ) -> None:
     """Write contracts/schemas/*.json and contracts/asyncapi.json from the code."""
     import contracts
-    from contracts import export
+    from cityhall import export
 
     root = Path(contracts.__file__).parent
     if check:
@@ -448,10 +448,11 @@ def applicant_token(
 
 
 def _add_service_commands() -> None:
-    """A service may bring its own commands: ``services/<name>/cli.py`` with ``register(app)``."""
-    from services.registry import service_modules
+    """Each service's own commands (``register(app)``): catalog, terminals, mail, reporting."""
+    from cityhall.commands import applications, notifications, payments
+    from services.reporting import cli as reporting
 
-    for _name, module in service_modules("cli"):
+    for module in (applications, payments, notifications, reporting):
         module.register(app)
 
 

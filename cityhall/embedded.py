@@ -160,13 +160,6 @@ class EmbeddedNats:
         self.stop()
         raise TimeoutError(f"nats-server did not listen on {self.port} in {timeout_s}s")
 
-    def reload(self) -> None:
-        """Rewrite the config (e.g. new users in ``extra_config``) and make the server reload
-        it: clients whose identity is still allowed stay connected."""
-        _write_owner_only(self.store_dir / "nats-server.conf", self.config_text())
-        if self.process is not None and self.process.poll() is None:
-            signal_reload(self.pid_file)
-
     def stop(self, timeout_s: float = 10.0) -> None:
         """SIGTERM (nats-server flushes and exits cleanly), SIGKILL if it hangs."""
         proc, self.process = self.process, None

@@ -20,6 +20,7 @@ new JetStream API.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -27,11 +28,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import nkeys
 
 from contracts.payments import terminal_settlement_subject, terminal_subject
 from contracts.subjects import absolute, dlq_subject
+from services.payments import store as payments_store
+from services.registry import SERVICE_NAMES, definition
 from services.runtime.service import ServiceDefinition
+from services.runtime.settings import ServiceSettings
 
 OPERATOR = "operator"
 """The operator's identity (`cityhall provision`, `dlq`, `reporting rebuild`, `demo`): all."""
@@ -168,16 +173,34 @@ def platform_users(
     return users
 
 
-def bus_users(keys: KeyDirectory, namespace: str, database_urls: dict[str, str]) -> list[BusUser]:
-    """Everyone the local NATS admits: the services, the operator, and the users a service's
-    ``local.py`` adds with its ``nats_users(namespace, database_url)`` (each payment terminal
-    with a key in force)."""
-    from services.registry import SERVICE_NAMES, definition, service_modules
+def terminal_users(namespace: str, database_url: str) -> list[BusUser]:
+    """Each payment terminal with a key in force, allowed its own subjects and replies only
+    (read from payments' schema; none before payments first migrated it)."""
+    schema = ServiceSettings(
+        service="payments", database_url=database_url, namespace=namespace
+    ).schema_name
 
+    async def keys() -> list[payments_store.TerminalKey]:
+        conn = await asyncpg.connect(database_url, server_settings={"search_path": schema})
+        try:
+            return await payments_store.terminal_keys_in_force(conn)
+        except asyncpg.UndefinedTableError:
+            return []
+        finally:
+            await conn.close()
+
+    users = []
+    for key in asyncio.run(keys()):
+        publish, subscribe = terminal_permissions(namespace, key.facility_code, key.terminal_id)
+        users.append(BusUser(key.terminal_id, key.public_key, publish, subscribe))
+    return users
+
+
+def bus_users(keys: KeyDirectory, namespace: str, database_urls: dict[str, str]) -> list[BusUser]:
+    """Everyone the local NATS admits: the services, the operator, and each payment terminal
+    with a key in force (when payments' database is given)."""
     public = keys.ensure([*SERVICE_NAMES, OPERATOR])
     users = platform_users(namespace, [definition(s) for s in SERVICE_NAMES], public)
-    for name, module in service_modules("local"):
-        extra_users = getattr(module, "nats_users", None)
-        if extra_users is not None and name in database_urls:
-            users.extend(extra_users(namespace, database_urls[name]))
+    if "payments" in database_urls:
+        users.extend(terminal_users(namespace, database_urls["payments"]))
     return users

@@ -33,6 +33,7 @@ from cityhall.embedded import (
     _set_parent_death_signal,
     signal_reload,
 )
+from cityhall.local import LocalExtras, Sidecar, applications, notifications, payments
 from cityhall.natsauth import (
     OPERATOR,
     BusUser,
@@ -71,41 +72,7 @@ class StackConfig:
         return self.port_base + SERVICE_NAMES.index(service)
 
 
-@dataclass
-class Sidecar:
-    """A helper process a service needs locally (an SMTP sink, a payment-provider simulator)."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str] = field(default_factory=dict)
-    ready_port: int | None = None
-    """When set, start-up waits until 127.0.0.1:<port> accepts connections."""
-    process: subprocess.Popen[bytes] | None = None
-
-
-@dataclass
-class LocalExtras:
-    """What ``services/<name>/local.py``'s ``prepare(home)`` returns for `cityhall up`."""
-
-    env: dict[str, str] = field(default_factory=dict)
-    """Added to that service's environment."""
-    shared_env: dict[str, str] = field(default_factory=dict)
-    """Added to every service's environment."""
-    sidecars: list[Sidecar] = field(default_factory=list)
-    urls: dict[str, str] = field(default_factory=dict)
-    """Shown in the table printed when the stack is up (name -> url)."""
-
-
 OPERATOR_ENV = "operator.env"
-
-
-def local_secret(path: Path) -> str:
-    """A secret made once for the local stack and kept in its own file (0600)."""
-    if path.is_file():
-        return path.read_text().strip()
-    value = secrets.token_urlsafe(32)
-    write_private(path, value + "\n")
-    return value
 
 
 def key_directory(home: Path) -> KeyDirectory:
@@ -140,11 +107,16 @@ def refresh_bus_users(home: Path, namespace: str, database_urls: dict[str, str])
     return True
 
 
-def local_extras(home: Path) -> dict[str, LocalExtras]:
-    """Each service's optional local set-up, by service name."""
-    from services.registry import service_modules
+LOCAL_SET_UPS: dict[str, Callable[[Path], LocalExtras]] = {
+    "applications": applications.prepare,
+    "payments": payments.prepare,
+    "notifications": notifications.prepare,
+}
+"""Each service's local set-up (cityhall/local/), by service name; reporting needs none."""
 
-    return {name: module.prepare(home) for name, module in service_modules("local")}
+
+def local_extras(home: Path) -> dict[str, LocalExtras]:
+    return {name: prepare(home) for name, prepare in LOCAL_SET_UPS.items()}
 
 
 @dataclass

@@ -55,6 +55,13 @@ class Event(BaseModel):
         """The CloudEvents ``subject``: the id of the thing this event is about."""
         raise NotImplementedError
 
+    @classmethod
+    def source(cls) -> str:
+        """The CloudEvents ``source``: the producer its type names, so the two never disagree
+        (``jp.koriyama.cityhall.payments.PaymentCaptured.v1`` -> ``/cityhall/payments``)."""
+        producer = cls.event_type.removeprefix(f"{TYPE_PREFIX}.").split(".", 1)[0]
+        return f"/cityhall/{producer}"
+
 
 E = TypeVar("E", bound=Event)
 
@@ -80,16 +87,18 @@ class Envelope(Generic[E]):
         cls,
         data: E,
         *,
-        source: str,
+        source: str | None = None,
         time: datetime | None = None,
         id: str | None = None,
     ) -> Envelope[E]:
+        """A new event; its ``source`` is its type's producer (``Event.source``), given here
+        only by someone publishing in another's name (a test, a simulated terminal)."""
         when = time or datetime.now(UTC)
         if when.tzinfo is None:
             raise ValueError("event time must be timezone-aware")
         return cls(
             id=id or str(uuid.uuid4()),
-            source=source,
+            source=source or data.source(),
             type=data.event_type,
             time=when,
             subject=data.aggregate_id(),

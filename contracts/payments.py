@@ -496,14 +496,20 @@ class SettlementMismatchV1(Event):
 TERMINAL_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{1,63}$"
 TRANSACTION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
-# A run of 12 to 19 digits, maybe split by spaces or hyphens: what a card number (PAN) looks
-# like. Refused wherever it appears, Luhn-valid or not: a terminal must send a token instead.
-_PAN_LIKE = re.compile(r"(?<!\d)\d(?:[ -]?\d){11,18}(?!\d)")
+CARD_NUMBER = re.compile(r"(?<!\d)\d(?:[ -]?\d){11,18}(?!\d)")
+"""What a card number (PAN) looks like: a run of 12 to 19 digits, maybe split by spaces or
+hyphens, not part of a longer run. Refused wherever it appears, Luhn-valid or not (a terminal
+sends a token instead), and masked in what is kept of a refused message: the one pattern."""
+
+
+def mask_card_numbers(text: str) -> str:
+    """``text`` with every card number replaced by asterisks but its last four characters."""
+    return CARD_NUMBER.sub(lambda m: "*" * (len(m.group()) - 4) + m.group()[-4:], text)
 
 
 def contains_card_number(text: str) -> bool:
     """True when ``text`` holds a 12-19 digit run that could be a card number (PAN)."""
-    return _PAN_LIKE.search(text) is not None
+    return CARD_NUMBER.search(text) is not None
 
 
 def _holds_card_number(value: Any) -> bool:
@@ -513,13 +519,13 @@ def _holds_card_number(value: Any) -> bool:
     12 digits: this runs on every terminal message.
     """
     if isinstance(value, str):
-        return len(value) >= 12 and _PAN_LIKE.search(value) is not None
+        return len(value) >= 12 and CARD_NUMBER.search(value) is not None
     if isinstance(value, dict):
         return any(_holds_card_number(k) or _holds_card_number(v) for k, v in value.items())
     if isinstance(value, list | tuple):
         return any(_holds_card_number(v) for v in value)
     if isinstance(value, int) and not isinstance(value, bool):
-        return abs(value) >= 10**11 and _PAN_LIKE.search(str(value)) is not None
+        return abs(value) >= 10**11 and CARD_NUMBER.search(str(value)) is not None
     return False
 
 

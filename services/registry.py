@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from importlib import import_module
-from types import ModuleType
 
 from services.runtime.service import ServiceDefinition
 
@@ -16,16 +15,3 @@ def definition(name: str) -> ServiceDefinition:
     module = import_module(f"services.{name}.app")
     defn: ServiceDefinition = module.DEFINITION
     return defn
-
-
-def service_modules(part: str) -> list[tuple[str, ModuleType]]:
-    """Each service's optional ``services/<name>/<part>.py`` (``cli``, ``local``), by name."""
-    found = []
-    for name in SERVICE_NAMES:
-        module_name = f"services.{name}.{part}"
-        try:
-            found.append((name, import_module(module_name)))
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-    return found

@@ -12,6 +12,7 @@ from services.applications import store
 from services.applications.api import router, settings_of
 from services.applications.settings import load_applications_settings
 from services.applications.subscribers import PAYMENT_EVENTS, consumers
+from services.runtime.auth import load_staff_credentials
 from services.runtime.service import BusAccess, ServiceContext, ServiceDefinition
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,6 @@ DEFINITION = ServiceDefinition(
     consumers=consumers,
     bus=BusAccess(publishes=APPLICATIONS, durables=(PAYMENT_EVENTS,)),
     background=background,
-    settings=(load_applications_settings,),
+    settings=(load_applications_settings, lambda: load_staff_credentials("applications")),
     description="Procedure catalog, applications by channel, certificates.",
 )

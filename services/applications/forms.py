@@ -139,8 +139,3 @@ class Form:
             problems.extend(FieldProblem(name, message) for name in _fields(error))
         if problems:
             raise FormInvalid(problems)
-
-
-def check_form(schema: dict[str, Any], answers: dict[str, Any]) -> None:
-    """``Form(schema).check(answers)``, for a form used once."""
-    Form(schema).check(answers)

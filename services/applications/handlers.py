@@ -44,8 +44,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 TOKYO = ZoneInfo("Asia/Tokyo")
-SOURCE = "/cityhall/applications"
-"""CloudEvents source of this service's events (as ServiceContext.source gives it)."""
 KORIYAMA_CODE = "072036"
 """全国地方公共団体コード of Koriyama: the prefix of its certificate numbers."""
 
@@ -543,7 +541,6 @@ async def import_procedures(
     pool: asyncpg.Pool,
     procedures: list[Procedure],
     *,
-    source: str = SOURCE,
     chunk_size: int = 500,
     progress: Callable[[int], None] = lambda _n: None,
 ) -> ImportReport:
@@ -571,12 +568,12 @@ async def import_procedures(
                     else:
                         report.onlined += 1
             await store.upsert_procedures(conn, changed)
-            await add_events(conn, [Envelope.new(e, source=source, time=now) for e in events])
+            await add_events(conn, [Envelope.new(e, time=now) for e in events])
         progress(len(chunk))
     async with pool.acquire() as conn, conn.transaction():
         now = datetime.now(UTC)
         unannounced = await store.take_unannounced_procedures(conn)
         events = [e for p in unannounced for e in catalog.changes(None, p, now)]
-        await add_events(conn, [Envelope.new(e, source=source, time=now) for e in events])
+        await add_events(conn, [Envelope.new(e, time=now) for e in events])
         report.announced = len(unannounced)
     return report

@@ -9,8 +9,7 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.applications.identity import TrustConfig
-from services.runtime.auth import StaffTokens
-from services.runtime.settings import REQUIRED_IN_PRODUCTION, read_settings
+from services.runtime.settings import read_settings
 
 
 class ApplicationsSettings(BaseSettings):
@@ -18,15 +17,6 @@ class ApplicationsSettings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
-    staff_tokens: StaffTokens = Field(
-        default_factory=dict,
-        validation_alias=AliasChoices("APPLICATIONS_STAFF_TOKENS"),
-        description=(
-            "Staff credentials (職員): comma-separated staff_id=token pairs; a staff request "
-            "sends 'Authorization: Bearer <token>'. Empty: staff endpoints refuse everyone."
-        ),
-        json_schema_extra={REQUIRED_IN_PRODUCTION: True},
-    )
     idempotency_retention_hours: float = Field(
         default=48.0,
         ge=24.0,

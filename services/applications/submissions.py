@@ -44,7 +44,7 @@ MAX_IN_FLIGHT = 2
 """Batches written at once: one travels to PostgreSQL while the next one fills up."""
 LINGER_S = 0.02
 """How long a writer keeps its connection once nothing is waiting, for the next submission:
-at a few hundred requests/s it then never goes back to the pool, whose reset (a round trip)
+under steady load it then never goes back to the pool, whose reset (a round trip)
 would otherwise follow every request. Nothing waits for this: a submission that arrives is
 written at once."""
 

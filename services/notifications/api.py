@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Response, status
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict
 
 from services.notifications import handlers, store, templates
 from services.notifications.components import Components, components
@@ -30,30 +30,16 @@ from services.notifications.domain import (
     mask_address,
 )
 from services.notifications.templates import TemplateError, TemplateParts, UnknownTemplate
-from services.runtime.auth import Caller, caller_dependency, require_staff
+from services.runtime.auth import Caller, Staff, Who, caller
 from services.runtime.http_errors import ERROR_RESPONSES, no_nul_characters
 from services.runtime.service import ServiceContext, service_context
 
-
-def _staff_tokens(ctx: ServiceContext) -> Mapping[str, SecretStr]:
-    return components(ctx).notifier.settings.staff_tokens
-
-
-caller = caller_dependency(_staff_tokens)
-Who = Annotated[Caller, Depends(caller)]
 router = APIRouter(
     dependencies=[Depends(caller), Depends(no_nul_characters)],
     responses=ERROR_RESPONSES,
 )
 """Every route identifies its caller and counts it against the caller's rate limit."""
 Ctx = Annotated[ServiceContext, Depends(service_context)]
-
-
-async def _staff(who: Who) -> Caller:
-    return require_staff(who)
-
-
-Staff = Annotated[Caller, Depends(_staff)]
 
 
 def _own_contact(who: Caller, applicant_id: uuid.UUID) -> None:

@@ -11,6 +11,7 @@ from services.notifications.components import components, release
 from services.notifications.sender import Sender
 from services.notifications.settings import load_notification_settings
 from services.notifications.subscribers import DURABLES
+from services.runtime.auth import load_staff_credentials
 from services.runtime.service import BusAccess, ConsumerBinding, ServiceContext, ServiceDefinition
 
 
@@ -46,6 +47,7 @@ DEFINITION = ServiceDefinition(
     # It watches the dead-letter stream's size to call the operators (watch.py).
     bus=BusAccess(publishes=NOTIFICATIONS, durables=DURABLES, watches=(DLQ,)),
     background=background,
-    settings=(load_notification_settings,),
-    description="E-mail and webhook notifications from templates, exactly once.",
+    settings=(load_notification_settings, lambda: load_staff_credentials("notifications")),
+    description="E-mail and webhook notifications from templates, at least once (deduplicated "
+    "by Message-ID).",
 )

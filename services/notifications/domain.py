@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
@@ -312,7 +312,3 @@ def mask_address(address: str) -> str:
         local, domain = address.split("@", 1)
         return f"{local[:1]}****@{domain}"
     return re.sub(r"(https?://[^/]+).*", r"\1/…", address)
-
-
-def unique_kinds(rules: Iterable[Rule]) -> set[NotificationKind]:
-    return {r.kind for r in rules}

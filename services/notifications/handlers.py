@@ -44,8 +44,6 @@ from services.runtime.outbox import add_events
 
 log = logging.getLogger(__name__)
 
-SOURCE = "/cityhall/notifications"
-
 
 class RulesInvalid(ValueError):
     """The rules file does not load: the service refuses to start with it."""
@@ -286,7 +284,7 @@ async def record_attempt(
 
 
 def _envelope(data: Event, now: datetime) -> Envelope[Event]:
-    return Envelope.new(data, source=SOURCE, time=now)
+    return Envelope.new(data, time=now)
 
 
 def _sent(n: store.Claimed, outcome: Sent, now: datetime) -> NotificationSentV1:

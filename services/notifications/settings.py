@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.runtime.auth import StaffTokens
 from services.runtime.settings import REQUIRED_IN_PRODUCTION, read_settings
 
 SHIPPED_RULES = Path(__file__).parent / "rules.yaml"
@@ -65,13 +64,6 @@ class NotificationSettings(BaseSettings):
         description="Staff group -> targets (mailto:... or https://... webhook), as JSON.",
     )
     portal_url: str = Field(default="https://www.city.koriyama.lg.jp/")
-    staff_tokens: StaffTokens = Field(
-        default_factory=dict,
-        validation_alias=AliasChoices("NOTIFICATIONS_STAFF_TOKENS"),
-        description="Operators' credentials (staff_id=token pairs) for the delivery log, "
-        "rules and templates, and for contacts on a citizen's behalf. Empty: refused.",
-        json_schema_extra={REQUIRED_IN_PRODUCTION: True},
-    )
 
     dlq_threshold: int = Field(default=10, ge=1, description="Dead letters that call operators.")
     dlq_check_s: float = Field(default=30.0, gt=0)

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts.envelope import describe_validation_error
 from contracts.facilities import FACILITIES
@@ -26,17 +26,10 @@ from contracts.payments import (
 )
 from services.payments import domain, handlers, store, webhook
 from services.payments.settings import payments_settings
-from services.runtime.auth import Caller, caller_dependency, require_staff
+from services.runtime.auth import Who, caller, require_staff, staff_credentials
 from services.runtime.http_errors import ERROR_RESPONSES, no_nul_characters
 from services.runtime.service import ServiceContext, service_context
 
-
-def _staff_tokens(ctx: ServiceContext) -> Mapping[str, SecretStr]:
-    return payments_settings(ctx).staff_tokens
-
-
-caller = caller_dependency(_staff_tokens)
-Who = Annotated[Caller, Depends(caller)]
 router = APIRouter(
     tags=["payments"],
     dependencies=[Depends(caller), Depends(no_nul_characters)],
@@ -52,7 +45,7 @@ MAX_DAYS = 366
 
 async def staff_member(ctx: Ctx, who: Who) -> str:
     """The staff member calling (``Authorization: Bearer <token>``, PAYMENTS_STAFF_TOKENS)."""
-    if not payments_settings(ctx).staff_tokens:
+    if not staff_credentials(ctx).staff_tokens:
         raise HTTPException(503, detail="PAYMENTS_STAFF_TOKENS is not configured")
     staff_id = require_staff(who).staff_id
     assert staff_id is not None

@@ -15,6 +15,7 @@ from services.payments import handlers, store, sweep
 from services.payments.api import router
 from services.payments.settings import load_payments_settings, payments_settings
 from services.payments.subscribers import APPLICATION_FEES, TERMINAL_MESSAGES, consumers
+from services.runtime.auth import load_staff_credentials
 from services.runtime.service import BusAccess, ServiceContext, ServiceDefinition
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ DEFINITION = ServiceDefinition(
     ),
     startup=load_facilities,
     background=background,
-    settings=(load_payments_settings,),
+    settings=(load_payments_settings, lambda: load_staff_credentials("payments")),
     description=(
         "Cashless and cash payments at the city's 34 facilities (キャッシュレス決済): terminal "
         "transactions, the ledger, receipts (領収書), refunds, daily reconciliation (調定)."

@@ -40,14 +40,13 @@ from services.payments import domain, store
 from services.payments.receipts import ReceiptView, render_receipt
 from services.runtime.outbox import add_events
 
-SOURCE = "/cityhall/payments"
 _IDS = uuid.UUID("4d1b7c1e-9a53-4f5e-8d0c-0f3a1c2b7e11")
 """Namespace of the name-based (uuid5) ids payments derives from terminal transaction ids, so
 that the same transaction always gets the same payment id."""
 
 
 def _event(data: Event) -> Envelope[Event]:
-    return Envelope.new(data, source=SOURCE)
+    return Envelope.new(data)
 
 
 # --- registry ------------------------------------------------------------------------------

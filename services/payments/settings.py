@@ -5,7 +5,6 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.runtime.auth import StaffTokens
 from services.runtime.service import ServiceContext
 from services.runtime.settings import REQUIRED_IN_PRODUCTION, read_settings
 
@@ -81,13 +80,6 @@ class PaymentsSettings(BaseSettings):
         gt=0,
         validation_alias=AliasChoices("PAYMENT_SWEEP_TIMEOUT_S"),
         description="HTTP timeout of one question to the provider's status endpoint.",
-    )
-    staff_tokens: StaffTokens = Field(
-        default_factory=dict,
-        validation_alias=AliasChoices("PAYMENTS_STAFF_TOKENS"),
-        description="Staff credentials as staff_id=token pairs, comma-separated; unset = no "
-        "staff API.",
-        json_schema_extra={REQUIRED_IN_PRODUCTION: True},
     )
 
 

@@ -58,10 +58,6 @@ class TerminalRow:
     registered_at: datetime
 
 
-async def facility_exists(conn: asyncpg.Connection | asyncpg.Pool, code: str) -> bool:
-    return bool(await conn.fetchval("SELECT 1 FROM facilities WHERE code = $1", code))
-
-
 async def insert_terminal(
     conn: asyncpg.Connection, terminal_id: str, facility_code: str, kind: str, nats_user: str
 ) -> TerminalRow:

@@ -9,7 +9,6 @@ card number masked, and the original message is erased from the stream.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -21,6 +20,7 @@ from contracts.envelope import Envelope, Event
 from contracts.payments import (
     TerminalSettlementV1,
     TerminalTransactionV1,
+    mask_card_numbers,
     terminal_settlement_subject,
     terminal_subject,
 )
@@ -47,8 +47,6 @@ APPLICATION_FEES = ConsumerDecl(
 )
 
 T = TypeVar("T")
-
-_DIGIT_RUN = re.compile(r"\d(?:[ -]?\d){11,18}")
 
 
 def admit_terminal_message(subject: str, event: Envelope[Any]) -> str | None:
@@ -85,10 +83,9 @@ def admit_terminal(subject: str, event: Envelope[Any]) -> str | None:
     return admit_terminal_message(subject, event)
 
 
-def mask_card_numbers(body: bytes) -> bytes:
-    """The body with every 12-19 digit run replaced by asterisks (kept: the last four)."""
-    text = body.decode("utf-8", errors="replace")
-    return _DIGIT_RUN.sub(lambda m: "*" * (len(m.group()) - 4) + m.group()[-4:], text).encode()
+def mask_card_numbers_in(body: bytes) -> bytes:
+    """A dead-lettered body with its card numbers masked (``contracts.payments``)."""
+    return mask_card_numbers(body.decode("utf-8", errors="replace")).encode()
 
 
 def refusing(
@@ -148,6 +145,6 @@ def consumers(ctx: ServiceContext) -> Sequence[ConsumerBinding]:
             {ApplicationPaymentRequestedV1: refusing(create_payment_request)},
         ),
         ConsumerBinding(
-            TERMINAL_MESSAGES, from_terminals, admit=admit_terminal, scrub=mask_card_numbers
+            TERMINAL_MESSAGES, from_terminals, admit=admit_terminal, scrub=mask_card_numbers_in
         ),
     ]

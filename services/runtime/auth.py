@@ -1,15 +1,16 @@
 """Who is calling: staff (職員), applicants (申請者) or the public, shared by every service.
 
-* **Staff** send ``Authorization: Bearer <token>``; a service's settings declare
-  ``staff_tokens: StaffTokens`` read from ``<SERVICE>_STAFF_TOKENS`` as comma-separated
-  ``staff_id=token`` pairs (opaque tokens, compared in constant time).
+* **Staff** send ``Authorization: Bearer <token>``; ``StaffCredentials`` reads them for every
+  service alike from ``<SERVICE>_STAFF_TOKENS`` as comma-separated ``staff_id=token`` pairs
+  (opaque tokens, compared in constant time).
 * **Applicants** (citizens) sign in at the city's login gateway, which gives them a JWT
   (``sub``: their pseudonymous account id), sent the same way: ``Authorization: Bearer <jwt>``.
   The token is tried as a staff token first, then verified as a JWT (``ApplicantTokens``).
 * Anyone else is the public, known only by client IP (for rate limits).
 
-``caller_dependency`` is the FastAPI dependency every service's router declares: it identifies
-the caller and counts the request against the caller's rate limit (``http_limits``).
+``caller`` is the FastAPI dependency every service's router declares: it identifies the caller
+and counts the request against the caller's rate limit (``http_limits``); routes take ``Who``
+(anyone, identified) or ``Staff`` (staff only).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pydantic import BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from services.runtime.http_limits import RateLimited, RateLimits
-from services.runtime.settings import read_settings
+from services.runtime.settings import REQUIRED_IN_PRODUCTION, read_settings
 
 if TYPE_CHECKING:
     from services.runtime.service import ServiceContext
@@ -118,8 +119,8 @@ class ApplicantTokenSettings(BaseSettings):
 
 MIN_SECRET_LENGTH = 32
 TOKEN_CACHE_SIZE = 8192
-"""Verified tokens remembered (about 4 MB at most): a citizen's browser sends the same token
-for its whole session, so most requests skip the signature check (about 50 us)."""
+"""Verified tokens remembered: a citizen's browser sends the same token for its whole session,
+so most requests skip the signature check."""
 
 
 def _public_key(value: str) -> tuple[str, Any]:
@@ -151,10 +152,6 @@ class ApplicantTokens:
             alg, key = _public_key(settings.public_key)
             self._keys[alg] = key
         self._verified: dict[str, tuple[uuid.UUID, float]] = {}
-
-    @property
-    def configured(self) -> bool:
-        return bool(self._keys)
 
     def applicant_of(self, token: str, now: float | None = None) -> uuid.UUID:
         """The applicant a valid token is for; CredentialRefused otherwise."""
@@ -247,10 +244,6 @@ class Caller:
     client_ip: str | None = None
 
     @property
-    def is_staff(self) -> bool:
-        return self.staff_id is not None
-
-    @property
     def key_scope(self) -> str:
         """Whose Idempotency-Keys these are."""
         if self.staff_id is not None:
@@ -293,6 +286,31 @@ def identify(
 def load_applicant_tokens() -> ApplicantTokens:
     """The verifier from ``APPLICANT_JWT_*``; a bad value stops start-up, one line each."""
     return ApplicantTokens(read_settings(ApplicantTokenSettings, "applicant tokens"))
+
+
+class StaffCredentials(BaseSettings):
+    """A service's staff credentials (職員), ``<SERVICE>_STAFF_TOKENS``: read here, for every
+    service alike, by the one ``caller`` dependency."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    staff_tokens: StaffTokens = Field(
+        default_factory=dict,
+        description="Staff credentials: comma-separated staff_id=token pairs (tokens of 16+ "
+        "characters), sent as 'Authorization: Bearer <token>'. Empty: staff routes refuse all.",
+        json_schema_extra={REQUIRED_IN_PRODUCTION: True},
+    )
+
+
+def load_staff_credentials(service: str) -> StaffCredentials:
+    """``<SERVICE>_STAFF_TOKENS``; a bad value stops start-up (list it in the service's
+    ``ServiceDefinition.settings``), naming the variable and never echoing a token."""
+    return read_settings(StaffCredentials, service, prefix=f"{service.upper()}_")
+
+
+def staff_credentials(ctx: ServiceContext) -> StaffCredentials:
+    """The running service's staff credentials, read once."""
+    return ctx.provide(StaffCredentials, lambda: load_staff_credentials(ctx.settings.service))
 
 
 StaffTokensOf = Callable[["ServiceContext"], Mapping[str, SecretStr]]
@@ -357,6 +375,11 @@ async def _count(request: Request, kind: str, who: str) -> None:
         ) from None
 
 
+caller = caller_dependency(lambda ctx: staff_credentials(ctx).staff_tokens)
+"""The caller of every service's routes: declare it on the router, take ``Who`` or ``Staff``."""
+Who = Annotated[Caller, Depends(caller)]
+
+
 def require_staff(who: Caller) -> Caller:
     """401 unless the caller is staff (a known applicant is 403: signed in, not allowed)."""
     if who.staff_id is not None:
@@ -379,3 +402,11 @@ def require_signed_in(who: Caller) -> Caller:
             headers={"WWW-Authenticate": "Bearer"},
         )
     return who
+
+
+async def _staff(who: Who) -> Caller:
+    return require_staff(who)
+
+
+Staff = Annotated[Caller, Depends(_staff)]
+"""A route for staff only: 401 without a credential, 403 for an applicant."""

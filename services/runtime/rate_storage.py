@@ -1,9 +1,8 @@
 """In-process rate-limit counts whose upkeep does not grow with the number of callers.
 
 ``limits``' own ``async+memory://`` storage expires counters by walking every key it holds,
-and starts a new walk as soon as the last one ended, from the next request on. With 5,000
-callers in the minute window that walk cost about 0.6 ms of CPU per request at 300
-requests/s, and POST /applications' p99 rose to 131 ms (docs/benchmarks.md). This storage
+and starts a new walk as soon as the last one ended, from the next request on, so its cost
+per request grows with the number of callers (docs/benchmarks.md). This storage
 keeps the sliding-window counts per window instead: one ``Counter`` per (window length,
 window number). A request reads its caller's count in the current and the previous window;
 the first request of a new window drops the windows before the previous one whole. The

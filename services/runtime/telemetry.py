@@ -5,8 +5,8 @@ Spans come from FastAPI (HTTP), asyncpg (SQL, only when spans are recorded), the
 context carried in the ``traceparent`` header). Spans are exported over OTLP/HTTP when
 ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set. Otherwise nothing would read them, so they are not
 recorded at all (sampler ``always_off``: a span is then a bare context, which still gives every
-log line and every outgoing ``traceparent`` a trace id, at a fraction of the cost; recording spans
-nobody exports cost about a quarter of a service's CPU per request). ``OTEL_TRACES_SAMPLER``, when
+log line and every outgoing ``traceparent`` a trace id, at a fraction of the cost of recording
+spans nobody exports; docs/benchmarks.md). ``OTEL_TRACES_SAMPLER``, when
 set, decides instead, as the OpenTelemetry SDK documents.
 """
 
@@ -54,8 +54,7 @@ def setup_tracing(
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     if sampler is not ALWAYS_OFF:
-        # SQL spans only where spans are recorded: unrecorded, the instrumentation's wrapper
-        # around every query was still about 3 % of a consumer's CPU (issue 7's profile).
+        # SQL spans only where spans are recorded: the wrapper costs CPU even when unrecorded.
         _instrument_asyncpg()
     _provider = provider
     return provider

@@ -28,11 +28,11 @@ import pytest
 import yaml
 from nats.aio.client import Client as NATS
 
+from cityhall.commands.payments import write_credentials
 from cityhall.embedded import EmbeddedNats, free_port
 from cityhall.natsauth import OPERATOR, bus_users, public_key
 from cityhall.stack import auth_file, key_directory, write_bus_users
 from contracts.subjects import APPLICATIONS, DLQ, NOTIFICATIONS, PAYMENTS, TERMINALS
-from services.payments.cli import write_credentials
 from services.registry import SERVICE_NAMES, definition
 from services.runtime import db as rdb
 from services.runtime.service import migrations_for

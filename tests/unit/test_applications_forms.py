@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from services.applications.forms import (
+    Form,
     FormInvalid,
     FormSchemaInvalid,
-    check_form,
     check_form_schema,
 )
 
@@ -28,12 +28,12 @@ SCHEMA = {
 
 
 def test_good_answers_pass() -> None:
-    check_form(SCHEMA, {"name": "郡山太郎", "copies": 1})
+    Form(SCHEMA).check({"name": "郡山太郎", "copies": 1})
 
 
 def test_every_bad_field_is_named_once() -> None:
     with pytest.raises(FormInvalid) as caught:
-        check_form(SCHEMA, {"copies": 0, "extra": 1, "child": {}})
+        Form(SCHEMA).check({"copies": 0, "extra": 1, "child": {}})
     fields = [p.field for p in caught.value.problems]
     assert sorted(fields) == ["form.child.age", "form.copies", "form.extra", "form.name"]
 

@@ -13,11 +13,9 @@ import jsonschema
 import pytest
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+import cityhall.export as export_module
 import contracts
-import contracts.export as export_module
-from contracts import ALL_EVENTS, Envelope, EnvelopeError, Event, RawEvent
-from contracts.envelope import CE_ID, CE_TIME, CE_TYPE, NATS_MSG_ID, event_examples
-from contracts.export import (
+from cityhall.export import (
     ASYNCAPI_FILE,
     COMPONENT_KEY,
     SCHEMAS_DIR,
@@ -31,6 +29,8 @@ from contracts.export import (
     model_title,
     subject_matches,
 )
+from contracts import ALL_EVENTS, Envelope, EnvelopeError, Event, RawEvent
+from contracts.envelope import CE_ID, CE_TIME, CE_TYPE, NATS_MSG_ID, event_examples
 from contracts.subjects import APPLICATIONS, DEFAULT_NAMESPACE, absolute, dlq_subject
 
 CONTRACTS_DIR = Path(contracts.__file__).parent
@@ -434,3 +434,13 @@ def test_invalid_body_names_the_field() -> None:
     body["unexpected"] = 1
     with pytest.raises(EnvelopeError, match="unexpected"):
         RawEvent.from_headers(sent.headers()).parse(event, json.dumps(body).encode())
+
+
+def test_an_events_source_is_the_producer_its_type_names() -> None:
+    # One way to set the source: Envelope.new takes it from the type (ServiceContext.source agrees).
+    for model in ALL_EVENTS:
+        producer = model.event_type.split(".")[3]
+        assert model.source() == f"/cityhall/{producer}"
+    model = ALL_EVENTS[0]
+    event = model.model_validate(event_examples(model)[0])
+    assert Envelope.new(event).source == "/cityhall/applications"

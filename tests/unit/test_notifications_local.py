@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from services.notifications.local import prepare, sink_port
+from cityhall.local.notifications import prepare, sink_port
 
 
 def test_the_sink_uses_the_port_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:

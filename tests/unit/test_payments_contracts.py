@@ -14,9 +14,10 @@ from contracts.payments import (
     FACILITY_CODE_PATTERN,
     TerminalTransactionV1,
     contains_card_number,
+    mask_card_numbers,
 )
 from services.payments import provider_sim
-from services.payments.subscribers import mask_card_numbers
+from services.payments.subscribers import mask_card_numbers_in
 
 
 def test_there_are_34_facilities_with_slug_codes() -> None:
@@ -84,8 +85,18 @@ def test_cashless_needs_a_brand_and_undoing_needs_the_original() -> None:
 
 
 def test_dead_lettered_bodies_keep_only_the_last_four_digits() -> None:
-    masked = mask_card_numbers(b'{"item": "4111-1111-1111-1234"}')
+    masked = mask_card_numbers_in(b'{"item": "4111-1111-1111-1234"}')
     assert masked == b'{"item": "***************1234"}'
+
+
+@pytest.mark.parametrize(
+    "text", ["4111111111111111", "4111 1111 1111 1111", "123456789012", "12345678901", "1" * 20]
+)
+def test_what_is_masked_is_exactly_what_is_refused(text: str) -> None:
+    # One pattern: a run refused as a card number is masked; a longer or shorter run is neither.
+    masked = mask_card_numbers(f"note {text} end")
+    assert (masked != f"note {text} end") == contains_card_number(text)
+    assert not contains_card_number(masked)
 
 
 def test_the_provider_simulators_notice_ids_never_look_like_card_numbers() -> None:

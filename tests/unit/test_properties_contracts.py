@@ -1,7 +1,7 @@
 """Property tests of the contracts: every event and command, generated from its exported schema.
 
 Instances are drawn from each model's exported JSON Schema (``contracts/schemas/``, as
-``contracts.export.event_schemas`` builds it) by a small strategy builder below, so the schema
+``cityhall.export.event_schemas`` builds it) by a small strategy builder below, so the schema
 and the pydantic model are checked against each other on every run, and a contract added to a
 module's ``EVENTS`` or ``COMMANDS`` is covered without touching this file. The properties:
 
@@ -31,8 +31,8 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 import contracts
+from cityhall.export import event_schemas, model_title
 from contracts.envelope import describe_validation_error
-from contracts.export import event_schemas, model_title
 
 settings.register_profile(
     "contracts-ci", max_examples=25, deadline=None, database=None, print_blob=True

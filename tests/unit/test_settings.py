@@ -109,6 +109,7 @@ def test_production_refuses_to_start_without_its_secrets(
     """CITYHALL_ENV=production: no local default stands in for an identity or a key."""
     from services.notifications.settings import load_notification_settings
     from services.payments.settings import load_payments_settings
+    from services.runtime.auth import load_staff_credentials
 
     monkeypatch.setenv("DATABASE_URL", "postgresql://payments@db:5432/payments")
     for name in ("NATS_NKEY_FILE", "PAYMENT_PROVIDER_SECRET", "PAYMENTS_STAFF_TOKENS"):
@@ -123,7 +124,8 @@ def test_production_refuses_to_start_without_its_secrets(
     with pytest.raises(SettingsError) as err:
         load_payments_settings()
     assert "PAYMENT_PROVIDER_SECRET" in str(err.value)
-    assert "PAYMENTS_STAFF_TOKENS" in str(err.value)
+    with pytest.raises(SettingsError, match="PAYMENTS_STAFF_TOKENS"):
+        load_staff_credentials("payments")
     with pytest.raises(SettingsError, match="NOTIFY_WEBHOOK_SECRET"):
         load_notification_settings()
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from nats.js import JetStreamContext
 
+from cityhall.commands.payments import write_credentials
 from cityhall.natsauth import new_seed, public_key
-from services.payments.cli import write_credentials
 from services.payments.handlers import register_terminal
 from services.reporting import demo
 from services.runtime.dlq import list_dead_letters

@@ -46,6 +46,9 @@ from contracts.envelope import (
     Event,
 )
 from contracts.subjects import DEFAULT_NAMESPACE, DLQ, STREAMS, StreamDecl, absolute, dlq_subject
+from services import registry
+from services.runtime import dlq
+from services.runtime.settings import ServiceSettings
 
 ASYNCAPI_VERSION = "3.0.0"
 ASYNCAPI_FILE = "asyncapi.json"
@@ -109,8 +112,6 @@ def declared_consumers() -> list[DocumentedConsumer]:
     A service's ``consumers`` callable takes the running service's context and ignores it when
     it only declares bindings, which is all the documentation needs; so it is called with None.
     """
-    from services import registry
-
     found: list[DocumentedConsumer] = []
     for name in registry.SERVICE_NAMES:
         defn = registry.definition(name)
@@ -190,8 +191,6 @@ def package_version() -> str:
 
 def development_server() -> str:
     """The NATS URL services use when NATS_URL is not set (the local dev stack)."""
-    from services.runtime.settings import ServiceSettings
-
     default = ServiceSettings.model_fields["nats_url"].default
     return str(default).split(",")[0]
 
@@ -275,8 +274,6 @@ CONSUMED_HEADERS = (CE_ID, CE_SOURCE, CE_TYPE, CE_SPECVERSION, CE_TIME)
 
 def dlq_header_docs() -> dict[str, str]:
     """The ``Cityhall-Dlq-*`` headers services/runtime/dlq.py adds to a dead letter."""
-    from services.runtime import dlq
-
     return {
         dlq.REASON: "Why the consumer gave up: the validation error or the handler's exception "
         "(one line, at most 1000 characters).",

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from cityhall.embedded import free_port
-from cityhall.stack import LocalExtras, Sidecar, local_secret
+from cityhall.local import LocalExtras, Sidecar, local_secret
 
 DEFAULT_SINK_PORT = 8025
 

@@ -12,7 +12,7 @@ import os
 import secrets
 from pathlib import Path
 
-from cityhall.stack import LocalExtras
+from cityhall.local import LocalExtras
 
 
 def _made_once(path: Path, nbytes: int) -> Path:

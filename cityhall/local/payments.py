@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 
-import asyncpg
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cityhall.embedded import free_port
-from cityhall.natsauth import BusUser
-from cityhall.stack import LocalExtras, Sidecar, local_secret
+from cityhall.local import LocalExtras, Sidecar, local_secret
 from services.runtime.settings import DEFAULT_PORTS
 
 
@@ -23,33 +20,6 @@ class LocalPaymentsSettings(BaseSettings):
         default=None, validation_alias=AliasChoices("CITYHALL_PROVIDER_PORT")
     )
     port_base: int | None = Field(default=None, validation_alias=AliasChoices("CITYHALL_PORT_BASE"))
-
-
-def nats_users(namespace: str, database_url: str) -> list[BusUser]:
-    """Each terminal with a key in force, allowed its own subjects and replies only (read from
-    payments' schema; none before payments first migrated it)."""
-    from cityhall.natsauth import terminal_permissions
-    from services.payments import store
-    from services.runtime.settings import ServiceSettings
-
-    schema = ServiceSettings(
-        service="payments", database_url=database_url, namespace=namespace
-    ).schema_name
-
-    async def keys() -> list[store.TerminalKey]:
-        conn = await asyncpg.connect(database_url, server_settings={"search_path": schema})
-        try:
-            return await store.terminal_keys_in_force(conn)
-        except asyncpg.UndefinedTableError:
-            return []
-        finally:
-            await conn.close()
-
-    users = []
-    for key in asyncio.run(keys()):
-        publish, subscribe = terminal_permissions(namespace, key.facility_code, key.terminal_id)
-        users.append(BusUser(key.terminal_id, key.public_key, publish, subscribe))
-    return users
 
 
 def prepare(home: Path) -> LocalExtras:

@@ -20,6 +20,8 @@ from typing import Annotated, TypeVar
 import asyncpg
 import typer
 
+from cityhall.natsauth import new_seed, public_key, write_private
+from cityhall.stack import refresh_bus_users
 from services.payments.handlers import TerminalIdentity, TerminalKind
 
 terminals_app = typer.Typer(
@@ -37,8 +39,6 @@ def credential_path(home: Path, terminal_id: str) -> Path:
 def write_credentials(home: Path, terminal: TerminalIdentity, seed: str, nats_url: str) -> Path:
     """The terminal's credential file: its identity, its seed and the server, nothing else;
     readable by its owner only. A rotation replaces it."""
-    from cityhall.natsauth import write_private
-
     path = credential_path(home, terminal.terminal_id)
     document = {
         "terminal_id": terminal.terminal_id,
@@ -84,7 +84,6 @@ def _public_url() -> str:
 
 def _reload(home: Path) -> None:
     """Make the running local NATS admit the keys now in force."""
-    from cityhall.stack import refresh_bus_users
     from services.runtime.settings import load_settings
 
     settings = load_settings("payments")
@@ -111,7 +110,6 @@ def register_command(
     home: HomeOption = Path(".cityhall"),
 ) -> None:
     """Register a terminal at a facility; print where its credential file was written."""
-    from cityhall.natsauth import new_seed, public_key
     from services.payments.domain import PaymentError
     from services.payments.handlers import register_terminal
 
@@ -142,7 +140,6 @@ def rotate_command(
 ) -> None:
     """Give a terminal a new key: the old one is refused from now on (its connection closed);
     the new credential file replaces the old one."""
-    from cityhall.natsauth import new_seed, public_key
     from services.payments.domain import PaymentError
     from services.payments.handlers import rotate_terminal_key
 
@@ -192,5 +189,5 @@ terminals_app.command("revoke")(revoke_command)
 
 
 def register(app: typer.Typer) -> None:
-    """Add `cityhall terminals` (the extension point cityhall/cli.py looks for)."""
+    """Add `cityhall terminals`."""
     app.add_typer(terminals_app, name="terminals")

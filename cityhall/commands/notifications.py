@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from services.notifications.local import mail_dir
+from cityhall.local.notifications import mail_dir
 from services.notifications.templates import TOKYO
 
 
