@@ -9,8 +9,7 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contracts.subjects import DEFAULT_NAMESPACE
-from services.runtime.auth import StaffTokens
-from services.runtime.settings import REQUIRED_IN_PRODUCTION, Identifier, NatsUrl, read_settings
+from services.runtime.settings import Identifier, NatsUrl, read_settings
 
 
 class ReportingSettings(BaseSettings):
@@ -18,13 +17,6 @@ class ReportingSettings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
-    staff_tokens: StaffTokens = Field(
-        default_factory=dict,
-        validation_alias=AliasChoices("REPORTING_STAFF_TOKENS"),
-        description="Operators' credentials (staff_id=token pairs) for /metrics and "
-        "/projection/lag (Prometheus sends one as its bearer token). Empty: refused.",
-        json_schema_extra={REQUIRED_IN_PRODUCTION: True},
-    )
     answer_cache_mb: int = Field(
         default=32,
         ge=0,

@@ -404,9 +404,10 @@ def require_signed_in(who: Caller) -> Caller:
     return who
 
 
-async def _staff(who: Who) -> Caller:
+async def staff_only(who: Who) -> Caller:
+    """The dependency behind ``Staff`` (for a router whose every route is staff's)."""
     return require_staff(who)
 
 
-Staff = Annotated[Caller, Depends(_staff)]
+Staff = Annotated[Caller, Depends(staff_only)]
 """A route for staff only: 401 without a credential, 403 for an applicant."""

@@ -92,11 +92,11 @@ def test_a_services_own_bad_setting_stops_it_before_it_serves(
 
 
 def test_a_credential_is_never_echoed_in_the_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
-    from services.reporting.settings import load_reporting_settings
+    from services.runtime.auth import load_staff_credentials
 
     monkeypatch.setenv("REPORTING_STAFF_TOKENS", "ops01=tok-short")
     with pytest.raises(SettingsError) as stopped:
-        load_reporting_settings()
+        load_staff_credentials("reporting")
     message = str(stopped.value)
     assert "REPORTING_STAFF_TOKENS: expected staff_id=token pairs" in message
     assert "tok-short" not in message

@@ -7,19 +7,16 @@ queries take; a malformed value is a 422 naming the query field.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, NamedTuple
 
 from fastapi import Depends, HTTPException, Query, status
-from pydantic import SecretStr
 
 from contracts.applications import ProcedureGroup
 from contracts.payments import FACILITY_CODE_PATTERN, PaymentMethod
 from services.reporting import domain
-from services.reporting.settings import ReportingSettings, load_reporting_settings
 from services.reporting.store import ApplicationFilter, CatalogFilter, PaymentFilter, Period
-from services.runtime.auth import Caller, caller_dependency, require_staff
+from services.runtime import auth
 from services.runtime.service import ServiceContext, service_context
 
 Ctx = Annotated[ServiceContext, Depends(service_context)]
@@ -156,16 +153,9 @@ def payment_filter(
 PaymentQuery = Annotated[PaymentFilter, Depends(payment_filter)]
 
 
-# -- operators only (REPORTING_STAFF_TOKENS)
+# -- the caller: the runtime's one staff-credential dependency (REPORTING_STAFF_TOKENS)
 
-
-def _staff_tokens(ctx: ServiceContext) -> Mapping[str, SecretStr]:
-    return ctx.provide(ReportingSettings, load_reporting_settings).staff_tokens
-
-
-caller = caller_dependency(_staff_tokens)
+caller = auth.caller
 """Who is calling (every route: the rate limit counts per caller)."""
-
-
-async def staff(who: Annotated[Caller, Depends(caller)]) -> Caller:
-    return require_staff(who)
+staff = auth.staff_only
+"""Operators only."""
