@@ -198,7 +198,7 @@ async def raw_pipeline(
         while done < count:
             try:
                 msgs = await sub.fetch(500, timeout=0.05)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats' and the built-in one (nats-io/nats.py#1008)
                 continue
             ids = [m.headers["Nats-Msg-Id"] for m in msgs if m.headers]
             keys = [hash(i) % 100 for i in ids]
