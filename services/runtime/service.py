@@ -448,7 +448,7 @@ def build_app(
 ) -> FastAPI:
     """The service's HTTP app: its routes (none for a ``relay``) plus /healthz and /readyz;
     runtime in the lifespan. ``freeze_heap_after_start``: for a process of its own
-    (``serve``), see ``freeze_heap``."""
+    (``serve``) whose settings ask for it (``GC_TUNING``), see ``freeze_heap``."""
     runtime = Runtime(defn, settings, role=role)
 
     @contextlib.asynccontextmanager
@@ -524,7 +524,7 @@ def serve(defn: ServiceDefinition, settings: ServiceSettings, *, role: Role = "s
     """Run one service (or its outbox relay alone) until SIGTERM/SIGINT (what `cityhall serve
     <service>` and `cityhall relay <service>` do)."""
     setup_logging(settings.service, settings.log_level, settings.log_format)
-    app = build_app(defn, settings, role=role, freeze_heap_after_start=True)
+    app = build_app(defn, settings, role=role, freeze_heap_after_start=settings.gc_tuning)
     config = http_server_config(app, settings)
     # uvicorn re-raises the stop signal to the handler that was there before it, once it has
     # shut down; with the default SIGTERM action the process would die by the signal (exit
@@ -537,27 +537,16 @@ def serve(defn: ServiceDefinition, settings: ServiceSettings, *, role: Role = "s
 
 
 GC_THRESHOLDS = (50_000, 20, 10)
-"""Python's defaults are (700, 10, 10): a young collection per 700 tracked objects made and
-not yet freed. A consumer's batch holds 500 messages with their models, records and rows, and
-a KPI answer thousands of rows, while they are worked on; so the default ran a young
-collection every few dozen events, promoting each batch's objects only for reference counting
-to free them right after: 10-11 % of the payments and reporting processes' CPU (1,200 and 700
-collections, 0.35 and 0.29 s in a 30,000-capture run). At 50,000 the same run collected 3-4
-times, 20-25 ms each, and each capture cost 7 µs less in payments, 5 in reporting, 2 in the
-relay (docs/benchmarks.md). Cyclic garbage waits longer to be found: at most 50,000 objects."""
+"""The young generation is collected per 50,000 tracked objects, not Python's 700: a consumer
+batch's objects are freed by reference counting right after the batch, so young collections
+mostly promoted them for nothing. Cyclic garbage waits longer to be found."""
 
 
 def freeze_heap() -> None:
-    """Take what the started process holds (modules, models, routes, pools: about 110,000
-    objects in reporting) out of the garbage collector's sight, for good, and collect the young
-    generation far less often (``GC_THRESHOLDS``).
-
-    Python's oldest-generation collection walks every tracked object. In reporting, building
-    one big answer (a year of open data: 40,000 rows and their records) set one off on most
-    requests, at 85-100 ms each: most of the cold p95 of the big KPI answers. Frozen objects
-    are never walked again (nor freed, which they never would be); what is made after start is
-    collected as before (docs/benchmarks.md, "Garbage collector").
-    """
+    """Opt-in interpreter tuning (``GC_TUNING``, docs/operations.md): take what the started
+    process holds for good (modules, models, routes, pools) out of the collector's sight, so
+    an oldest-generation collection no longer walks it, and collect the young generation less
+    often (``GC_THRESHOLDS``)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
