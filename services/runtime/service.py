@@ -121,6 +121,7 @@ class ServiceContext:
     reconciler: OutboxReconciler | None = None
     consumers: list[EventConsumer] = field(default_factory=list)
     _provided: dict[type, Any] = field(default_factory=dict, repr=False)
+    _js: JetStreamContext | None = field(default=None, repr=False)
 
     def provide(self, kind: type[T], build: Callable[[], T]) -> T:
         """The running service's one ``kind`` (its own settings, clients), built on first use."""
@@ -144,9 +145,10 @@ class ServiceContext:
 
     @property
     def js(self) -> JetStreamContext:
-        stream: JetStreamContext | None = self.broker.config.connection_state.stream
-        assert stream is not None
-        return stream
+        """JetStream on the broker's connection (connected in ``Runtime.start``)."""
+        if self._js is None:
+            self._js = self.broker.connection.jetstream()
+        return self._js
 
 
 def migrations_for(defn: ServiceDefinition) -> list[db.Migration]:
@@ -273,7 +275,7 @@ class Runtime:
         ctx.reconciler = OutboxReconciler(
             ctx.pool,
             s.schema_name,
-            ctx.broker.config.connection_state.connection,
+            ctx.broker.connection,
             subject_streams(s.namespace),
             grace_s=s.outbox_reconcile_grace_s,
             interval_s=s.outbox_reconcile_interval_s or 300.0,
