@@ -130,7 +130,16 @@ def per_row(publish: Publish) -> PublishBatch:
 
 
 MAX_IN_FLIGHT = 1000
-"""PubAcks awaited at once; below nats-py's publish_async_max_pending (4000)."""
+"""PubAcks awaited at once; below ``PUBLISH_ASYNC_MAX_PENDING``."""
+
+PUBLISH_ASYNC_MAX_PENDING = 4000
+"""nats-py's default ``publish_async_max_pending``, which ``ServiceContext.js`` sets explicitly."""
+
+
+class PublishSlotsExhausted(RuntimeError):
+    """nats-py's pending publishes are at their limit before a batch starts: each batch's are
+    settled before the next, so slots were left behind (``publish_async`` keeps a future it
+    never sent, docs/architecture.md). Failing the rows beats waiting for ever on a slot."""
 
 
 def jetstream_publisher(
@@ -139,6 +148,7 @@ def jetstream_publisher(
     stream_of: Callable[[str], str],
     *,
     timeout_s: float = 10.0,
+    max_pending: int = PUBLISH_ASYNC_MAX_PENDING,
 ) -> PublishBatch:
     """Publish a batch with nats-py's ``publish_async``: every row is sent at once on the
     connection (the server keeps their order) and the PubAcks are awaited together, instead of
@@ -153,6 +163,8 @@ def jetstream_publisher(
         if len(rows) > MAX_IN_FLIGHT:
             head = await publish_batch(rows[:MAX_IN_FLIGHT])
             return head + await publish_batch(rows[MAX_IN_FLIGHT:])
+        if js.publish_async_pending() + len(rows) > max_pending:
+            return [PublishSlotsExhausted(js.publish_async_pending())] * len(rows)
         results: list[int | BaseException | None] = [None] * len(rows)
         futures: dict[int, asyncio.Future[api.PubAck]] = {}
         index = 0
@@ -178,8 +190,6 @@ def jetstream_publisher(
                         futures[index] = await js.publish_async(
                             absolute(namespace, row.subject),
                             row.payload.encode(),
-                            # a stall on nats-py's pending limit fails the row, never hangs
-                            wait_stall=timeout_s,
                             stream=stream_of(row.subject),
                             headers=headers,
                         )

@@ -39,7 +39,13 @@ from contracts.subjects import StreamDecl
 from services.runtime import auth, db, http_limits
 from services.runtime.consumer import Admit, EventConsumer, Handler, Prefetching, Scrub
 from services.runtime.dlq import DeadLetters
-from services.runtime.outbox import OutboxRelay, PublishBatch, jetstream_publisher, outbox_pending
+from services.runtime.outbox import (
+    PUBLISH_ASYNC_MAX_PENDING,
+    OutboxRelay,
+    PublishBatch,
+    jetstream_publisher,
+    outbox_pending,
+)
 from services.runtime.pull import PullLoop
 from services.runtime.reconcile import OutboxReconciler
 from services.runtime.settings import ServiceSettings
@@ -147,7 +153,9 @@ class ServiceContext:
     def js(self) -> JetStreamContext:
         """JetStream on the broker's connection (connected in ``Runtime.start``)."""
         if self._js is None:
-            self._js = self.broker.connection.jetstream()
+            self._js = self.broker.connection.jetstream(
+                publish_async_max_pending=PUBLISH_ASYNC_MAX_PENDING
+            )
         return self._js
 
 
