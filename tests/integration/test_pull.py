@@ -1,14 +1,17 @@
-"""The consumers' pull loop (services/runtime/pull.py) on a real NATS server: nats-py 2.16's
-``fetch`` sometimes raises the built-in ``TimeoutError`` instead of nats' own (upstream
-nats-io/nats.py#1008), which FastStream's pull loop did not catch; ``fetch_batch`` catches both
-and keeps the part of a batch that came before either."""
+"""The consumers' pull loop (services/runtime/pull.py): nats-py 2.16's ``fetch`` sometimes
+raises the built-in ``TimeoutError`` instead of nats' own (upstream nats-io/nats.py#1008:
+``_fetch_n`` raises it when its deadline runs out after the no-wait probe), which FastStream's
+pull loop did not catch; ``fetch_batch`` catches both and keeps the part of a batch that came
+before either. Whether a given empty fetch takes that path is a race between the server's
+reply to the probe and the client's timer (docs/architecture.md), so the bug's own path is
+reproduced with a subscription that ends its fetch as nats-py's does, and empty fetches on a
+real server check that no timeout of either kind escapes."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Any
 
-import nats.errors
 import pytest
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -16,8 +19,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
 from services.runtime.pull import fetch_batch
 
-FETCHES = 200
-"""Empty fetches tried before giving up on seeing the bug (it shows in about one in six)."""
+EMPTY_FETCHES = 50
+"""Empty fetches on a real server: under load some end in the built-in TimeoutError."""
 
 
 @pytest.fixture
@@ -33,25 +36,10 @@ async def empty_consumer(
     await js.delete_stream(stream)
 
 
-async def test_nats_py_fetch_raises_the_builtin_timeout_error_on_an_empty_consumer(
-    empty_consumer: JetStreamContext.PullSubscription,
-) -> None:
-    """The upstream bug itself: when this fails, nats-py raises its own error again and the
-    note in pull.py can go."""
-    for _ in range(FETCHES):
-        try:
-            await empty_consumer.fetch(10, timeout=0.05)
-        except nats.errors.TimeoutError:
-            continue
-        except TimeoutError:
-            return  # the built-in one, which FastStream 0.7.8's pull loop lets through
-    pytest.fail(f"fetch raised only nats.errors.TimeoutError in {FETCHES} empty fetches")
-
-
 async def test_an_empty_batch_is_empty_whichever_timeout_error_fetch_raises(
     empty_consumer: JetStreamContext.PullSubscription,
 ) -> None:
-    for _ in range(FETCHES // 4):
+    for _ in range(EMPTY_FETCHES):
         assert await fetch_batch(empty_consumer, 10, 0.05) == []
 
 
