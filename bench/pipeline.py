@@ -7,7 +7,9 @@ Every figure comes from one run on one machine, because this machine's speed dri
 1. **Raw references** (nats-py and asyncpg alone, no cityhall code), on the same servers:
    JetStream ``publish_async`` rate; and the raw one-hop pipeline of the performance issue:
    publish -> pull ``fetch(500)`` -> one PostgreSQL transaction per batch that upserts 100
-   counters and records the processed ids -> ack, publisher and consumer in one process.
+   counters and records the processed ids -> ack; the publisher is a process of its own
+   (``--raw-producer``), as the platform's terminals are, so the consumer has its process to
+   itself as a cityhall service has.
 2. **Terminal to dashboard**: payments and reporting run as processes (``cityhall serve``),
    payments' outbox relay in a process of its own (``cityhall relay payments``, payments with
    ``OUTBOX_RELAY=false``: the deployment docs/deploy.md gives for payments;
@@ -157,7 +159,9 @@ async def raw_publish(nc: NATSClient, namespace: str, count: int) -> float:
         await js.delete_stream(stream)
 
 
-async def raw_pipeline(nc: NATSClient, database_url: str, namespace: str, count: int) -> float:
+async def raw_pipeline(
+    nc: NATSClient, nats_url: str, database_url: str, namespace: str, count: int
+) -> float:
     """The issue's one-hop reference: publish -> fetch(500) -> one transaction per batch
     (100 counters upserted, processed ids recorded) -> ack. Events per second."""
     js = nc.jetstream()
@@ -194,7 +198,7 @@ async def raw_pipeline(nc: NATSClient, database_url: str, namespace: str, count:
         while done < count:
             try:
                 msgs = await sub.fetch(500, timeout=0.05)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats' and the built-in one (nats-io/nats.py#1008)
                 continue
             ids = [m.headers["Nats-Msg-Id"] for m in msgs if m.headers]
             keys = [hash(i) % 100 for i in ids]
@@ -214,12 +218,28 @@ async def raw_pipeline(nc: NATSClient, database_url: str, namespace: str, count:
                 await m.ack()
             done += len(msgs)
 
+    producer = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--raw-producer",
+        nats_url,
+        namespace,
+        str(count),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert producer.stdin is not None
+    assert producer.stdout is not None
     try:
-        messages = [terminal_message("raw-t01", "shiminka", n, "pipe") for n in range(count)]
-        messages = [(f"rawpipe.{s}", b, h) for s, b, h in messages]
+        # The producer builds its messages and connects first: the clock starts at "go".
+        if (await producer.stdout.readline()).strip() != b"ready":
+            raise SystemExit("the raw producer did not start")
         started = time.perf_counter()
+        producer.stdin.write(b"go\n")
+        await producer.stdin.drain()
         consumer = asyncio.create_task(consume())
-        await publish_all(js, messages, namespace)
+        if await producer.wait() != 0:
+            raise SystemExit("the raw producer failed")
         await asyncio.wait_for(consumer, timeout=300)
         seconds = time.perf_counter() - started
         total = await conn.fetchval(f'SELECT sum(n) FROM "{schema}".counters')
@@ -227,10 +247,27 @@ async def raw_pipeline(nc: NATSClient, database_url: str, namespace: str, count:
             raise SystemExit(f"raw pipeline counted {total}, expected {count}")
         return count / seconds
     finally:
+        if producer.returncode is None:
+            producer.kill()
+            await producer.wait()
         await sub.unsubscribe()
         await js.delete_stream(stream)
         await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
         await conn.close()
+
+
+async def raw_producer(nats_url: str, namespace: str, count: int) -> None:
+    """The raw pipeline's publisher, in a process of its own: says ``ready`` once connected,
+    publishes every message when told ``go``, then exits."""
+    messages = [terminal_message("raw-t01", "shiminka", n, "pipe") for n in range(count)]
+    messages = [(f"rawpipe.{s}", b, h) for s, b, h in messages]
+    nc = await nats.connect(nats_url)
+    try:
+        print("ready", flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        await publish_all(nc.jetstream(), messages, namespace)
+    finally:
+        await nc.close()
 
 
 async def quiet_postgres(database_url: str, longest_s: float = 15.0) -> None:
@@ -562,7 +599,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             figure(f"raw.publish_async_per_s{label}", round(raw_pub), "msgs/s", "nats-py")
             if sync == "2m":
                 progress("raw one-hop pipeline")
-                raw_pipe = await raw_pipeline(nc, srv.database_url, ns, args.raw_events)
+                raw_pipe = await raw_pipeline(
+                    nc, srv.nats_url, srv.database_url, ns, args.raw_events
+                )
                 figure(
                     "raw.pipeline_events_per_s_before",
                     round(raw_pipe),
@@ -676,7 +715,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 # terminal-to-dashboard run; the ratio is to their mean.
                 await quiet_postgres(srv.database_url)
                 progress("raw one-hop pipeline again")
-                after = await raw_pipeline(nc, srv.database_url, ns, args.raw_events)
+                after = await raw_pipeline(nc, srv.nats_url, srv.database_url, ns, args.raw_events)
                 figure("raw.pipeline_events_per_s_after", round(after), "events/s", "the same")
                 raw_pipe = (raw_pipe + after) / 2
                 results["raw"].update(pipeline_after=after, pipeline=raw_pipe)
@@ -770,7 +809,17 @@ def main() -> None:
         help="raw: collapsed stacks as text instead of SVG",
     )
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument(
+        "--raw-producer",
+        nargs=3,
+        metavar=("NATS_URL", "NAMESPACE", "COUNT"),
+        help=argparse.SUPPRESS,
+    )
     args = parser.parse_args()
+    if args.raw_producer:
+        url, namespace, count = args.raw_producer
+        asyncio.run(raw_producer(url, namespace, int(count)))
+        return
     extra = asyncio.run(run(args))
     s = extra["summary"]
     print(

@@ -107,21 +107,45 @@ class Envelope(Generic[E]):
 
     def headers(self) -> dict[str, str]:
         """The NATS headers of this event (binary content mode)."""
-        headers = {
-            CE_SPECVERSION: SPEC_VERSION,
-            CE_ID: self.id,
-            CE_SOURCE: self.source,
-            CE_TYPE: self.type,
-            CE_TIME: self.time.isoformat(),
-            CE_SUBJECT: self.subject,
-            CONTENT_TYPE_HEADER: CONTENT_TYPE,
-            NATS_MSG_ID: self.id,
-        }
-        headers.update({k: v for k, v in self.trace_headers.items() if k in TRACE_HEADERS})
-        return headers
+        return cloudevent_headers(
+            id=self.id,
+            source=self.source,
+            type=self.type,
+            time=self.time,
+            subject=self.subject,
+            trace_headers=self.trace_headers,
+        )
 
     def body(self) -> bytes:
         return self.data.model_dump_json().encode()
+
+
+def cloudevent_headers(
+    *,
+    id: str,
+    source: str,
+    type: str,
+    time: datetime,
+    subject: str,
+    msg_id: str | None = None,
+    trace_headers: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The NATS headers of one event (binary content mode): its CloudEvents attributes, its
+    ``Nats-Msg-Id`` (``msg_id``, else the event id) and its W3C trace headers (no others).
+    The one builder: an ``Envelope`` and the outbox relay's rows both use it."""
+    headers = {
+        CE_SPECVERSION: SPEC_VERSION,
+        CE_ID: id,
+        CE_SOURCE: source,
+        CE_TYPE: type,
+        CE_TIME: time.isoformat(),
+        CE_SUBJECT: subject,
+        CONTENT_TYPE_HEADER: CONTENT_TYPE,
+        NATS_MSG_ID: msg_id or id,
+    }
+    if trace_headers:
+        headers.update({k: v for k, v in trace_headers.items() if k in TRACE_HEADERS})
+    return headers
 
 
 @dataclass(frozen=True)

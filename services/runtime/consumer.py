@@ -82,24 +82,6 @@ Scrub = Callable[[bytes], bytes]
 body, the original is also erased from its stream (a card number must not be kept)."""
 
 
-_V1_ACK_TOKENS = 9
-"""$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<time>.<pending>; the
-newer form inserts a domain and an account hash after ACK (nats.aio.msg.Msg.Ack)."""
-
-
-def delivery_count(msg: Msg) -> int:
-    """How many times JetStream delivered this message, read straight from its reply subject.
-    The same figure as ``msg.metadata.num_delivered``, which builds three dataclasses and a
-    datetime per message: a tenth of the reporting consumer's CPU."""
-    tokens = (msg.reply or "").split(".")
-    if tokens[:2] == ["$JS", "ACK"]:
-        if len(tokens) == _V1_ACK_TOKENS:
-            return int(tokens[4])
-        if len(tokens) > Msg.Ack.NumDelivered:
-            return int(tokens[Msg.Ack.NumDelivered])
-    return msg.metadata.num_delivered  # not a JetStream message: nats-py says why
-
-
 def is_keyed(handler: Handler) -> bool:
     """Whether the handler dedupes its events by its own keys (no inbox row for them)."""
     return isinstance(handler, Batched) and handler.keyed
@@ -245,7 +227,7 @@ class EventConsumer:
 
     async def _decode(self, msg: Msg) -> _Item | None:
         """The message as a valid event with its handler, or None when it was dealt with."""
-        deliveries = delivery_count(msg)
+        deliveries = msg.metadata.num_delivered
         if deliveries > max(self.decl.delivery_limit, self.decl.max_deliver):
             await self._dead_letter(msg, f"delivered {deliveries} times without success")
             return None

@@ -25,13 +25,11 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-import nats.errors
-from nats.aio.client import _HEADER_KEY_RE, _HEADER_VALUE_NEWLINES  # as publish checks
 from nats.js import JetStreamContext, api
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from contracts.envelope import Envelope, Event
+from contracts.envelope import Envelope, Event, cloudevent_headers
 from contracts.subjects import absolute
 from services.runtime import db
 from services.runtime.telemetry import context_from_headers, current_trace_headers
@@ -103,20 +101,15 @@ class OutboxRow:
     republished: int = 0
 
     def headers(self) -> dict[str, str]:
-        from contracts import envelope as ce
-
-        headers = {
-            ce.CE_SPECVERSION: ce.SPEC_VERSION,
-            ce.CE_ID: self.event_id,
-            ce.CE_SOURCE: self.ce_source,
-            ce.CE_TYPE: self.ce_type,
-            ce.CE_TIME: self.ce_time.isoformat(),
-            ce.CE_SUBJECT: self.ce_subject,
-            ce.CONTENT_TYPE_HEADER: ce.CONTENT_TYPE,
-            ce.NATS_MSG_ID: message_id(self.event_id, self.republished),
-        }
-        headers.update(self.trace_headers)
-        return headers
+        return cloudevent_headers(
+            id=self.event_id,
+            source=self.ce_source,
+            type=self.ce_type,
+            time=self.ce_time,
+            subject=self.ce_subject,
+            msg_id=message_id(self.event_id, self.republished),
+            trace_headers=self.trace_headers,
+        )
 
 
 Publish = Callable[[OutboxRow], Awaitable[int]]
@@ -137,7 +130,16 @@ def per_row(publish: Publish) -> PublishBatch:
 
 
 MAX_IN_FLIGHT = 1000
-"""PubAcks awaited at once; below nats-py's publish_async_max_pending (4000)."""
+"""PubAcks awaited at once; below ``PUBLISH_ASYNC_MAX_PENDING``."""
+
+PUBLISH_ASYNC_MAX_PENDING = 4000
+"""nats-py's default ``publish_async_max_pending``, which ``ServiceContext.js`` sets explicitly."""
+
+
+class PublishSlotsExhausted(RuntimeError):
+    """nats-py's pending publishes are at their limit before a batch starts: each batch's are
+    settled before the next, so slots were left behind (``publish_async`` keeps a future it
+    never sent, docs/architecture.md). Failing the rows beats waiting for ever on a slot."""
 
 
 def jetstream_publisher(
@@ -146,10 +148,11 @@ def jetstream_publisher(
     stream_of: Callable[[str], str],
     *,
     timeout_s: float = 10.0,
+    max_pending: int = PUBLISH_ASYNC_MAX_PENDING,
 ) -> PublishBatch:
-    """Publish a batch as JetStream publishes with replies: every row is written at once on
-    the connection (``_Frames``; the server keeps their order) and the PubAcks are awaited
-    together, instead of a round trip per row.
+    """Publish a batch with nats-py's ``publish_async``: every row is sent at once on the
+    connection (the server keeps their order) and the PubAcks are awaited together, instead of
+    a round trip per row.
 
     Each run of rows written in the same trace (one request, one consumer batch) gets one
     PRODUCER span, a child of that trace; its context replaces the row's ``traceparent`` so the
@@ -160,147 +163,53 @@ def jetstream_publisher(
         if len(rows) > MAX_IN_FLIGHT:
             head = await publish_batch(rows[:MAX_IN_FLIGHT])
             return head + await publish_batch(rows[MAX_IN_FLIGHT:])
+        if js.publish_async_pending() + len(rows) > max_pending:
+            return [PublishSlotsExhausted(js.publish_async_pending())] * len(rows)
         results: list[int | BaseException | None] = [None] * len(rows)
         futures: dict[int, asyncio.Future[api.PubAck]] = {}
-        frames = await _Frames.open(js)
-        try:
-            index = 0
-            for _, run in itertools.groupby(rows, key=lambda r: r.trace_headers.get("traceparent")):
-                group = list(run)
-                first = group[0]
-                with tracer.start_as_current_span(
-                    f"{first.subject} publish",
-                    context=context_from_headers(first.trace_headers),
-                    kind=SpanKind.PRODUCER,
-                    attributes={
-                        "messaging.system": "nats",
-                        "messaging.operation": "publish",
-                        "messaging.destination.name": absolute(namespace, first.subject),
-                        "messaging.batch.message_count": len(group),
-                    },
-                ):
-                    producer = current_trace_headers()
-                    for row in group:
-                        headers = row.headers()
-                        headers.update(producer)
-                        headers[api.Header.EXPECTED_STREAM] = stream_of(row.subject)
-                        try:
-                            futures[index] = frames.add(
-                                absolute(namespace, row.subject), row.payload.encode(), headers
-                            )
-                        except Exception as error:
-                            results[index] = error
-                        index += 1
-            try:
-                await frames.send()
-            except Exception as error:  # not sent: every row of this batch stays unpublished
-                for i, future in futures.items():
-                    future.cancel()
-                    results[i] = error
-                futures = {}
-            if futures:
-                _done, pending = await asyncio.wait(futures.values(), timeout=timeout_s)
-                for future in pending:
-                    future.cancel()
-            for i, future in futures.items():
-                if future.cancelled():
-                    results[i] = TimeoutError(f"no PubAck in {timeout_s} s")
-                elif (failure := future.exception()) is not None:
-                    results[i] = failure
-                else:
-                    results[i] = int(future.result().seq)
-        finally:
-            frames.forget()  # answered, failed, timed out or cancelled
+        index = 0
+        for _, run in itertools.groupby(rows, key=lambda r: r.trace_headers.get("traceparent")):
+            group = list(run)
+            first = group[0]
+            with tracer.start_as_current_span(
+                f"{first.subject} publish",
+                context=context_from_headers(first.trace_headers),
+                kind=SpanKind.PRODUCER,
+                attributes={
+                    "messaging.system": "nats",
+                    "messaging.operation": "publish",
+                    "messaging.destination.name": absolute(namespace, first.subject),
+                    "messaging.batch.message_count": len(group),
+                },
+            ):
+                producer = current_trace_headers()
+                for row in group:
+                    headers = row.headers()
+                    headers.update(producer)
+                    try:
+                        futures[index] = await js.publish_async(
+                            absolute(namespace, row.subject),
+                            row.payload.encode(),
+                            stream=stream_of(row.subject),
+                            headers=headers,
+                        )
+                    except Exception as error:  # refused before sending (closed, too large)
+                        results[index] = error
+                    index += 1
+        if futures:
+            _done, pending = await asyncio.wait(futures.values(), timeout=timeout_s)
+            for future in pending:
+                future.cancel()  # nats-py forgets a cancelled future
+        for i, future in futures.items():
+            if future.cancelled():
+                results[i] = TimeoutError(f"no PubAck in {timeout_s} s")
+            elif (failure := future.exception()) is not None:
+                results[i] = failure
+            else:
+                results[i] = int(future.result().seq)
         return [r if r is not None else RuntimeError("not published") for r in results]
 
     return publish_batch
-
-
-class _Frames:
-    """A batch of JetStream publishes written as one buffer of HPUB frames, each with a reply
-    subject on nats-py's async-publish inbox, so nats-py's own reply handler resolves the
-    future registered under its token with the PubAck: what ``publish_async`` does per
-    message, without its per-message costs (a regular expression per header, a semaphore, a
-    done-callback, a write per message): the relay's CPU per event 26.5 -> 12.8 µs in a
-    micro-benchmark (docs/benchmarks.md). nats-py internals used, to recheck when nats-py is
-    upgraded (docs/architecture.md): ``JetStreamContext._async_reply_prefix``,
-    ``_init_async_reply``, ``_publish_async_futures``; ``Client._nuid``, ``_send_command``,
-    ``_flush_pending``, ``_pending_data_size``, ``_max_pending_size``, ``stats``; and
-    ``nats.aio.client``'s header rules (``_HEADER_KEY_RE``, ``_HEADER_VALUE_NEWLINES``)."""
-
-    def __init__(self, js: JetStreamContext, prefix: bytes) -> None:
-        self._js = js
-        self._nc = js._nc
-        self._prefix = prefix
-        self._buffer: list[bytes] = []
-        self._tokens: list[str] = []
-        self._keys: set[str] = set()
-        self._loop = asyncio.get_running_loop()
-
-    @classmethod
-    async def open(cls, js: JetStreamContext) -> _Frames:
-        if not js._async_reply_prefix:
-            await js._init_async_reply()
-        assert js._async_reply_prefix is not None
-        return cls(js, bytes(js._async_reply_prefix))
-
-    def add(
-        self, subject: str, payload: bytes, headers: dict[str, str]
-    ) -> asyncio.Future[api.PubAck]:
-        """Queue one message; the future gets its PubAck (or the server's error)."""
-        nc = self._nc
-        if len(payload) > nc.max_payload:
-            raise nats.errors.MaxPayloadError
-        lines = ["NATS/1.0\r\n"]
-        for key, value in headers.items():
-            if key not in self._keys:  # checked once per distinct key, by nats-py's own rule
-                if not _HEADER_KEY_RE.fullmatch(key):
-                    raise nats.errors.BadHeaderError(key)
-                self._keys.add(key)
-            value = value.strip()
-            if "\r" in value or "\n" in value:  # str.translate looks up every character
-                value = value.translate(_HEADER_VALUE_NEWLINES)
-            lines.append(f"{key}: {value}\r\n")
-        lines.append("\r\n")
-        header = "".join(lines).encode()
-        token = nc._nuid.next()  # unique per call (publish_async adds 2 random bytes: a syscall)
-        future: asyncio.Future[api.PubAck] = self._loop.create_future()
-        name = token.decode()
-        self._js._publish_async_futures[name] = future
-        self._tokens.append(name)
-        self._buffer.append(
-            b"HPUB %s %s%s %d %d\r\n%s%s\r\n"
-            % (subject.encode(), self._prefix, token, len(header), len(header) + len(payload),
-               header, payload)
-        )  # fmt: skip
-        nc.stats["out_msgs"] += 1
-        nc.stats["out_bytes"] += len(payload)
-        return future
-
-    async def send(self) -> None:
-        """Write the queued frames at once, as a publish would (refused when the connection is
-        closed, draining, or reconnecting with its buffer full)."""
-        if not self._buffer:
-            return
-        nc = self._nc
-        data = b"".join(self._buffer)
-        self._buffer = []
-        if nc.is_closed:
-            raise nats.errors.ConnectionClosedError
-        if nc.is_draining_pubs:
-            raise nats.errors.ConnectionDrainingError
-        if not nc.is_connected and (
-            nc._max_pending_size <= 0 or len(data) + nc._pending_data_size > nc._max_pending_size
-        ):
-            raise nats.errors.OutboundBufferLimitError
-        await nc._send_command(data)
-        await nc._flush_pending()
-
-    def forget(self) -> None:
-        """Drop the batch's futures from nats-py's registry (answered, failed or timed out)."""
-        for name in self._tokens:
-            self._js._publish_async_futures.pop(name, None)
-        self._tokens = []
 
 
 class OutboxRelay:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import gc
 import logging
 import signal
@@ -27,24 +26,27 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import asyncpg
-import nats.errors
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
-from faststream import AckPolicy
-from faststream.nats import JStream, NatsBroker, PullSub
+from faststream.nats import NatsBroker
 from faststream.nats.security import NatsNKey
-from nats.aio.client import Client as NatsClient
-from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from contracts.envelope import Envelope, Event
-from contracts.subjects import StreamDecl, absolute
+from contracts.subjects import StreamDecl
 from services.runtime import auth, db, http_limits
 from services.runtime.consumer import Admit, EventConsumer, Handler, Prefetching, Scrub
 from services.runtime.dlq import DeadLetters
-from services.runtime.outbox import OutboxRelay, PublishBatch, jetstream_publisher, outbox_pending
+from services.runtime.outbox import (
+    PUBLISH_ASYNC_MAX_PENDING,
+    OutboxRelay,
+    PublishBatch,
+    jetstream_publisher,
+    outbox_pending,
+)
+from services.runtime.pull import PullLoop
 from services.runtime.reconcile import OutboxReconciler
 from services.runtime.settings import ServiceSettings
 from services.runtime.streams import ConsumerDecl, require_consumer, subject_streams
@@ -125,6 +127,7 @@ class ServiceContext:
     reconciler: OutboxReconciler | None = None
     consumers: list[EventConsumer] = field(default_factory=list)
     _provided: dict[type, Any] = field(default_factory=dict, repr=False)
+    _js: JetStreamContext | None = field(default=None, repr=False)
 
     def provide(self, kind: type[T], build: Callable[[], T]) -> T:
         """The running service's one ``kind`` (its own settings, clients), built on first use."""
@@ -148,9 +151,12 @@ class ServiceContext:
 
     @property
     def js(self) -> JetStreamContext:
-        stream: JetStreamContext | None = self.broker.config.connection_state.stream
-        assert stream is not None
-        return stream
+        """JetStream on the broker's connection (connected in ``Runtime.start``)."""
+        if self._js is None:
+            self._js = self.broker.connection.jetstream(
+                publish_async_max_pending=PUBLISH_ASYNC_MAX_PENDING
+            )
+        return self._js
 
 
 def migrations_for(defn: ServiceDefinition) -> list[db.Migration]:
@@ -188,6 +194,7 @@ class Runtime:
         self._relay_task: asyncio.Task[None] | None = None
         self._jobs: list[asyncio.Task[None]] = []
         self._feeds: list[Prefetching] = []
+        self._pulls: list[PullLoop] = []
         self.started_at = time.monotonic()
 
     async def start(self) -> ServiceContext:
@@ -242,10 +249,9 @@ class Runtime:
             await self.defn.startup(ctx)
         for binding in self.defn.consumers(ctx) if service else ():
             await require_consumer(ctx.js, self._subscribe(ctx, binding), s.namespace)
-        _pull_fetch_raises_nats_timeout()
-        _next_msg_takes_queued_messages_at_once()
-        _header_names_parsed_once()
         await broker.start()
+        for pull in self._pulls:
+            await pull.start()
         if not service or s.outbox_relay:
             self._start_relay(ctx)
         for job in self.defn.background(ctx) if service else ():
@@ -277,7 +283,7 @@ class Runtime:
         ctx.reconciler = OutboxReconciler(
             ctx.pool,
             s.schema_name,
-            ctx.broker.config.connection_state.connection,
+            ctx.broker.connection,
             subject_streams(s.namespace),
             grace_s=s.outbox_reconcile_grace_s,
             interval_s=s.outbox_reconcile_interval_s or 300.0,
@@ -315,37 +321,17 @@ class Runtime:
         feed = Prefetching(consumer)
         self._feeds.append(feed)
 
-        async def raw_batch(msg: Any) -> Any:
-            # The batch's NATS messages as fetched: the consumer validates each body against
-            # its contract and dead-letters the bad ones, instead of the framework failing the
-            # whole batch. (Handing them over as the body, not through a ``Context("message")``
-            # parameter: FastStream resolves that with a sync call in a worker thread, a
-            # thread hop per batch on the consumer's critical path.)
-            return msg.raw_message
-
-        subscriber = ctx.broker.subscriber(
-            absolute(s.namespace, decl.subjects[0]),
-            stream=JStream(name=decl.stream.stream_name(s.namespace), declare=False),
-            durable=decl.durable,
-            config=decl.config(s.namespace),
-            pull_sub=PullSub(
+        self._pulls.append(
+            PullLoop(
+                ctx.js,
+                durable=decl.durable,
+                stream=decl.stream.stream_name(s.namespace),
+                inbox_prefix=s.nats_inbox_prefix,
                 batch_size=s.consumer_batch_size,
-                timeout=s.consumer_max_wait_s,
-                batch=True,
-            ),
-            ack_policy=AckPolicy.MANUAL,
-            # Its pull replies on the service's own inboxes, the only ones it may read.
-            inbox_prefix=f"{s.nats_inbox_prefix}.".encode(),
-            decoder=raw_batch,
-            title=f"{s.service}:{decl.durable}",
+                max_wait_s=s.consumer_max_wait_s,
+                submit=feed.submit,
+            )
         )
-
-        @subscriber
-        async def handle_batch(msgs: Any) -> None:
-            # Returns once the batch is decoded and queued: FastStream fetches the next one
-            # while this one's transaction runs.
-            await feed.submit(msgs)
-
         return decl
 
     def _publisher(self, ctx: ServiceContext) -> PublishBatch:
@@ -372,8 +358,8 @@ class Runtime:
                 )
         # Stop fetching, then apply and ack the batches already fetched while the connection
         # is still open (broker.stop closes it).
-        for subscriber in ctx.broker.subscribers:
-            await _bounded("subscriber stop", subscriber.stop(), GRACEFUL_TIMEOUT_S + 5)
+        for pull in self._pulls:
+            await _bounded(f"{pull.durable} pull", pull.stop(), GRACEFUL_TIMEOUT_S + 5)
         await asyncio.gather(*(feed.close() for feed in self._feeds))
         if ctx.relay is not None:
             ctx.relay.stop()
@@ -415,101 +401,6 @@ async def _bounded(step: str, aw: Awaitable[Any], timeout_s: float | None) -> bo
     except Exception:
         return False
     return True
-
-
-def _pull_fetch_raises_nats_timeout() -> None:
-    """Work around nats-py 2.15/2.16 + FastStream 0.7.8 losing a fetched batch for ack_wait.
-
-    ``PullSubscription.fetch`` can raise a bare ``asyncio.TimeoutError`` (when its deadline runs
-    out between the no-wait probe and the lingering pull request), but FastStream's pull loop
-    only catches ``nats.errors.TimeoutError``: its task then dies, dropping the messages it had
-    already fetched for the batch; they are redelivered only after ``ack_wait`` (30 s). Raise
-    the nats error instead, which FastStream treats as "no more messages for now".
-    """
-    cls = JetStreamContext.PullSubscription
-    if getattr(cls.fetch, "_cityhall_timeout", False):
-        return
-    original = cls.fetch
-
-    @functools.wraps(original)
-    async def fetch(self: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return await original(self, *args, **kwargs)
-        except nats.errors.TimeoutError:
-            raise
-        except TimeoutError as exc:
-            raise nats.errors.TimeoutError from exc
-
-    fetch._cityhall_timeout = True  # type: ignore[attr-defined]
-    cls.fetch = fetch  # type: ignore[method-assign]
-
-
-def _next_msg_takes_queued_messages_at_once() -> None:
-    """Let nats-py's ``Subscription.next_msg`` hand over a message already queued without a
-    task, a ``wait_for`` and a uuid of its own (nats-py 2.16 makes all three for every message,
-    and a pull ``fetch`` calls it once per message: about a tenth of a consumer's CPU in the
-    pipeline benchmark). The message, its order and the subscription's bookkeeping are what
-    the original gives; an empty queue, a callback subscription or a closed connection go to
-    the original as before."""
-    cls = Subscription
-    if getattr(cls.next_msg, "_cityhall_queued", False):
-        return
-    original = cls.next_msg
-
-    @functools.wraps(original)
-    async def next_msg(self: Any, timeout: float | None = 1.0) -> Any:
-        queue = self._pending_queue
-        if queue.empty() or self._cb is not None or self._conn.is_closed:
-            return await original(self, timeout)
-        msg = queue.get_nowait()
-        self._pending_size -= len(msg.data)
-        queue.task_done()
-        return msg
-
-    next_msg._cityhall_queued = True  # type: ignore[attr-defined]
-    cls.next_msg = next_msg  # type: ignore[method-assign]
-
-
-_HEADER_NAMES_KEPT = 1024
-"""Distinct raw header names whose parsed form is remembered (a service sees a few dozen)."""
-
-
-def _header_names_parsed_once() -> None:
-    """Let nats-py parse each distinct header name once instead of on every message.
-
-    nats-py 2.16's ``Client._parse_header_lines`` strips and decodes every header name and tests
-    each of its characters with ``str.isspace`` in a generator: with the ten headers of a
-    CloudEvent, about a sixth of reporting's CPU in the pipeline benchmark. The replacement
-    keeps, per raw name, what the original makes of it (the name, or ``None`` for a name it
-    skips) and parses values exactly as the original does, so the result is the same dict
-    (``tests/unit/test_header_lines.py`` compares the two on generated header blocks).
-    """
-    if getattr(NatsClient._parse_header_lines, "_cityhall_names", False):
-        return
-    original = NatsClient._parse_header_lines
-    names: dict[bytes, str | None] = {}
-
-    def name_of(raw: bytes) -> str | None:
-        parsed = original(raw + b":")  # the original's own rules for a name
-        key = next(iter(parsed), None)
-        if len(names) < _HEADER_NAMES_KEPT:
-            names[raw] = key
-        return key
-
-    def parse_header_lines(raw: bytes) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for line in raw.split(b"\r\n"):
-            name, sep, value = line.partition(b":")
-            if not sep:
-                continue
-            key = names[name] if name in names else name_of(name)
-            if key is not None:
-                out[key] = value.strip().decode("utf-8", "replace")
-        return out
-
-    parse_header_lines._cityhall_names = True  # type: ignore[attr-defined]
-    parse_header_lines.__wrapped__ = original  # type: ignore[attr-defined]
-    NatsClient._parse_header_lines = staticmethod(parse_header_lines)  # type: ignore[assignment]
 
 
 async def _keep_running(job: Callable[[], Awaitable[None]]) -> None:
@@ -567,7 +458,7 @@ def build_app(
 ) -> FastAPI:
     """The service's HTTP app: its routes (none for a ``relay``) plus /healthz and /readyz;
     runtime in the lifespan. ``freeze_heap_after_start``: for a process of its own
-    (``serve``), see ``freeze_heap``."""
+    (``serve``) whose settings ask for it (``GC_TUNING``), see ``freeze_heap``."""
     runtime = Runtime(defn, settings, role=role)
 
     @contextlib.asynccontextmanager
@@ -643,7 +534,7 @@ def serve(defn: ServiceDefinition, settings: ServiceSettings, *, role: Role = "s
     """Run one service (or its outbox relay alone) until SIGTERM/SIGINT (what `cityhall serve
     <service>` and `cityhall relay <service>` do)."""
     setup_logging(settings.service, settings.log_level, settings.log_format)
-    app = build_app(defn, settings, role=role, freeze_heap_after_start=True)
+    app = build_app(defn, settings, role=role, freeze_heap_after_start=settings.gc_tuning)
     config = http_server_config(app, settings)
     # uvicorn re-raises the stop signal to the handler that was there before it, once it has
     # shut down; with the default SIGTERM action the process would die by the signal (exit
@@ -656,27 +547,16 @@ def serve(defn: ServiceDefinition, settings: ServiceSettings, *, role: Role = "s
 
 
 GC_THRESHOLDS = (50_000, 20, 10)
-"""Python's defaults are (700, 10, 10): a young collection per 700 tracked objects made and
-not yet freed. A consumer's batch holds 500 messages with their models, records and rows, and
-a KPI answer thousands of rows, while they are worked on; so the default ran a young
-collection every few dozen events, promoting each batch's objects only for reference counting
-to free them right after: 10-11 % of the payments and reporting processes' CPU (1,200 and 700
-collections, 0.35 and 0.29 s in a 30,000-capture run). At 50,000 the same run collected 3-4
-times, 20-25 ms each, and each capture cost 7 µs less in payments, 5 in reporting, 2 in the
-relay (docs/benchmarks.md). Cyclic garbage waits longer to be found: at most 50,000 objects."""
+"""The young generation is collected per 50,000 tracked objects, not Python's 700: a consumer
+batch's objects are freed by reference counting right after the batch, so young collections
+mostly promoted them for nothing. Cyclic garbage waits longer to be found."""
 
 
 def freeze_heap() -> None:
-    """Take what the started process holds (modules, models, routes, pools: about 110,000
-    objects in reporting) out of the garbage collector's sight, for good, and collect the young
-    generation far less often (``GC_THRESHOLDS``).
-
-    Python's oldest-generation collection walks every tracked object. In reporting, building
-    one big answer (a year of open data: 40,000 rows and their records) set one off on most
-    requests, at 85-100 ms each: most of the cold p95 of the big KPI answers. Frozen objects
-    are never walked again (nor freed, which they never would be); what is made after start is
-    collected as before (docs/benchmarks.md, "Garbage collector").
-    """
+    """Opt-in interpreter tuning (``GC_TUNING``, docs/operations.md): take what the started
+    process holds for good (modules, models, routes, pools) out of the collector's sight, so
+    an oldest-generation collection no longer walks it, and collect the young generation less
+    often (``GC_THRESHOLDS``)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)

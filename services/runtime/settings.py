@@ -159,6 +159,13 @@ class ServiceSettings(BaseSettings):
         "pipeline: docs/benchmarks.md); events wait in the outbox until one does.",
         validation_alias=AliasChoices("OUTBOX_RELAY"),
     )
+    gc_tuning: bool = Field(
+        default=False,
+        description="Opt-in: once `cityhall serve` or `cityhall relay` has started, freeze the "
+        "start-up heap (gc.freeze) and collect the young generation per 50,000 tracked "
+        "objects instead of Python's 700. What it measured: docs/operations.md.",
+        validation_alias=AliasChoices("GC_TUNING"),
+    )
     inbox_retention_days: float = Field(
         default=0, ge=0, validation_alias=AliasChoices("INBOX_RETENTION_DAYS")
     )

@@ -1,4 +1,4 @@
-"""A served process's garbage collector (services/runtime/service.py: freeze_heap).
+"""A served process's opt-in garbage-collector tuning (GC_TUNING; service.py: freeze_heap).
 
 Run in a process of its own: freezing the heap and raising the thresholds here would change
 the rest of the test session's collections."""
@@ -35,3 +35,10 @@ def test_freezing_the_heap_also_collects_the_young_generation_less_often() -> No
     assert tuple(seen["after"]) == GC_THRESHOLDS
     assert GC_THRESHOLDS[0] > seen["before"][0]
     assert seen["frozen"] > 10_000  # the imported modules and their objects
+
+
+def test_the_interpreter_is_left_as_python_sets_it_unless_gc_tuning_is_asked_for() -> None:
+    from services.runtime.settings import ServiceSettings
+
+    assert ServiceSettings(service="payments").gc_tuning is False
+    assert ServiceSettings(service="payments", GC_TUNING="true").gc_tuning is True
