@@ -28,11 +28,6 @@ def _ratio(part: int, whole: int) -> float:
 EOF = b"# EOF\n"
 
 
-async def exposition(conn: Conn, lags: Sequence[ConsumerLag]) -> bytes:
-    """One OpenMetrics exposition: the KPIs, then the lag."""
-    return await kpi_exposition(conn) + lag_exposition(lags)
-
-
 async def kpi_exposition(conn: Conn) -> bytes:
     """The KPI gauges, without the closing ``# EOF`` (``lag_exposition`` follows them)."""
     reg = CollectorRegistry(auto_describe=True)

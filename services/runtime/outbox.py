@@ -119,16 +119,6 @@ PublishBatch = Callable[[Sequence[OutboxRow]], Awaitable[list[int | BaseExceptio
 """Publishes rows in order; for each, the stream sequence from its PubAck or the error."""
 
 
-def per_row(publish: Publish) -> PublishBatch:
-    """A batch publisher from a one-row one: the rows are published concurrently."""
-
-    async def publish_batch(rows: Sequence[OutboxRow]) -> list[int | BaseException]:
-        results = await asyncio.gather(*(publish(r) for r in rows), return_exceptions=True)
-        return [r if isinstance(r, int | BaseException) else TypeError(repr(r)) for r in results]
-
-    return publish_batch
-
-
 MAX_IN_FLIGHT = 1000
 """PubAcks awaited at once; below ``PUBLISH_ASYNC_MAX_PENDING``."""
 
