@@ -40,5 +40,6 @@ def test_freezing_the_heap_also_collects_the_young_generation_less_often() -> No
 def test_the_interpreter_is_left_as_python_sets_it_unless_gc_tuning_is_asked_for() -> None:
     from services.runtime.settings import ServiceSettings
 
-    assert ServiceSettings(service="payments").gc_tuning is False
-    assert ServiceSettings(service="payments", GC_TUNING="true").gc_tuning is True
+    db = "postgresql://payments@db:5432/payments"
+    assert ServiceSettings(service="payments", database_url=db).gc_tuning is False
+    assert ServiceSettings(service="payments", database_url=db, GC_TUNING="true").gc_tuning
