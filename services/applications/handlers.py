@@ -118,7 +118,7 @@ async def _save(
     ctx: ServiceContext, conn: asyncpg.Connection, app: Application, events: list[Event]
 ) -> Application:
     await store.update_application(conn, app)
-    await add_events(conn, [ctx.new_event(e) for e in events])
+    await add_events(conn, [Envelope.new(e) for e in events])
     return app
 
 
@@ -281,7 +281,7 @@ def _log_if_identity(refusal: Exception, cmd: SubmitApplication) -> None:
 def _envelopes(ctx: ServiceContext, app: Application, events: list[Event]) -> list[Envelope[Event]]:
     """The submission's events; ApplicationSubmitted's time is the application's."""
     first, *rest = events
-    return [ctx.new_event(first, time=app.submitted_at)] + [ctx.new_event(e) for e in rest]
+    return [Envelope.new(first, time=app.submitted_at)] + [Envelope.new(e) for e in rest]
 
 
 def _trace_headers() -> str:

@@ -34,7 +34,7 @@ from faststream.nats.security import NatsNKey
 from nats.js import JetStreamContext
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-from contracts.envelope import Envelope, Event
+from contracts.envelope import Event
 from contracts.subjects import StreamDecl
 from services.runtime import auth, db, http_limits
 from services.runtime.consumer import Admit, EventConsumer, Handler, Prefetching, Scrub
@@ -140,14 +140,6 @@ class ServiceContext:
         """The ``kind`` built by ``provide``, if it was."""
         found: T | None = self._provided.get(kind)
         return found
-
-    @property
-    def source(self) -> str:
-        """The CloudEvents ``source`` of this service's events."""
-        return f"/cityhall/{self.settings.service}"
-
-    def new_event(self, data: Event, **kwargs: Any) -> Envelope[Event]:
-        return Envelope.new(data, source=self.source, **kwargs)
 
     @property
     def js(self) -> JetStreamContext:

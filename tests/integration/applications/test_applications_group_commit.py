@@ -16,6 +16,7 @@ import asyncpg
 import pytest
 
 from contracts.applications import Channel
+from contracts.envelope import Envelope
 from services.applications import domain, store
 from services.applications.procedures import ProcedureCache
 from services.applications.store import KeyClaim, NewSubmission
@@ -184,7 +185,7 @@ async def decided(applications: Any, n: int, key: str | None = None) -> NewSubmi
         cached.procedure, Channel.ONLINE, datetime.now(UTC), form=opinion(n)["form"]
     )
     claim = KeyClaim(key, f"hash-{n}", 201, {"id": str(app.id)}) if key else None
-    envelope = applications.ctx.new_event(event, time=app.submitted_at)
+    envelope = Envelope.new(event, time=app.submitted_at)
     trace = json.dumps({"traceparent": traceparent(n)[0]})
     return NewSubmission(app, cached.version, claim, [envelope], trace)
 
@@ -288,7 +289,7 @@ async def test_each_application_s_events_keep_their_order_in_the_outbox(
         procedure = dataclasses.replace(cached.procedure, fee_yen=300)
         with_fee = dataclasses.replace(sub.application, fee_yen=300)
         asked_app, asked = domain.request_fee(with_fee, procedure, with_fee.submitted_at)
-        events = [*sub.events, *(applications.ctx.new_event(e) for e in asked)]
+        events = [*sub.events, *(Envelope.new(e) for e in asked)]
         subs.append(dataclasses.replace(sub, application=asked_app, events=events))
     assert await asyncio.gather(*(writer.write(s) for s in subs)) == [True] * 6
     rows = await applications.pool.fetch(
