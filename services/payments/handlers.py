@@ -362,30 +362,9 @@ async def _refund(conn: asyncpg.Connection, tx: TerminalTransactionV1) -> None:
     if not await _claim(conn, tx, payment.payment_id):
         await _refuse_conflicts(conn, [tx])
         return
-    total = domain.decide_refund(payment, tx.amount_yen)
     refund_id = uuid.uuid5(_IDS, tx.message_id)
-    await store.record_refund(
-        conn, refund_id, payment.payment_id, tx.amount_yen, total, tx.occurred_at
-    )
-    await store.insert_posting(conn, domain.refund_posting(payment, tx.amount_yen, tx.occurred_at))
-    await add_events(
-        conn,
-        [
-            _event(
-                PaymentRefundedV1(
-                    refund_id=refund_id,
-                    payment_id=payment.payment_id,
-                    facility_code=payment.facility_code,
-                    terminal_id=tx.terminal_id,
-                    channel=PaymentChannel.TERMINAL,
-                    method=payment.method,
-                    brand=payment.brand,
-                    amount_yen=tx.amount_yen,
-                    refunded_total_yen=total,
-                    occurred_at=tx.occurred_at,
-                )
-            )
-        ],
+    await _refund_on(
+        conn, payment, refund_id, tx.amount_yen, tx.occurred_at, terminal_id=tx.terminal_id
     )
 
 
@@ -768,7 +747,7 @@ async def refund_by_staff(
             return StaffRefund(
                 refund_id, payment_id, amount_yen, payment.refunded_yen, replayed=True
             )
-        total = await _refund_on(conn, payment, refund_id, amount_yen, staff_id, now)
+        total = await _refund_on(conn, payment, refund_id, amount_yen, now, staff_id=staff_id)
     return StaffRefund(refund_id, payment_id, amount_yen, total)
 
 
@@ -777,14 +756,18 @@ async def _refund_on(
     payment: domain.PaymentState,
     refund_id: uuid.UUID,
     amount_yen: int,
-    staff_id: str,
-    now: datetime,
+    occurred_at: datetime,
+    *,
+    staff_id: str | None = None,
+    terminal_id: str | None = None,
 ) -> int:
-    """The refund path of staff (counter or staff queue): refund row, ledger, PaymentRefunded;
-    the refunded total."""
+    """The one refund path (a terminal's, the counter's or the staff queue's): refund row,
+    ledger, PaymentRefunded; the refunded total."""
     total = domain.decide_refund(payment, amount_yen)
-    await store.record_refund(conn, refund_id, payment.payment_id, amount_yen, total, now, staff_id)
-    await store.insert_posting(conn, domain.refund_posting(payment, amount_yen, now))
+    await store.record_refund(
+        conn, refund_id, payment.payment_id, amount_yen, total, occurred_at, staff_id
+    )
+    await store.insert_posting(conn, domain.refund_posting(payment, amount_yen, occurred_at))
     await add_events(
         conn,
         [
@@ -793,12 +776,13 @@ async def _refund_on(
                     refund_id=refund_id,
                     payment_id=payment.payment_id,
                     facility_code=payment.facility_code,
+                    terminal_id=terminal_id,
                     channel=payment.channel,
                     method=payment.method,
                     brand=payment.brand,
                     amount_yen=amount_yen,
                     refunded_total_yen=total,
-                    occurred_at=now,
+                    occurred_at=occurred_at,
                 )
             )
         ],
@@ -863,7 +847,7 @@ async def refund_attention(
         item, payment = found
         all_of_it = domain.decide_attention_refund(item, payment, amount_yen)
         refund_id = uuid.uuid5(_IDS, f"attention/{payment_id}/{idempotency_key}")
-        await _refund_on(conn, payment, refund_id, amount_yen, staff_id, now)
+        await _refund_on(conn, payment, refund_id, amount_yen, now, staff_id=staff_id)
         await store.insert_attention_action(
             conn,
             payment_id,
