@@ -198,7 +198,8 @@ def nats_users(
     terminal with a key in force (read from payments' database, PAYMENTS_DATABASE_URL or
     DATABASE_URL). Public keys only: the file holds no secret. On a cluster it is the
     `cityhall-nats-auth` ConfigMap's auth.conf (docs/deploy.md)."""
-    from cityhall.natsauth import KeyDirectory, authorization_config, bus_users, write_private
+    from cityhall.files import write_private
+    from cityhall.natsauth import KeyDirectory, authorization_config, bus_users
 
     ns = _env("CITYHALL_NAMESPACE") or "cityhall"
     database = _env("PAYMENTS_DATABASE_URL") or _env("DATABASE_URL")

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from cityhall.files import write_private
+
 log = logging.getLogger(__name__)
 
 
@@ -138,7 +140,7 @@ class EmbeddedNats:
             )
         self.store_dir.mkdir(parents=True, exist_ok=True)
         config = self.store_dir / "nats-server.conf"
-        _write_owner_only(config, self.config_text())
+        write_private(config, self.config_text())
         log_handle = self.log_file.open("ab")
         self.process = subprocess.Popen(
             [str(nats_server_binary()), "-c", str(config)],
@@ -178,13 +180,6 @@ class EmbeddedNats:
             self.process.kill()
             self.process.wait()
         self.process = None
-
-
-def _write_owner_only(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    path.chmod(0o600)  # a file made before with wider rights
 
 
 def signal_reload(pid_file: Path) -> None:

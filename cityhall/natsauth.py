@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from pathlib import Path
 import asyncpg
 import nkeys
 
+from cityhall.files import write_private
 from contracts.payments import terminal_settlement_subject, terminal_subject
 from contracts.subjects import absolute, dlq_subject
 from services.payments import store as payments_store
@@ -122,16 +122,6 @@ def new_seed() -> bytes:
 def public_key(seed: bytes) -> str:
     key: bytes = nkeys.from_seed(bytearray(seed)).public_key
     return key.decode()
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write a secret file readable by its owner only (0600), replacing it atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def ensure_seed_file(path: Path) -> str:

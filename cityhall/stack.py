@@ -33,6 +33,7 @@ from cityhall.embedded import (
     _set_parent_death_signal,
     signal_reload,
 )
+from cityhall.files import write_private
 from cityhall.local import LocalExtras, Sidecar, applications, notifications, payments
 from cityhall.natsauth import (
     OPERATOR,
@@ -40,7 +41,6 @@ from cityhall.natsauth import (
     KeyDirectory,
     authorization_config,
     bus_users,
-    write_private,
 )
 from contracts.subjects import DEFAULT_NAMESPACE
 from services.registry import SERVICE_NAMES

@@ -20,7 +20,8 @@ from typing import Annotated, TypeVar
 import asyncpg
 import typer
 
-from cityhall.natsauth import new_seed, public_key, write_private
+from cityhall.files import write_private
+from cityhall.natsauth import new_seed, public_key
 from cityhall.stack import refresh_bus_users
 from services.payments.handlers import TerminalIdentity, TerminalKind
 

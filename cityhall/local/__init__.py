@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cityhall.natsauth import write_private
+from cityhall.files import write_private
 
 
 @dataclass

@@ -8,30 +8,24 @@
 
 from __future__ import annotations
 
-import os
-import secrets
 from pathlib import Path
 
-from cityhall.local import LocalExtras
+from cityhall.local import LocalExtras, local_secret
 
 
-def _made_once(path: Path, nbytes: int) -> Path:
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(nbytes))
+def _made_once(path: Path) -> Path:
+    local_secret(path)
     return path
 
 
 def staff_token(home: Path) -> Path:
     """The local staff token (職員), made once and kept under the stack home (0600)."""
-    return _made_once(home / "applications" / "staff.token", 24)
+    return _made_once(home / "applications" / "staff.token")
 
 
 def applicant_jwt_secret(home: Path) -> Path:
     """The local login gateway's signing secret (HS256), made once (0600)."""
-    return _made_once(home / "applicant-jwt.secret", 32)
+    return _made_once(home / "applicant-jwt.secret")
 
 
 def prepare(home: Path) -> LocalExtras:

@@ -51,8 +51,8 @@ DEV_KEYS = K8S / "overlays" / "dev" / "nats-keys"
 
 def dev_keys() -> None:
     """The dev overlay's NATS identities (`make k8s-dev-keys`, never committed)."""
+    from cityhall.files import write_private as write
     from cityhall.natsauth import OPERATOR, KeyDirectory, authorization_config, bus_users
-    from cityhall.natsauth import write_private as write
 
     keys = KeyDirectory(DEV_KEYS)
     keys.ensure([*SERVICES, OPERATOR])
