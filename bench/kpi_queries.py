@@ -22,14 +22,12 @@
 
    - **cold**: before each request the read-models' versions are bumped, as every projection
      batch does in its transaction (``UPDATE projection_versions``, and an update of a row of
-     the latest month of usage and of facility-days, whose triggers give that month a new
-     version; not timed), so
-     each timed request computes its answer from PostgreSQL (queries, rows, encoding, gzip):
-     what the first reader after an event waits for (the year's open data reads the changed
-     month again and reuses the other eleven, and so does the year's revenue,
-     ``answers.MonthParts``; an answer for past months, such as a department's quarter, is
-     kept across such batches, as it is in service; how long these take when every month
-     changed, after a rebuild, is reported apart as ``every_month_cold``);
+     the latest month of usage and of facility-days, as a batch of events writes them; not
+     timed), so each timed request computes its answer from PostgreSQL (queries, rows,
+     encoding): what the first reader after an event waits for. An answer for past months,
+     such as a department's quarter, is kept across such batches, as it is in service (its
+     months' versions, migration 0013); how long these take when every month changed, after
+     a rebuild, is reported apart as ``every_month_cold``;
    - **kept**: the same request repeated with nothing changing: the answer is served from
      memory after one version read (the steady state between events).
 
@@ -531,7 +529,7 @@ async def main() -> None:
                 async def bump() -> None:
                     """What the projection batches of both families do in their transactions:
                     the families' versions, and rows of the latest month (the one events
-                    arrive in), whose version the tables' triggers move (migration 0013)."""
+                    arrive in; the usage table's triggers move that month's version)."""
                     async with versions.transaction():
                         await versions.execute(
                             f'UPDATE "{schema}".projection_versions SET version = version + 1'

@@ -19,8 +19,7 @@ DEFINITION = ServiceDefinition(
     description="KPI read-models toward 100% online and 100% cashless.",
     # The KPI queries take optional filters as ``($n IS NULL OR column = $n)``. After five
     # runs of a prepared statement PostgreSQL may switch to a generic plan, made without the
-    # values: it cannot drop the filters that are not set, and e.g. a month series of one
-    # procedure group went from 11 to 57 ms. Planning each run with its values costs well
-    # under a millisecond (docs/reporting.md, "Generic plans").
+    # values: it cannot drop the filters that are not set, and some series got several times
+    # slower. Planning each run with its values is cheap (docs/reporting.md, "Generic plans").
     db_settings={"plan_cache_mode": "force_custom_plan"},
 )

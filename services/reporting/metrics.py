@@ -2,7 +2,7 @@
 
 The KPI figures are read from the read-models into a fresh registry, so a scrape always shows
 what the API shows; the API keeps that part per read-model version like any KPI answer
-(``kpi_exposition``, 4,300 per-procedure gauges: about 100 ms to compute), while the
+(``kpi_exposition``: a gauge per procedure is slow to compute), while the
 projection lag is asked of JetStream at every scrape (``lag_exposition``). Ratios are exact
 (not rounded); the API's rounding is for people.
 """

@@ -22,9 +22,8 @@ class ReportingSettings(BaseSettings):
         ge=0,
         le=1024,
         validation_alias=AliasChoices("REPORTING_ANSWER_CACHE_MB"),
-        description="Memory for encoded KPI answers kept until the read-models change, and "
-        "as much again for the month parts they are built from (services/reporting/answers.py);"
-        " 0: every request is computed.",
+        description="Memory for encoded KPI answers kept until the read-models change "
+        "(services/reporting/answers.py); 0: every request is computed.",
     )
 
 

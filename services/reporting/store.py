@@ -52,23 +52,6 @@ async def projection_versions(conn: Conn, families: Sequence[str]) -> tuple[int,
     return tuple(found[f] for f in families)
 
 
-async def month_versions(conn: Conn, tables: Sequence[str], period: Period) -> dict[date, int]:
-    """The version of each month in ``period`` of the rows of ``tables`` (migration 0013: a
-    new number whenever a statement changes that month's rows of a table; the greatest of the
-    tables', which moves when any of them changes: the numbers come from one sequence), for
-    the months they have or had rows."""
-    rows = await conn.fetch(
-        """SELECT month, max(version) AS version FROM read_model_months
-           WHERE table_name = ANY ($1::text[]) AND ($2::date IS NULL OR month >= $2)
-             AND ($3::date IS NULL OR month < $3)
-           GROUP BY month""",
-        list(tables),
-        period.since,
-        period.until,
-    )
-    return {r["month"]: r["version"] for r in rows}
-
-
 async def period_version(
     conn: Conn, tables: Sequence[str], period: Period, whole_tables: Sequence[str]
 ) -> int:
@@ -227,8 +210,8 @@ TurnaroundKey = Literal["procedure_code", "month"]
 # floor(p (n - 1)) and ceil(p (n - 1)), in integers. Computed in Python over the bins of each
 # group, read in bin order: the same float operations as the SQL window functions it
 # replaced (``min(v) FILTER (WHERE upto > r)``, then ``lo + (x % den)::float8 / den *
-# (hi - lo)``), without their window sorts: a year by procedure 23 -> 16-19 ms, identical
-# figures for every key and filter of the API on the benchmark's year.
+# (hi - lo)``), without their window sorts; identical figures for every key and filter of the
+# API on the benchmark's year (docs/reporting.md).
 
 
 def _percentile(upto: Sequence[int], tail_min: Sequence[float], num: int, den: int) -> float:
@@ -282,7 +265,7 @@ async def turnaround_by(
                 FROM {counts_source} WHERE {where} {order}""",
             *args,
         )
-        return list(rows)  # read by name as they are (a dict each: 2.4 ms for 4,300 rows)
+        return list(rows)  # read by name as they are (a dict each would cost more)
     # Rows summed: percentiles interpolated over the summed bins. The bins come as one row
     # per group, in arrays (counts and means, in bin order): decoded by asyncpg's C code
     # instead of one Python record per bin.

@@ -9,22 +9,20 @@ money is integer yen.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import functools
 import io
-import operator
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from datetime import date
-from typing import Any, TypeAlias, TypeVar
+from typing import Any
 
 import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
 from services.reporting import answers, domain, store
-from services.reporting.answers import Answer, AnswerCache, MonthParts
+from services.reporting.answers import Answer, AnswerCache
 from services.reporting.settings import ReportingSettings, load_reporting_settings
-from services.reporting.store import ApplicationFilter, PaymentFilter, Period
+from services.reporting.store import Period
 from services.runtime.service import ServiceContext
 
 NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
@@ -40,8 +38,6 @@ PAYMENT_FAMILY = ("payments",)
 BOTH_FAMILIES = ("applications", "payments")
 CATALOG = ("procedures",)
 
-Row: TypeAlias = dict[str, Any]
-
 
 def answer_cache(ctx: ServiceContext) -> AnswerCache:
     def build() -> AnswerCache:
@@ -49,14 +45,6 @@ def answer_cache(ctx: ServiceContext) -> AnswerCache:
         return AnswerCache(mb * 2**20)
 
     return ctx.provide(AnswerCache, build)
-
-
-def month_parts(ctx: ServiceContext) -> MonthParts:
-    def build() -> MonthParts:
-        mb = ctx.provide(ReportingSettings, load_reporting_settings).answer_cache_mb
-        return MonthParts(mb * 2**20)
-
-    return ctx.provide(MonthParts, build)
 
 
 async def kept(
@@ -84,17 +72,14 @@ async def kept(
     else:
         versions = await store.projection_versions(ctx.pool, families)
     answer = await cache.get_or_build(key, versions, build)
-    return answers.respond(request, cache, key, answer)
+    return answers.respond(request, answer)
 
 
-def json_answer(body: Row) -> Answer:
-    """A KPI body as JSON, the way FastAPI renders a response model, without a pydantic object
-    per row: a year of the city is thousands of rows (4,300 procedures, 12,000 facility-days),
-    and building, validating and encoding a model for each took most of a request. The rows
-    are built field for field in the order of the documented ``response_model``, which the
-    tests compare exactly. orjson: the bytes ``json.dumps(ensure_ascii=False,
-    separators=(",", ":"))`` gives, about 8 times faster (NaN is refused by the models'
-    rounding before it gets here)."""
+def json_answer(body: Mapping[str, Any]) -> Answer:
+    """A KPI body as JSON. Bodies are typed dicts (the routes' ``response_model``, checked by
+    mypy where they are built): a year of the city is tens of thousands of rows, and a pydantic
+    object per row would cost more than the queries. orjson refuses NaN, which the shares'
+    rounding never gives."""
     return Answer(orjson.dumps(body), "application/json")
 
 
@@ -111,12 +96,6 @@ def csv_answer(name: str, header: Sequence[str], rows: Iterable[Sequence[object]
 
 
 @functools.lru_cache(maxsize=4096)
-def day_text(d: date) -> str:
-    """YYYY-MM-DD, remembered: a year of revenue is 12,410 rows over 365 days."""
-    return d.isoformat()
-
-
-@functools.lru_cache(maxsize=4096)
 def month_text(d: date) -> str:
     """YYYY-MM. Called per row (40,000 rows in a year of open data) with a few dozen distinct
     months: remembered, it costs a dictionary lookup instead of isoformat and a slice."""
@@ -125,15 +104,3 @@ def month_text(d: date) -> str:
 
 def share_text(value: float | None) -> str:
     return "" if value is None else f"{value:.4f}"
-
-
-Filter = TypeVar("Filter", ApplicationFilter, PaymentFilter)
-
-
-def in_month(f: Filter, month: date) -> Filter:
-    """The filter ``f`` for one month of its period alone (a month part's rows)."""
-    return dataclasses.replace(f, period=Period(month, domain.month_end(month)))
-
-
-first = operator.itemgetter(0)
-"""A row's first column: what the month and revenue builders group their rows by."""

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from datetime import date
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import Field
+from typing_extensions import TypedDict
 
 from contracts.payments import PaymentMethod
 from services.reporting import domain, store
@@ -19,7 +20,6 @@ from services.reporting.api.answering import (
     NOT_MODIFIED,
     PAYMENT_FAMILY,
     SHARE_DOC,
-    Row,
     csv_answer,
     json_answer,
     kept,
@@ -32,20 +32,19 @@ from services.runtime.service import ServiceContext
 router = APIRouter(prefix="/kpi", tags=["kpi"], responses=NOT_MODIFIED)
 
 
-class PaymentFigures(BaseModel):
+class PaymentFigures(TypedDict):
     """Payments standing (captures less refunds and voids) and the cashless part of them."""
 
     count: int
     amount_yen: int
     cashless_count: int
     cashless_amount_yen: int
-    cashless_share_by_count: float | None = Field(description=SHARE_DOC)
-    cashless_share_by_amount: float | None = Field(description=SHARE_DOC)
+    cashless_share_by_count: Annotated[float | None, Field(description=SHARE_DOC)]
+    cashless_share_by_amount: Annotated[float | None, Field(description=SHARE_DOC)]
 
 
-def _payments(row: Any, key: str | None = None, value: object = None) -> Row:
-    """PaymentFigures of a row; ``key``: one more field, after them (the row's own key)."""
-    out = {
+def payment_figures(row: Any) -> PaymentFigures:
+    return {
         "count": row["count"],
         "amount_yen": row["amount_yen"],
         "cashless_count": row["cashless_count"],
@@ -53,14 +52,11 @@ def _payments(row: Any, key: str | None = None, value: object = None) -> Row:
         "cashless_share_by_count": domain.share(row["cashless_count"], row["count"]),
         "cashless_share_by_amount": domain.share(row["cashless_amount_yen"], row["amount_yen"]),
     }
-    if key is not None:  # the row's own key, last (the response model's order)
-        out[key] = value
-    return out
 
 
-class MethodFigures(BaseModel):
+class MethodFigures(TypedDict):
     method: PaymentMethod
-    brand: str | None = Field(description="PayPay, 交通系IC, Visa…; null for cash.")
+    brand: Annotated[str | None, Field(description="PayPay, 交通系IC, Visa…; null for cash.")]
     count: int
     amount_yen: int
 
@@ -70,17 +66,17 @@ class FacilityFigures(PaymentFigures):
 
 
 class MonthFigures(PaymentFigures):
-    month: str = Field(examples=["2026-11"])
+    month: Annotated[str, Field(examples=["2026-11"])]
 
 
 class DayFigures(PaymentFigures):
     day: date
 
 
-class CashlessShare(BaseModel):
+class CashlessShare(TypedDict):
     """Cashless share: cashless payments / all payments, by count and by amount."""
 
-    rounding: str = domain.SHARE_ROUNDING
+    rounding: str
     total: PaymentFigures
     by_method: list[MethodFigures]
     by_facility: list[FacilityFigures]
@@ -95,12 +91,13 @@ class CashlessShare(BaseModel):
     description=SHARE_DOC,
 )
 async def cashless_share(ctx: Ctx, request: Request, f: PaymentQuery) -> Response:
-    return await kept(
-        ctx, request, ("cashless-share", f), PAYMENT_FAMILY, lambda: _cashless_share(ctx, f)
-    )
+    async def build() -> Answer:
+        return json_answer(await _cashless_share(ctx, f))
+
+    return await kept(ctx, request, ("cashless-share", f), PAYMENT_FAMILY, build)
 
 
-async def _cashless_share(ctx: ServiceContext, f: PaymentFilter) -> Answer:
+async def _cashless_share(ctx: ServiceContext, f: PaymentFilter) -> CashlessShare:
     [total], by_method, by_facility, by_month, by_day = await asyncio.gather(
         store.payments_by(ctx.pool, [], f),
         store.payments_by(ctx.pool, ["method", "brand"], f),
@@ -108,24 +105,24 @@ async def _cashless_share(ctx: ServiceContext, f: PaymentFilter) -> Answer:
         store.payments_by(ctx.pool, ["month"], f),
         store.payments_by(ctx.pool, ["day"], f),
     )
-    return json_answer(
-        {
-            "rounding": domain.SHARE_ROUNDING,
-            "total": _payments(total),
-            "by_method": [
-                {
-                    "method": r["method"],
-                    "brand": r["brand"] or None,
-                    "count": r["count"],
-                    "amount_yen": r["amount_yen"],
-                }
-                for r in by_method
-            ],
-            "by_facility": [_payments(r, "facility_code", r["facility_code"]) for r in by_facility],
-            "by_month": [_payments(r, "month", month_text(r["month"])) for r in by_month],
-            "by_day": [_payments(r, "day", r["day"].isoformat()) for r in by_day],
-        }
-    )
+    return {
+        "rounding": domain.SHARE_ROUNDING,
+        "total": payment_figures(total),
+        "by_method": [
+            {
+                "method": r["method"],
+                "brand": r["brand"] or None,
+                "count": r["count"],
+                "amount_yen": r["amount_yen"],
+            }
+            for r in by_method
+        ],
+        "by_facility": [
+            {**payment_figures(r), "facility_code": r["facility_code"]} for r in by_facility
+        ],
+        "by_month": [{**payment_figures(r), "month": month_text(r["month"])} for r in by_month],
+        "by_day": [{**payment_figures(r), "day": r["day"]} for r in by_day],
+    }
 
 
 @router.get(
@@ -135,13 +132,10 @@ async def _cashless_share(ctx: ServiceContext, f: PaymentFilter) -> Answer:
     responses=CSV_RESPONSE,
 )
 async def cashless_share_csv(ctx: Ctx, request: Request, f: PaymentQuery) -> Response:
-    return await kept(
-        ctx,
-        request,
-        ("cashless-share.csv", f),
-        PAYMENT_FAMILY,
-        lambda: _cashless_share_csv(ctx, f),
-    )
+    async def build() -> Answer:
+        return await _cashless_share_csv(ctx, f)
+
+    return await kept(ctx, request, ("cashless-share.csv", f), PAYMENT_FAMILY, build)
 
 
 async def _cashless_share_csv(ctx: ServiceContext, f: PaymentFilter) -> Answer:

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import asyncio
 from datetime import date
-from typing import Any
+from typing import Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import Field
+from typing_extensions import TypedDict
 
 from contracts.applications import ProcedureGroup
 from services.reporting import domain, store
@@ -21,7 +22,6 @@ from services.reporting.api.answering import (
     CSV_RESPONSE,
     NOT_MODIFIED,
     SHARE_DOC,
-    Row,
     csv_answer,
     json_answer,
     kept,
@@ -35,22 +35,18 @@ from services.runtime.service import ServiceContext
 router = APIRouter(prefix="/kpi", tags=["kpi"], responses=NOT_MODIFIED)
 
 
-class CoverageFigures(BaseModel):
-    online: int = Field(description="Procedures that can be done online.")
-    procedures: int = Field(description="Procedures in the catalog.")
-    coverage_share: float | None = Field(description=SHARE_DOC)
+class CoverageFigures(TypedDict):
+    online: Annotated[int, Field(description="Procedures that can be done online.")]
+    procedures: Annotated[int, Field(description="Procedures in the catalog.")]
+    coverage_share: Annotated[float | None, Field(description=SHARE_DOC)]
 
 
-def coverage(row: Any, key: str | None = None, value: object = None) -> Row:
-    """CoverageFigures of a row; ``key``: one more field, after them (the row's own key)."""
-    out = {
+def coverage(row: Any) -> CoverageFigures:
+    return {
         "online": row["online"],
         "procedures": row["procedures"],
         "coverage_share": domain.share(row["online"], row["procedures"]),
     }
-    if key is not None:  # the row's own key, last (the response model's order)
-        out[key] = value
-    return out
 
 
 class GroupCoverage(CoverageFigures):
@@ -64,15 +60,17 @@ class DepartmentCoverage(CoverageFigures):
 class MonthCoverage(CoverageFigures):
     """Online by the end of ``month`` (actual) beside the roadmap (planned)."""
 
-    month: str = Field(examples=["2027-06"])
-    planned: int = Field(description="Procedures planned to be online by the end of the month.")
-    planned_share: float | None = Field(description=SHARE_DOC)
+    month: Annotated[str, Field(examples=["2027-06"])]
+    planned: Annotated[
+        int, Field(description="Procedures planned to be online by the end of the month.")
+    ]
+    planned_share: Annotated[float | None, Field(description=SHARE_DOC)]
 
 
-class OnlineCoverage(BaseModel):
+class OnlineCoverage(TypedDict):
     """Online procedure coverage (手続数ベース): procedures online / all procedures."""
 
-    rounding: str = domain.SHARE_ROUNDING
+    rounding: str
     total: CoverageFigures
     by_group: list[GroupCoverage]
     by_department: list[DepartmentCoverage]
@@ -94,7 +92,7 @@ async def online_coverage(ctx: Ctx, request: Request, f: CoverageQuery) -> Respo
     return await kept(ctx, request, ("online-coverage", *f), APPLICATION_FAMILY, build)
 
 
-async def _online_coverage(ctx: ServiceContext, f: CoverageFilter) -> Row:
+async def _online_coverage(ctx: ServiceContext, f: CoverageFilter) -> OnlineCoverage:
     [total], by_group, by_department, by_month = await asyncio.gather(
         store.coverage_by(ctx.pool, [], f.catalog),
         store.coverage_by(ctx.pool, ["procedure_group"], f.catalog),
@@ -104,8 +102,8 @@ async def _online_coverage(ctx: ServiceContext, f: CoverageFilter) -> Row:
     return {
         "rounding": domain.SHARE_ROUNDING,
         "total": coverage(total),
-        "by_group": [coverage(r, "group", r["procedure_group"]) for r in by_group],
-        "by_department": [coverage(r, "department", r["department"]) for r in by_department],
+        "by_group": [{**coverage(r), "group": r["procedure_group"]} for r in by_group],
+        "by_department": [{**coverage(r), "department": r["department"]} for r in by_department],
         "by_month": [
             {
                 **coverage(r),
@@ -131,7 +129,7 @@ async def online_coverage_csv(ctx: Ctx, request: Request, f: CoverageQuery) -> R
     return await kept(ctx, request, ("online-coverage.csv", *f), APPLICATION_FAMILY, build)
 
 
-def _online_coverage_csv(body: Row) -> Answer:
+def _online_coverage_csv(body: OnlineCoverage) -> Answer:
     return csv_answer(
         "online-coverage",
         ["month", "online", "planned", "procedures", "coverage_share", "planned_share"],

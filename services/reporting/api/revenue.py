@@ -3,15 +3,13 @@ reconciled settlement batches (調定)."""
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 from datetime import date
-from typing import TypeAlias
+from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import Field
+from typing_extensions import TypedDict
 
 from services.reporting import store
 from services.reporting.answers import Answer
@@ -19,14 +17,9 @@ from services.reporting.api.answering import (
     CSV_RESPONSE,
     NOT_MODIFIED,
     PAYMENT_FAMILY,
-    Row,
     csv_answer,
-    day_text,
-    first,
-    in_month,
     json_answer,
     kept,
-    month_parts,
 )
 from services.reporting.api.deps import Ctx, PaymentQuery
 from services.reporting.store import PaymentFilter
@@ -34,10 +27,8 @@ from services.runtime.service import ServiceContext
 
 router = APIRouter(prefix="/kpi", tags=["kpi"], responses=NOT_MODIFIED)
 
-REVENUE_TABLES = ("payments_facility_days", "settlements")
 
-
-class RevenueDay(BaseModel):
+class RevenueDay(TypedDict):
     """Revenue of one facility on one day (歳入), recorded gross: a 300-yen fee is 300 yen of
     revenue even when the processor keeps its fee (繰替払い); the fee and the net remittance
     are shown apart, from the day's reconciled settlement batches."""
@@ -46,18 +37,24 @@ class RevenueDay(BaseModel):
     day: date
     count: int
     gross_yen: int
-    fee_yen: int | None = Field(
-        description="Processor fees of the day's reconciled batches; null when filtered by "
-        "method or brand (a batch's fee is not split by method)."
-    )
-    net_yen: int | None = Field(description="gross_yen - fee_yen.")
-    reconciled: bool | None = Field(
-        description="true: every settlement batch of the day matched the ledger (調定済); "
-        "false: a batch did not match; null: no settlement yet."
-    )
+    fee_yen: Annotated[
+        int | None,
+        Field(
+            description="Processor fees of the day's reconciled batches; null when filtered "
+            "by method or brand (a batch's fee is not split by method)."
+        ),
+    ]
+    net_yen: Annotated[int | None, Field(description="gross_yen - fee_yen.")]
+    reconciled: Annotated[
+        bool | None,
+        Field(
+            description="true: every settlement batch of the day matched the ledger (調定済); "
+            "false: a batch did not match; null: no settlement yet."
+        ),
+    ]
 
 
-class Revenue(BaseModel):
+class Revenue(TypedDict):
     total_gross_yen: int
     total_fee_yen: int | None
     total_net_yen: int | None
@@ -71,90 +68,31 @@ class Revenue(BaseModel):
 )
 async def revenue(ctx: Ctx, request: Request, f: PaymentQuery) -> Response:
     async def build() -> Answer:
-        if f.method is None and f.brand is None:
-            return await revenue_by_months(ctx, f)
         return json_answer(await revenue_rows(ctx, f))
 
     return await kept(ctx, request, ("revenue", f), PAYMENT_FAMILY, build)
 
 
-_RevenueMonth: TypeAlias = dict[str, tuple[bytes, int, int]]
-"""A month of revenue as kept: per facility, its days' JSON (an array without its brackets),
-gross and fees."""
-
-
-async def revenue_by_months(ctx: ServiceContext, f: PaymentFilter) -> Answer:
-    """``/kpi/revenue`` without a method or brand, month by month: the months whose
-    facility-days or settlements changed since they were encoded are read and encoded again,
-    the others' are reused (``answers.MonthParts``), and the facilities' days are joined in
-    the answer's order (facility, then day). The same bytes as ``revenue_rows``' answer."""
-    versions = await store.month_versions(ctx.pool, REVENUE_TABLES, f.period)
-
-    async def build(missing: list[date]) -> dict[date, tuple[_RevenueMonth, int]]:
-        read = await asyncio.gather(
-            *(store.revenue_by_day(ctx.pool, in_month(f, m)) for m in missing)
-        )
-        built = {}
-        for month, rows in zip(missing, read, strict=True):
-            facilities: _RevenueMonth = {}
-            for facility, group in itertools.groupby(rows, key=first):
-                days = []
-                gross_sum = fee_sum = 0
-                for _facility, day, count, gross, day_fee, reconciled in group:
-                    fee = day_fee or 0
-                    gross_sum += gross
-                    fee_sum += fee
-                    days.append(_revenue_day(facility, day, count, gross, fee, reconciled))
-                facilities[facility] = (orjson.dumps(days)[1:-1], gross_sum, fee_sum)
-            size = sum(len(days) + 100 for days, _, _ in facilities.values())
-            built[month] = (facilities, size)
-        return built
-
-    months: dict[date, _RevenueMonth] = await month_parts(ctx).assemble(
-        ("revenue", f.facility_code), versions, build
-    )
-    chunks: list[bytes] = []
-    total_gross = total_fee = 0
-    for facility in sorted({code for part in months.values() for code in part}):
-        for part in months.values():  # in month order
-            if (found := part.get(facility)) is not None:
-                chunks.append(found[0])
-                total_gross += found[1]
-                total_fee += found[2]
-    return json_answer(
-        {
-            "total_gross_yen": total_gross,
-            "total_fee_yen": total_fee,
-            "total_net_yen": total_gross - total_fee,
-            "days": orjson.Fragment(b"[" + b",".join(chunks) + b"]"),
-        }
-    )
-
-
-def _revenue_day(
-    facility: str, day: date, count: int, gross: int, fee: int | None, reconciled: bool | None
-) -> Row:
-    return {
-        "facility_code": facility,
-        "day": day_text(day),
-        "count": count,
-        "gross_yen": gross,
-        "fee_yen": fee,
-        "net_yen": None if fee is None else gross - fee,
-        "reconciled": reconciled,
-    }
-
-
-async def revenue_rows(ctx: ServiceContext, f: PaymentFilter) -> Row:
+async def revenue_rows(ctx: ServiceContext, f: PaymentFilter) -> Revenue:
     whole_day = f.method is None and f.brand is None
-    days = []
+    days: list[RevenueDay] = []
     total_gross = total_fee = 0
-    # 12,410 facility-days a year: rows unpacked rather than looked up by name
+    # rows unpacked rather than looked up by name: a year is twelve thousand facility-days
     for facility, day, count, gross, day_fee, reconciled in await store.revenue_by_day(ctx.pool, f):
         fee = (day_fee or 0) if whole_day else None
         total_gross += gross
         total_fee += fee or 0
-        days.append(_revenue_day(facility, day, count, gross, fee, reconciled))
+        days.append(
+            {
+                "facility_code": facility,
+                "day": day,
+                "count": count,
+                "gross_yen": gross,
+                "fee_yen": fee,
+                "net_yen": None if fee is None else gross - fee,
+                "reconciled": reconciled,
+            }
+        )
     return {
         "total_gross_yen": total_gross,
         "total_fee_yen": total_fee if whole_day else None,
@@ -176,7 +114,7 @@ async def revenue_csv(ctx: Ctx, request: Request, f: PaymentQuery) -> Response:
     return await kept(ctx, request, ("revenue.csv", f), PAYMENT_FAMILY, build)
 
 
-def _revenue_csv(body: Row) -> Answer:
+def _revenue_csv(body: Revenue) -> Answer:
     return csv_answer(
         "revenue",
         ["facility_code", "day", "count", "gross_yen", "fee_yen", "net_yen", "reconciled"],

@@ -4,11 +4,12 @@ submission."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import Field
+from typing_extensions import TypedDict
 
 from services.reporting import domain, store
 from services.reporting.answers import Answer
@@ -17,7 +18,6 @@ from services.reporting.api.answering import (
     CSV_RESPONSE,
     NOT_MODIFIED,
     SHARE_DOC,
-    Row,
     csv_answer,
     json_answer,
     kept,
@@ -40,30 +40,35 @@ TURNAROUND_READS = (
 the catalog."""
 
 
-class TurnaroundFigures(BaseModel):
+class TurnaroundFigures(TypedDict):
     """Applications submitted, completed (certificate issued or approved), closed otherwise
     (rejected, withdrawn), and the time from submission to certificate."""
 
     submitted: int
     completed: int
     closed_without_completion: int
-    completion_rate: float | None = Field(description="completed / submitted. " + SHARE_DOC)
+    completion_rate: Annotated[
+        float | None, Field(description="completed / submitted. " + SHARE_DOC)
+    ]
     certificates_issued: int
-    median_seconds: float | None = Field(
-        description="Median submitted -> certificate issued (interpolated), 1 decimal."
-    )
-    p90_seconds: float | None = Field(
-        description="90th percentile submitted -> certificate issued (interpolated), 1 decimal."
-    )
+    median_seconds: Annotated[
+        float | None,
+        Field(description="Median submitted -> certificate issued (interpolated), 1 decimal."),
+    ]
+    p90_seconds: Annotated[
+        float | None,
+        Field(
+            description="90th percentile submitted -> certificate issued (interpolated), 1 decimal."
+        ),
+    ]
 
 
 def _seconds(value: float | None) -> float | None:
     return None if value is None else round(float(value), 1)
 
 
-def turnaround(row: Any, key: str | None = None, value: object = None) -> Row:
-    """TurnaroundFigures of a row; ``key``: one more field, after them (the row's own key)."""
-    out = {
+def turnaround(row: Any) -> TurnaroundFigures:
+    return {
         "submitted": row["submitted"],
         "completed": row["completed"],
         "closed_without_completion": row["closed"],
@@ -72,9 +77,6 @@ def turnaround(row: Any, key: str | None = None, value: object = None) -> Row:
         "median_seconds": _seconds(row["median_seconds"]),
         "p90_seconds": _seconds(row["p90_seconds"]),
     }
-    if key is not None:  # the row's own key, last (the response model's order)
-        out[key] = value
-    return out
 
 
 class ProcedureTurnaround(TurnaroundFigures):
@@ -82,13 +84,15 @@ class ProcedureTurnaround(TurnaroundFigures):
 
 
 class MonthTurnaround(TurnaroundFigures):
-    month: str = Field(description="Month of submission (Asia/Tokyo).", examples=["2026-11"])
+    month: Annotated[
+        str, Field(description="Month of submission (Asia/Tokyo).", examples=["2026-11"])
+    ]
 
 
-class CertificateTurnaround(BaseModel):
+class CertificateTurnaround(TypedDict):
     """Certificate turnaround and completion rate, by procedure and month of submission."""
 
-    rounding: str = domain.SHARE_ROUNDING
+    rounding: str
     total: TurnaroundFigures
     by_procedure: list[ProcedureTurnaround]
     by_month: list[MonthTurnaround]
@@ -101,33 +105,36 @@ class CertificateTurnaround(BaseModel):
     description=SHARE_DOC,
 )
 async def certificate_turnaround(ctx: Ctx, request: Request, f: ApplicationQuery) -> Response:
+    async def build() -> Answer:
+        return json_answer(await _certificate_turnaround(ctx, f))
+
     return await kept(
         ctx,
         request,
         ("certificate-turnaround", f),
         APPLICATION_FAMILY,
-        lambda: _certificate_turnaround(ctx, f),
+        build,
         period=f.period,
         reads=TURNAROUND_READS,
     )
 
 
-async def _certificate_turnaround(ctx: ServiceContext, f: ApplicationFilter) -> Answer:
+async def _certificate_turnaround(
+    ctx: ServiceContext, f: ApplicationFilter
+) -> CertificateTurnaround:
     [total], by_procedure, by_month = await asyncio.gather(
         store.turnaround_by(ctx.pool, [], f),
         store.turnaround_by(ctx.pool, ["procedure_code"], f),
         store.turnaround_by(ctx.pool, ["month"], f),
     )
-    return json_answer(
-        {
-            "rounding": domain.SHARE_ROUNDING,
-            "total": turnaround(total),
-            "by_procedure": [
-                turnaround(r, "procedure_code", r["procedure_code"]) for r in by_procedure
-            ],
-            "by_month": [turnaround(r, "month", month_text(r["month"])) for r in by_month],
-        }
-    )
+    return {
+        "rounding": domain.SHARE_ROUNDING,
+        "total": turnaround(total),
+        "by_procedure": [
+            {**turnaround(r), "procedure_code": r["procedure_code"]} for r in by_procedure
+        ],
+        "by_month": [{**turnaround(r), "month": month_text(r["month"])} for r in by_month],
+    }
 
 
 @router.get(

@@ -158,8 +158,8 @@ record_payment_events = Batched(apply_payment_events, keyed=True)
 """Keyed: the consumer writes no inbox row for payment events. Each is applied at most once
 by its own key: a capture by its payment id (``payment_captures``), a refund or void by its
 reversal id (``payment_reversals``), a settlement by its batch id, kept as of its newest
-report (a copy of an older one changes nothing). That saved a unique row per capture: 8 µs of
-PostgreSQL per capture of the 330 µs the pipeline spends on one (docs/benchmarks.md).
+report (a copy of an older one changes nothing). That saves an inbox row per capture
+(docs/benchmarks.md).
 
 The inbox's lock is still taken first, as the inbox write did: a rebuild's swap locks the
 inbox, then the read-models (rebuild.py); a transaction that locked a read-model first could
