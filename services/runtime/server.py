@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import gc
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import uvicorn
@@ -39,6 +40,28 @@ def build_app(
     runtime in the lifespan. ``freeze_heap_after_start``: for a process of its own
     (``serve``) whose settings ask for it (``GC_TUNING``), see ``freeze_heap``."""
     runtime = Runtime(defn, settings, role=role)
+    app = FastAPI(
+        title=f"cityhall {defn.name}" + (" outbox relay" if role == "relay" else ""),
+        description=defn.description,
+        version="0.1.0",
+        lifespan=_lifespan(runtime, freeze_heap_after_start),
+    )
+    app.state.runtime = runtime
+    _add_request_limits(app, defn)
+    if defn.router is not None and role == "service":
+        app.include_router(defn.router)
+    for unavailable in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(unavailable, database_unavailable)
+    _add_operations_routes(app, defn, runtime)
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz")
+    return app
+
+
+def _lifespan(
+    runtime: Runtime, freeze_heap_after_start: bool
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: the runtime started before the first request, stopped after the
+    last."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -51,22 +74,19 @@ def build_app(
         finally:
             await runtime.stop()
 
-    app = FastAPI(
-        title=f"cityhall {defn.name}" + (" outbox relay" if role == "relay" else ""),
-        description=defn.description,
-        version="0.1.0",
-        lifespan=lifespan,
-    )
-    app.state.runtime = runtime
-    # Who may call and how much (auth.caller_dependency reads these); bad settings stop here.
+    return lifespan
+
+
+def _add_request_limits(app: FastAPI, defn: ServiceDefinition) -> None:
+    """Who may call and how much (auth.caller_dependency reads these); bad settings stop here."""
     limits = http_limits.load_http_limits(defn.name)
     app.state.rate_limits = http_limits.RateLimits(limits, defn.name)
     app.state.applicant_tokens = auth.load_applicant_tokens()
     app.add_middleware(http_limits.BodySizeLimit, max_bytes=limits.max_body_bytes)
-    if defn.router is not None and role == "service":
-        app.include_router(defn.router)
-    for unavailable in DATABASE_UNAVAILABLE:
-        app.add_exception_handler(unavailable, database_unavailable)
+
+
+def _add_operations_routes(app: FastAPI, defn: ServiceDefinition, runtime: Runtime) -> None:
+    """/healthz (the process is alive) and /readyz (NATS and the database are reachable)."""
 
     @app.get("/healthz", tags=["operations"], summary="The process is alive")
     async def healthz() -> dict[str, str]:
@@ -83,9 +103,6 @@ def build_app(
         # the backlog, whether this process's relay or a `cityhall relay` one publishes it
         body["outbox_pending"] = await outbox_pending(ctx.pool)
         return JSONResponse(body)
-
-    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz")
-    return app
 
 
 def http_server_config(app: FastAPI, settings: ServiceSettings) -> uvicorn.Config:
