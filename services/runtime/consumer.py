@@ -60,8 +60,8 @@ class Batched:
     """The handler applies each event at most once for ever by itself: it claims a key of the
     event's own (a terminal's transaction id) in the same transaction and skips what it
     claimed before, copies in the same call included. The consumer then writes no inbox row
-    for these events (a second unique row per event, for nothing): on the terminals' stream
-    that was one row and one index entry in nine per capture."""
+    for these events (a second unique row and index entry per event, for nothing;
+    docs/benchmarks.md)."""
 
     async def __call__(self, conn: asyncpg.Connection, event: Envelope[Any]) -> None:
         await self.apply(conn, (event,))

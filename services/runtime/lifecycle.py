@@ -98,7 +98,7 @@ class Runtime:
         # No FastStream telemetry middleware: the runtime makes the spans that matter itself
         # (one CONSUMER span per event or batch run, parented by the producer's traceparent;
         # the relay's PRODUCER spans), and the middleware's per-message baggage and extra
-        # batch span cost about 5 % of a consumer's CPU.
+        # batch span are CPU a consumer would spend for nothing (docs/benchmarks.md).
         broker = NatsBroker(
             s.nats_url.split(","),
             logger=logging.getLogger("faststream"),

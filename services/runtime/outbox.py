@@ -304,8 +304,8 @@ class OutboxRelay:
                 loop = asyncio.get_running_loop()
                 while not self._stopping.is_set():
                     self._wake.clear()
-                    # On the leader's own connection: a pooled one per statement paid an
-                    # acquire and a reset each, twice per drain (~50 µs of CPU a drain).
+                    # On the leader's own connection: a pooled one per statement would pay an
+                    # acquire and a reset for each of a drain's statements.
                     published = await self.drain_once(conn)
                     if loop.time() - last_cleanup > 60:
                         await self.delete_expired(conn)

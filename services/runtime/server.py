@@ -114,8 +114,8 @@ def http_server_config(app: FastAPI, settings: ServiceSettings) -> uvicorn.Confi
         log_config=None,
         access_log=False,
         lifespan="on",
-        # uvloop and httptools (C): the event loop and HTTP parsing cost about a fifth less
-        # CPU per request than asyncio's loop and h11 (docs/benchmarks.md).
+        # uvloop and httptools (C): the event loop and HTTP parsing cost less CPU per
+        # request than asyncio's loop and h11 (docs/benchmarks.md).
         loop="uvloop",
         http="httptools",
         timeout_graceful_shutdown=20,
