@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import asyncpg
 from faststream.nats import NatsBroker
@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 STOP_STEP_TIMEOUT_S = 10.0
 GRACEFUL_TIMEOUT_S = 30.0  # how long a subscriber's stop waits for its handlers in flight
+T = TypeVar("T")
 
 Role = Literal["service", "relay"]
 """What a process runs: the service (``cityhall serve``), or its outbox relay alone
@@ -111,7 +112,8 @@ class Runtime:
             inbox_prefix=s.nats_inbox_prefix,
         )
         ctx = ServiceContext(settings=s, pool=pool, broker=broker)
-        ctx._provided.update(self._own_settings)
+        for kind, value in self._own_settings.items():
+            ctx.provide(kind, _built(value))
         self.ctx = ctx
         await broker.connect()
         service = self.role == "service"
@@ -253,6 +255,11 @@ class Runtime:
         if not await ctx.broker.ping(timeout=2):
             problems["nats"] = "not connected"
         return problems
+
+
+def _built(value: T) -> Callable[[], T]:
+    """A ``build`` for ``ServiceContext.provide`` of a value made already (own settings)."""
+    return lambda: value
 
 
 async def _bounded(step: str, aw: Awaitable[Any], timeout_s: float | None) -> bool:
