@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from cityhall.provision import provision_all  # noqa: E402
 from services.applications.catalog import SHIPPED, generate  # noqa: E402
 from services.registry import definition  # noqa: E402
-from services.runtime.service import build_app  # noqa: E402
+from services.runtime.server import build_app  # noqa: E402
 from services.runtime.settings import ServiceSettings  # noqa: E402
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")

@@ -46,7 +46,7 @@ from contracts.applications import ApplicationSubmittedV1, Channel  # noqa: E402
 from contracts.envelope import Envelope  # noqa: E402
 from contracts.subjects import absolute  # noqa: E402
 from services.registry import definition  # noqa: E402
-from services.runtime.service import build_app  # noqa: E402
+from services.runtime.server import build_app  # noqa: E402
 from services.runtime.settings import ServiceSettings  # noqa: E402
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")

@@ -47,7 +47,7 @@ from contracts.subjects import absolute  # noqa: E402
 from services.payments import store  # noqa: E402
 from services.payments.handlers import register_terminal  # noqa: E402
 from services.registry import definition  # noqa: E402
-from services.runtime.service import build_app  # noqa: E402
+from services.runtime.server import build_app  # noqa: E402
 from services.runtime.settings import ServiceSettings  # noqa: E402
 from services.runtime.streams import DUPLICATE_WINDOW_S  # noqa: E402
 

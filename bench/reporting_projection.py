@@ -49,7 +49,7 @@ from contracts.payments import (  # noqa: E402
 from contracts.subjects import absolute  # noqa: E402
 from services.registry import definition  # noqa: E402
 from services.reporting.rebuild import rebuild  # noqa: E402
-from services.runtime.service import build_app  # noqa: E402
+from services.runtime.server import build_app  # noqa: E402
 from services.runtime.settings import ServiceSettings  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))

@@ -95,7 +95,7 @@ def serve(
 ) -> None:
     """Run one service alone (what a container runs), configured from the environment."""
     from services.registry import definition
-    from services.runtime.service import serve as serve_service
+    from services.runtime.server import serve as serve_service
     from services.runtime.settings import load_settings
 
     _known_service(service)
@@ -114,7 +114,7 @@ def relay(
     Serves /healthz and /readyz (with the outbox backlog) on HTTP_PORT; configured from the
     environment as `serve` is."""
     from services.registry import definition
-    from services.runtime.service import serve as serve_service
+    from services.runtime.server import serve as serve_service
     from services.runtime.settings import load_settings
 
     _known_service(service)

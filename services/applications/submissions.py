@@ -33,7 +33,7 @@ import asyncpg
 
 from services.applications import store
 from services.applications.store import NewSubmission
-from services.runtime.service import DATABASE_UNAVAILABLE
+from services.runtime.http_errors import DATABASE_UNAVAILABLE
 
 log = logging.getLogger(__name__)
 Waiting = tuple[NewSubmission, "asyncio.Future[bool]"]

@@ -145,7 +145,7 @@ def _names(if_none_match: str, etag: str) -> bool:
 def respond(request: Request, answer: Answer) -> Response:
     """The answer, or 304 when If-None-Match names it. Compression when the client accepts
     it, and the ``Vary: Accept-Encoding`` that goes with it, are the GZip middleware's
-    (``services/runtime/service.py``)."""
+    (``services/runtime/server.py``)."""
     headers = {
         **answer.headers,
         "ETag": answer.etag,

@@ -19,29 +19,23 @@ the reason.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 from nats.aio.msg import Msg
-from opentelemetry import trace
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 
 from contracts import EVENT_TYPES
 from contracts.envelope import Envelope, EnvelopeError, Event, RawEvent
+from services.runtime.consumer_spans import event_spans, record_failure, run_span
 from services.runtime.db import is_transient
 from services.runtime.dlq import DeadLetters
 from services.runtime.streams import ConsumerDecl
-from services.runtime.telemetry import context_from_headers
 
 log = logging.getLogger(__name__)
-tracer = trace.get_tracer("cityhall.consumer")
 
 Handler = Callable[[asyncpg.Connection, Envelope[Any]], Awaitable[None]]
 """Applies one event's effects on an open transaction. Raise to refuse the event."""
@@ -66,8 +60,8 @@ class Batched:
     """The handler applies each event at most once for ever by itself: it claims a key of the
     event's own (a terminal's transaction id) in the same transaction and skips what it
     claimed before, copies in the same call included. The consumer then writes no inbox row
-    for these events (a second unique row per event, for nothing): on the terminals' stream
-    that was one row and one index entry in nine per capture."""
+    for these events (a second unique row and index entry per event, for nothing;
+    docs/benchmarks.md)."""
 
     async def __call__(self, conn: asyncpg.Connection, event: Envelope[Any]) -> None:
         await self.apply(conn, (event,))
@@ -106,15 +100,6 @@ Recorder = Callable[[asyncpg.Connection], Awaitable[None]]
 """Writes what a refusal leaves behind, on an open transaction (see ``Refused``)."""
 
 
-MAX_SPAN_LINKS = 128
-"""Links to producers' spans kept on one batch span (the SDK's default limit)."""
-
-
-def _link(headers: Mapping[str, str]) -> Link | None:
-    context = trace.get_current_span(context_from_headers(headers)).get_span_context()
-    return Link(context) if context.is_valid else None
-
-
 # Delay before a NAKed message comes back, by delivery attempt (1st, 2nd, ...).
 DEFAULT_BACKOFF_S: tuple[float, ...] = (1.0, 5.0, 15.0, 60.0)
 
@@ -129,7 +114,9 @@ class ConsumerStats:
 
 
 @dataclass
-class _Item:
+class Delivery:
+    """A fetched message that is a valid event, with the handler that applies it."""
+
     msg: Msg
     envelope: Envelope[Any]
     handler: Handler
@@ -159,17 +146,17 @@ class EventConsumer:
     async def process_batch(self, msgs: Sequence[Msg]) -> None:
         await self.apply_batch(await self.decode_batch(msgs))
 
-    async def decode_batch(self, msgs: Sequence[Msg]) -> list[_Item]:
+    async def decode_batch(self, msgs: Sequence[Msg]) -> list[Delivery]:
         """The valid events of a fetched batch, with their handlers; the others are dealt with
         here (dead-lettered, or acked when no handler of this consumer wants them)."""
-        items: list[_Item] = []
+        items: list[Delivery] = []
         for msg in msgs:
             item = await self._decode(msg)
             if item is not None:
                 items.append(item)
         return items
 
-    async def apply_batch(self, items: Sequence[_Item]) -> None:
+    async def apply_batch(self, items: Sequence[Delivery]) -> None:
         """Apply decoded events in one transaction and ack them after the commit (or find the
         failing ones, see the module's docstring)."""
         if not items:
@@ -202,7 +189,7 @@ class EventConsumer:
         for item in items:
             await item.msg.ack()
 
-    async def _bisect(self, items: Sequence[_Item]) -> None:
+    async def _bisect(self, items: Sequence[Delivery]) -> None:
         """Apply a failed batch again in halves, in stream order, each half in its own
         transaction, down to the failing events alone (which are NAKed or dead-lettered).
         One poison event in a batch of 500 costs about 18 transactions instead of 500, so a
@@ -225,7 +212,7 @@ class EventConsumer:
             for item in half:
                 await item.msg.ack()
 
-    async def _decode(self, msg: Msg) -> _Item | None:
+    async def _decode(self, msg: Msg) -> Delivery | None:
         """The message as a valid event with its handler, or None when it was dealt with."""
         deliveries = msg.metadata.num_delivered
         if deliveries > max(self.decl.delivery_limit, self.decl.max_deliver):
@@ -249,9 +236,11 @@ class EventConsumer:
         if self.admit is not None and (reason := self.admit(msg.subject, envelope)):
             await self._dead_letter(msg, f"refused: {reason}")
             return None
-        return _Item(msg, envelope, handler)
+        return Delivery(msg, envelope, handler)
 
-    async def _record_in_inbox(self, conn: asyncpg.Connection, items: Sequence[_Item]) -> set[str]:
+    async def _record_in_inbox(
+        self, conn: asyncpg.Connection, items: Sequence[Delivery]
+    ) -> set[str]:
         """Inbox rows for the events whose handler is not ``keyed``; the ids that were new."""
         tracked = [item.envelope for item in items if not is_keyed(item.handler)]
         if not tracked:
@@ -266,9 +255,9 @@ class EventConsumer:
         )
         return {r["event_id"] for r in rows}
 
-    async def _apply(self, conn: asyncpg.Connection, items: Sequence[_Item]) -> None:
+    async def _apply(self, conn: asyncpg.Connection, items: Sequence[Delivery]) -> None:
         new_ids = await self._record_in_inbox(conn, items)
-        run: list[_Item] = []  # consecutive new events that share one Batched handler
+        run: list[Delivery] = []  # consecutive new events that share one Batched handler
         for item in items:
             env = item.envelope
             if not is_keyed(item.handler):
@@ -282,96 +271,32 @@ class EventConsumer:
             if isinstance(item.handler, Batched):
                 run.append(item)
                 continue
-            with self._span([item]) as span:
+            with run_span(self.name, [item]) as span:
                 try:
                     await item.handler(conn, env)
                 except Exception as exc:
-                    span.record_exception(exc)
-                    span.set_status(Status(StatusCode.ERROR, str(exc)))
+                    record_failure(span, exc)
                     raise
             self.stats.processed += 1
         if run:
             await self._apply_run(conn, run)
 
-    async def _apply_run(self, conn: asyncpg.Connection, run: Sequence[_Item]) -> None:
+    async def _apply_run(self, conn: asyncpg.Connection, run: Sequence[Delivery]) -> None:
         handler = run[0].handler
         assert isinstance(handler, Batched)
         started_ns = time.time_ns()
-        with self._span(run) as span:
+        with run_span(self.name, run) as span:
             recording = span.is_recording()  # (an ended span no longer is)
             try:
                 await handler.apply(conn, [item.envelope for item in run])
             except Exception as exc:
-                span.record_exception(exc)
-                span.set_status(Status(StatusCode.ERROR, str(exc)))
+                record_failure(span, exc)
                 raise
         if len(run) > 1 and recording:
-            self._event_spans(run, span, started_ns, time.time_ns())
+            event_spans(self.name, run, span, started_ns, time.time_ns())
         self.stats.processed += len(run)
 
-    def _event_spans(self, run: Sequence[_Item], batch: Span, start_ns: int, end_ns: int) -> None:
-        """When spans are recorded, each event of a run also gets its CONSUMER span, a child
-        of its producer's span lasting as long as the run and linked to the run's span: a
-        request stays one trace even when its event was applied with others."""
-        link = Link(batch.get_span_context())
-        for item in run:
-            env = item.envelope
-            span = tracer.start_span(
-                f"{item.msg.subject} process",
-                context=context_from_headers(env.trace_headers),
-                kind=SpanKind.CONSUMER,
-                attributes=self._attributes(item, one_event=True),
-                links=[link],
-                start_time=start_ns,
-            )
-            span.end(end_time=end_ns)
-
-    def _attributes(self, item: _Item, *, one_event: bool) -> dict[str, Any]:
-        """A CONSUMER span's attributes; the event's own id and subject when it is one
-        event's span."""
-        attributes: dict[str, Any] = {
-            "messaging.system": "nats",
-            "messaging.operation": "process",
-            "messaging.destination.name": item.msg.subject,
-            "messaging.consumer.group.name": self.name,
-            "cloudevents.event_type": item.envelope.type,
-        }
-        if one_event:
-            attributes["messaging.message.id"] = item.envelope.id
-            attributes["cloudevents.event_subject"] = item.envelope.subject
-        return attributes
-
-    def _span(self, run: Sequence[_Item]) -> AbstractContextManager[Span]:
-        """The CONSUMER span of one event (a child of its producer's span), or of a run of
-        events taken together (linked to each producer's span, as OpenTelemetry's messaging
-        conventions do for a batch)."""
-        first = run[0]
-        attributes = self._attributes(first, one_event=len(run) == 1)
-        if len(run) == 1:
-            env = first.envelope
-            return tracer.start_as_current_span(
-                f"{first.msg.subject} process",
-                context=context_from_headers(env.trace_headers),
-                kind=SpanKind.CONSUMER,
-                attributes=attributes,
-            )
-        attributes["messaging.batch.message_count"] = len(run)
-        links: list[Link] = []
-        seen: set[str] = set()
-        for item in run:
-            parent = item.envelope.trace_headers.get("traceparent")
-            if parent and parent not in seen and len(links) < MAX_SPAN_LINKS:
-                seen.add(parent)
-                if (link := _link(item.envelope.trace_headers)) is not None:
-                    links.append(link)
-        return tracer.start_as_current_span(
-            f"{self.name} process {first.envelope.type}",
-            kind=SpanKind.CONSUMER,
-            attributes=attributes,
-            links=links,
-        )
-
-    async def _process_alone(self, item: _Item) -> None:
+    async def _process_alone(self, item: Delivery) -> None:
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 await self._apply(conn, [item])
@@ -380,7 +305,7 @@ class EventConsumer:
             return
         await item.msg.ack()
 
-    async def _failed(self, item: _Item, exc: Exception) -> None:
+    async def _failed(self, item: Delivery, exc: Exception) -> None:
         """NAK with a delay; on the last delivery, dead-letter with the error as the reason."""
         deliveries = item.msg.metadata.num_delivered
         if isinstance(exc, Refused):
@@ -401,7 +326,7 @@ class EventConsumer:
         )
         await self._nak(item.msg)
 
-    async def _record_refusal(self, item: _Item, record: Recorder) -> bool:
+    async def _record_refusal(self, item: Delivery, record: Recorder) -> bool:
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 await record(conn)
@@ -438,68 +363,3 @@ class EventConsumer:
             extra={"consumer": self.name, "subject": msg.subject, "reason": reason},
         )
         await msg.term()
-
-
-class Prefetching:
-    """Feeds a consumer so that the next batch is fetched and decoded while the previous one's
-    transaction runs in PostgreSQL, instead of after it.
-
-    The subscriber calls ``submit`` with each fetched batch: it decodes the batch and queues it
-    (waiting while ``depth`` batches are queued already), and returns, so the subscriber fetches
-    again at once. One worker applies the queued batches one at a time, in the order they were
-    fetched, so stream order and the one-transaction-per-batch rule are kept. On ``close`` the
-    queued batches are applied and acked; batches submitted after it are NAKed at once, for
-    another replica (or this one after a restart) to take.
-    """
-
-    def __init__(self, consumer: EventConsumer, depth: int = 1) -> None:
-        self.consumer = consumer
-        self._queue: asyncio.Queue[Sequence[_Item]] = asyncio.Queue(maxsize=depth)
-        self._worker: asyncio.Task[None] | None = None
-        self._closed = False
-
-    async def submit(self, msgs: Sequence[Msg]) -> None:
-        if self._closed:
-            await self._give_back(msgs)
-            return
-        items = await self.consumer.decode_batch(msgs)
-        if not items:
-            return
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._work(), name=f"{self.consumer.name}-apply")
-        # (Closed while waiting here: the batch is applied if the worker is still draining,
-        # else it stays unacked and JetStream redelivers it after ack_wait. Nothing is lost.)
-        await self._queue.put(items)
-
-    async def _work(self) -> None:
-        while not (self._closed and self._queue.empty()):
-            items = await self._queue.get()
-            try:
-                await self.consumer.apply_batch(items)
-            except Exception:
-                # apply_batch NAKs or dead-letters what fails; this is a failure to do even
-                # that (connection lost): the messages come back after ack_wait.
-                log.exception("batch not applied", extra={"consumer": self.consumer.name})
-            finally:
-                self._queue.task_done()
-
-    async def _give_back(self, msgs: Sequence[Msg]) -> None:
-        for msg in msgs:
-            with contextlib.suppress(Exception):
-                await msg.nak()
-
-    async def close(self, timeout_s: float = 30.0) -> None:
-        """Apply and ack what is queued, then stop; later submissions are NAKed."""
-        self._closed = True
-        worker = self._worker
-        if worker is None:
-            return
-        try:
-            await asyncio.wait_for(self._queue.join(), timeout=timeout_s)
-        except TimeoutError:
-            log.warning(
-                "queued batches not applied in time", extra={"consumer": self.consumer.name}
-            )
-        worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await worker

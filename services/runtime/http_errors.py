@@ -4,15 +4,22 @@ FastAPI declares only 200 and its own 422 unless told more, so clients (and sche
 ``tests/security/test_openapi_schemathesis.py``) would meet answers the document does not
 list. Each service's router passes ``responses=ERROR_RESPONSES``: the body is always
 ``{"detail": ...}``: a message, a named error (payments), or FastAPI's list of validation
-errors for a 422.
+errors for a 422. ``database_unavailable`` turns the errors of a database that is down or
+restarting (``DATABASE_UNAVAILABLE``) into a 503 with Retry-After instead of a 500.
 """
 
 from __future__ import annotations
 
+import logging
+import traceback
 from typing import Any
 
+import asyncpg
 from fastapi import HTTPException, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+
+log = logging.getLogger(__name__)
 
 
 class FieldError(BaseModel):
@@ -68,3 +75,30 @@ async def no_nul_characters(request: Request) -> None:
     for name, value in values:
         if isinstance(value, str) and "\x00" in value:
             raise HTTPException(422, f"{name}: the NUL character is not allowed")
+
+
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    asyncpg.PostgresConnectionError,  # the connection broke, or could not be made
+    asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up, crashed
+    asyncpg.InterfaceError,  # "connection is closed"
+    OSError,  # no socket to connect to (ConnectionRefusedError, FileNotFoundError)
+)
+
+
+async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """The database is down or restarting: 503 with Retry-After, not a 500. Nothing of the
+    request was committed (a commit that fails is not acknowledged), so the client may try
+    again, with the same Idempotency-Key where the route takes one."""
+    if not isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError) and not any(
+        "asyncpg" in frame.filename for frame in traceback.extract_tb(exc.__traceback__)
+    ):
+        raise exc  # an OSError of something else: a plain 500
+    log.warning(
+        "database unavailable; answered 503",
+        extra={"path": request.url.path, "error": type(exc).__name__},
+    )
+    return JSONResponse(
+        {"detail": "the database is unavailable; try again shortly"},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )

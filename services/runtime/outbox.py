@@ -132,6 +132,10 @@ class PublishSlotsExhausted(RuntimeError):
     never sent, docs/architecture.md). Failing the rows beats waiting for ever on a slot."""
 
 
+_Sent = asyncio.Future[api.PubAck] | BaseException
+"""A row given to ``publish_async``: the future of its PubAck, or why it was not sent."""
+
+
 def jetstream_publisher(
     js: JetStreamContext,
     namespace: str,
@@ -155,51 +159,92 @@ def jetstream_publisher(
             return head + await publish_batch(rows[MAX_IN_FLIGHT:])
         if js.publish_async_pending() + len(rows) > max_pending:
             return [PublishSlotsExhausted(js.publish_async_pending())] * len(rows)
-        results: list[int | BaseException | None] = [None] * len(rows)
-        futures: dict[int, asyncio.Future[api.PubAck]] = {}
-        index = 0
+        sent: list[_Sent] = []
         for _, run in itertools.groupby(rows, key=lambda r: r.trace_headers.get("traceparent")):
-            group = list(run)
-            first = group[0]
-            with tracer.start_as_current_span(
-                f"{first.subject} publish",
-                context=context_from_headers(first.trace_headers),
-                kind=SpanKind.PRODUCER,
-                attributes={
-                    "messaging.system": "nats",
-                    "messaging.operation": "publish",
-                    "messaging.destination.name": absolute(namespace, first.subject),
-                    "messaging.batch.message_count": len(group),
-                },
-            ):
-                producer = current_trace_headers()
-                for row in group:
-                    headers = row.headers()
-                    headers.update(producer)
-                    try:
-                        futures[index] = await js.publish_async(
-                            absolute(namespace, row.subject),
-                            row.payload.encode(),
-                            stream=stream_of(row.subject),
-                            headers=headers,
-                        )
-                    except Exception as error:  # refused before sending (closed, too large)
-                        results[index] = error
-                    index += 1
-        if futures:
-            _done, pending = await asyncio.wait(futures.values(), timeout=timeout_s)
-            for future in pending:
-                future.cancel()  # nats-py forgets a cancelled future
-        for i, future in futures.items():
-            if future.cancelled():
-                results[i] = TimeoutError(f"no PubAck in {timeout_s} s")
-            elif (failure := future.exception()) is not None:
-                results[i] = failure
-            else:
-                results[i] = int(future.result().seq)
-        return [r if r is not None else RuntimeError("not published") for r in results]
+            sent += await _send_run(js, namespace, stream_of, list(run))
+        return await _pub_acks(sent, timeout_s)
 
     return publish_batch
+
+
+async def _send_run(
+    js: JetStreamContext,
+    namespace: str,
+    stream_of: Callable[[str], str],
+    run: Sequence[OutboxRow],
+) -> list[_Sent]:
+    """Send a run of rows written in the same trace under one PRODUCER span, whose context
+    replaces each row's own."""
+    first = run[0]
+    sent: list[_Sent] = []
+    with tracer.start_as_current_span(
+        f"{first.subject} publish",
+        context=context_from_headers(first.trace_headers),
+        kind=SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": "nats",
+            "messaging.operation": "publish",
+            "messaging.destination.name": absolute(namespace, first.subject),
+            "messaging.batch.message_count": len(run),
+        },
+    ):
+        producer = current_trace_headers()
+        for row in run:
+            headers = row.headers()
+            headers.update(producer)
+            try:
+                future = await js.publish_async(
+                    absolute(namespace, row.subject),
+                    row.payload.encode(),
+                    stream=stream_of(row.subject),
+                    headers=headers,
+                )
+            except Exception as error:  # refused before sending (closed, too large)
+                sent.append(error)
+            else:
+                sent.append(future)
+    return sent
+
+
+async def _pub_acks(sent: Sequence[_Sent], timeout_s: float) -> list[int | BaseException]:
+    """For each row sent, the stream sequence from its PubAck or the error; the PubAcks are
+    awaited together, for ``timeout_s`` at most."""
+    futures = [f for f in sent if not isinstance(f, BaseException)]
+    if futures:
+        _done, pending = await asyncio.wait(futures, timeout=timeout_s)
+        for future in pending:
+            future.cancel()  # nats-py forgets a cancelled future
+    return [_outcome(f, timeout_s) for f in sent]
+
+
+def _outcome(sent: _Sent, timeout_s: float) -> int | BaseException:
+    if isinstance(sent, BaseException):
+        return sent
+    if sent.cancelled():
+        return TimeoutError(f"no PubAck in {timeout_s} s")
+    if (failure := sent.exception()) is not None:
+        return failure
+    return int(sent.result().seq)
+
+
+def _outbox_rows(records: Sequence[asyncpg.Record]) -> list[OutboxRow]:
+    # The rows of one transaction share their trace headers: parse each distinct text once.
+    trace_headers = {text: json.loads(text) for text in {r["trace_headers"] for r in records}}
+    return [
+        OutboxRow(
+            seq=r["seq"],
+            event_id=r["event_id"],
+            subject=r["subject"],
+            ce_type=r["ce_type"],
+            ce_source=r["ce_source"],
+            ce_subject=r["ce_subject"],
+            ce_time=r["ce_time"],
+            trace_headers=trace_headers[r["trace_headers"]],
+            payload=r["payload"],
+            republished=r["republished"],
+        )
+        for r in records
+    ]
 
 
 class OutboxRelay:
@@ -259,8 +304,8 @@ class OutboxRelay:
                 loop = asyncio.get_running_loop()
                 while not self._stopping.is_set():
                     self._wake.clear()
-                    # On the leader's own connection: a pooled one per statement paid an
-                    # acquire and a reset each, twice per drain (~50 µs of CPU a drain).
+                    # On the leader's own connection: a pooled one per statement would pay an
+                    # acquire and a reset for each of a drain's statements.
                     published = await self.drain_once(conn)
                     if loop.time() - last_cleanup > 60:
                         await self.delete_expired(conn)
@@ -294,23 +339,7 @@ class OutboxRelay:
         )
         if not records:
             return 0
-        # The rows of one transaction share their trace headers: parse each distinct text once.
-        trace_headers = {text: json.loads(text) for text in {r["trace_headers"] for r in records}}
-        rows = [
-            OutboxRow(
-                seq=r["seq"],
-                event_id=r["event_id"],
-                subject=r["subject"],
-                ce_type=r["ce_type"],
-                ce_source=r["ce_source"],
-                ce_subject=r["ce_subject"],
-                ce_time=r["ce_time"],
-                trace_headers=trace_headers[r["trace_headers"]],
-                payload=r["payload"],
-                republished=r["republished"],
-            )
-            for r in records
-        ]
+        rows = _outbox_rows(records)
         if self._kill_before_publish:
             log.warning("fault injection: killing the process before publishing")
             os.kill(os.getpid(), signal.SIGKILL)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -70,6 +70,32 @@ class _Published:
     @property
     def msg_id(self) -> str:
         return message_id(self.event_id, self.republished)
+
+
+class _StreamStates:
+    """Each stream's state, asked for once in a pass."""
+
+    def __init__(self, ask: Callable[[str], Awaitable[api.StreamInfo]]) -> None:
+        self._ask = ask
+        self._known: dict[str, api.StreamInfo] = {}
+
+    async def get(self, stream: str) -> api.StreamInfo:
+        if stream not in self._known:
+            self._known[stream] = await self._ask(stream)
+        return self._known[stream]
+
+
+def _log_lost(lost: Sequence[_Published]) -> None:
+    for row in lost:
+        log.warning(
+            "outbox event lost from its stream; queued to publish again",
+            extra={
+                "event_id": row.event_id,
+                "subject": row.subject,
+                "stream_seq": row.stream_seq,
+                "published_at": row.published_at.isoformat(),
+            },
+        )
 
 
 class OutboxReconciler:
@@ -133,24 +159,8 @@ class OutboxReconciler:
 
     async def _pass(self, conn: asyncpg.Connection, now: datetime, report: ReconcileReport) -> None:
         mark = int(await conn.fetchval("SELECT verified_through FROM outbox_reconcile"))
-        streams: dict[str, api.StreamInfo] = {}
-
-        async def info(stream: str) -> api.StreamInfo:
-            if stream not in streams:
-                streams[stream] = await self._stream_info(stream)
-            return streams[stream]
-
-        lost: list[_Published] = []
-        # Before the mark: one stream-state request per stream, then a set look-up per row.
-        old = await self._published(conn, "seq <= $1", mark)
-        for row in old:
-            stream = await info(self._stream_of(row.subject))
-            if self._expired(row, stream, now):
-                continue
-            report.checked_against_state += 1
-            if self._gone_by_state(row, stream):
-                lost.append(row)
-        # Past the mark: each message looked up by its sequence.
+        streams = _StreamStates(self._stream_info)
+        lost = await self._lost_before_mark(conn, mark, now, streams, report)
         new = await self._published(
             conn,
             "seq > $1 AND published_at <= $2 ORDER BY seq LIMIT $3",
@@ -159,14 +169,62 @@ class OutboxReconciler:
             self._batch_size,
         )
         found = await self._lookup(new)
-        for row, present in zip(new, found, strict=True):
+        lost += await self._lost_past_mark(new, found, now, streams, report)
+        new_mark = await self._next_mark(conn, mark, now, new, found, lost)
+        await self._requeue(conn, lost, new_mark, now)
+        report.lost = [r.event_id for r in lost]
+        report.verified_through = new_mark
+        _log_lost(lost)
+
+    async def _lost_before_mark(
+        self,
+        conn: asyncpg.Connection,
+        mark: int,
+        now: datetime,
+        streams: _StreamStates,
+        report: ReconcileReport,
+    ) -> list[_Published]:
+        """Before the mark: one stream-state request per stream, then a set look-up per row."""
+        lost: list[_Published] = []
+        for row in await self._published(conn, "seq <= $1", mark):
+            stream = await streams.get(self._stream_of(row.subject))
+            if self._expired(row, stream, now):
+                continue
+            report.checked_against_state += 1
+            if self._gone_by_state(row, stream):
+                lost.append(row)
+        return lost
+
+    async def _lost_past_mark(
+        self,
+        rows: Sequence[_Published],
+        found: Sequence[bool],
+        now: datetime,
+        streams: _StreamStates,
+        report: ReconcileReport,
+    ) -> list[_Published]:
+        """Past the mark: the rows looked up by their sequence whose message was not found
+        (and is not expired)."""
+        lost: list[_Published] = []
+        for row, present in zip(rows, found, strict=True):
             report.checked_one_by_one += 1
             if present:
                 continue
-            if not self._expired(row, await info(self._stream_of(row.subject)), now):
+            if not self._expired(row, await streams.get(self._stream_of(row.subject)), now):
                 lost.append(row)
-        # The mark moves over the rows just verified, up to the first row not verified or
-        # not published yet (so a row published late is still looked up one by one).
+        return lost
+
+    async def _next_mark(
+        self,
+        conn: asyncpg.Connection,
+        mark: int,
+        now: datetime,
+        new: Sequence[_Published],
+        found: Sequence[bool],
+        lost: Sequence[_Published],
+    ) -> int:
+        """The mark moves over the rows just verified, up to the first row not verified or
+        not published yet (so a row published late is still looked up one by one)."""
         blocker = await conn.fetchval(
             """SELECT min(seq) FROM outbox
                WHERE seq > $1 AND (published_at IS NULL OR published_at > $2)""",
@@ -180,12 +238,17 @@ class OutboxReconciler:
             if blocker is not None and row.seq >= blocker:
                 break
             if row.seq in lost_new or row.seq not in verified:
-                # A row queued again is looked up one by one once it is published again.
                 break
             new_mark = row.seq
         if lost:
             # A row queued again is looked up one by one once it is published again.
             new_mark = min(new_mark, min(r.seq for r in lost) - 1)
+        return new_mark
+
+    async def _requeue(
+        self, conn: asyncpg.Connection, lost: Sequence[_Published], new_mark: int, now: datetime
+    ) -> None:
+        """Queue the lost rows for the relay again and move the mark, in one transaction."""
         async with conn.transaction():
             if lost:
                 await conn.execute(
@@ -199,18 +262,6 @@ class OutboxReconciler:
                 "UPDATE outbox_reconcile SET verified_through = $1, last_run_at = $2",
                 new_mark,
                 now,
-            )
-        report.lost = [r.event_id for r in lost]
-        report.verified_through = new_mark
-        for row in lost:
-            log.warning(
-                "outbox event lost from its stream; queued to publish again",
-                extra={
-                    "event_id": row.event_id,
-                    "subject": row.subject,
-                    "stream_seq": row.stream_seq,
-                    "published_at": row.published_at.isoformat(),
-                },
             )
 
     async def _published(

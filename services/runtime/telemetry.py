@@ -122,6 +122,6 @@ def setup_logging(service: str, level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Per-message framework logs cost about a third of consumer throughput; keep warnings.
+    # Per-message framework logs cost consumer throughput (docs/operations.md); keep warnings.
     for noisy in ("faststream", "faststream.access", "uvicorn.access", "nats"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -27,7 +27,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from contracts.applications import ProcedureRegisteredV1
 from services.registry import definition
-from services.runtime.service import build_app
+from services.runtime.server import build_app
 from tests.conftest import make_settings
 from tests.integration.helpers import provision, publish_envelope, wait_for
 from tests.integration.reporting.events import procedure

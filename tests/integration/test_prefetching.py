@@ -15,8 +15,9 @@ from nats.js import JetStreamContext
 
 from contracts import ApplicationSubmittedV1
 from contracts.subjects import APPLICATIONS
-from services.runtime.consumer import Batched, EventConsumer, Prefetching
+from services.runtime.consumer import Batched, EventConsumer
 from services.runtime.dlq import DeadLetters
+from services.runtime.prefetch import Prefetching
 from services.runtime.streams import ConsumerDecl, provision_consumer
 from tests.integration.helpers import (
     provision,

@@ -13,14 +13,14 @@ import asyncpg
 import pytest
 from nats.js import JetStreamContext
 
-from services.runtime import service
+from services.runtime import lifecycle
 from tests.integration.helpers import publish_envelope, submitted, wait_for
 
 
 async def test_stop_finishes_past_a_job_that_ignores_cancel_and_a_connection_never_released(
     start_service: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(service, "STOP_STEP_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(lifecycle, "STOP_STEP_TIMEOUT_S", 0.5)
     running = await start_service("notifications")
     runtime = running.runtime
     release = asyncio.Event()
@@ -35,7 +35,7 @@ async def test_stop_finishes_past_a_job_that_ignores_cancel_and_a_connection_nev
     held = await running.pool.acquire()  # never released: pool.close() alone would wait for ever
 
     try:
-        with caplog.at_level(logging.ERROR, logger="services.runtime.service"):
+        with caplog.at_level(logging.ERROR, logger="services.runtime.lifecycle"):
             await asyncio.wait_for(runtime.stop(), timeout=60)
     finally:
         release.set()  # else the job outlives the test (and its event loop's shutdown)

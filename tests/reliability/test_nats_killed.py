@@ -33,7 +33,8 @@ from contracts.facilities import FACILITIES
 from contracts.subjects import PAYMENTS, TERMINALS, absolute
 from services.payments.handlers import register_terminal
 from services.registry import definition
-from services.runtime.service import Runtime, build_app
+from services.runtime.lifecycle import Runtime
+from services.runtime.server import build_app
 from tests.conftest import make_settings
 from tests.integration.helpers import provision
 from tests.integration.payments.helpers import assert_ledger_balances

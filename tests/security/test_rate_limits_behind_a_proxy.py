@@ -25,7 +25,7 @@ import uvicorn
 
 from cityhall.embedded import free_port, port_is_open
 from services.registry import definition
-from services.runtime.service import build_app, http_server_config
+from services.runtime.server import build_app, http_server_config
 from tests.conftest import make_settings
 from tests.integration.helpers import provision, wait_for
 from tests.tokens import applicant, city_env

@@ -1,4 +1,4 @@
-"""A served process's opt-in garbage-collector tuning (GC_TUNING; service.py: freeze_heap).
+"""A served process's opt-in garbage-collector tuning (GC_TUNING; server.py: freeze_heap).
 
 Run in a process of its own: freezing the heap and raising the thresholds here would change
 the rest of the test session's collections."""
@@ -10,11 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from services.runtime.service import GC_THRESHOLDS
+from services.runtime.server import GC_THRESHOLDS
 
 PROBE = """
 import gc, json
-from services.runtime.service import freeze_heap
+from services.runtime.server import freeze_heap
 before = gc.get_threshold()
 freeze_heap()
 print(json.dumps({"before": before, "after": gc.get_threshold(), "frozen": gc.get_freeze_count()}))

@@ -78,7 +78,7 @@ def test_a_services_own_bad_setting_stops_it_before_it_serves(
     monkeypatch: pytest.MonkeyPatch, service: str, variable: str, bad: str, expected: str
 ) -> None:
     from services.registry import definition
-    from services.runtime.service import build_app
+    from services.runtime.server import build_app
     from services.runtime.settings import ServiceSettings
 
     monkeypatch.setenv(variable, bad)
