@@ -19,7 +19,7 @@ import asyncpg
 from contracts.applications import ProcedureRegisteredV1, ProcedureUpdatedV1, SubmitApplication
 from contracts.envelope import Envelope, Event
 from contracts.payments import PaymentAttachedV1, PaymentCapturedV1
-from services.applications import catalog, certificates, domain, identity, store
+from services.applications import catalog, certificates, domain, identity, signatures, store
 from services.applications.domain import (
     Application,
     ApplicationError,
@@ -31,10 +31,10 @@ from services.applications.forms import FormInvalid
 from services.applications.identity import (
     Challenge,
     IdentityRefused,
-    TrustConfig,
     VerifiedIdentity,
 )
 from services.applications.procedures import CachedProcedure, ProcedureCache
+from services.applications.signatures import TrustConfig
 from services.applications.submissions import SubmissionWriter
 from services.runtime.outbox import add_events
 from services.runtime.service import ServiceContext
@@ -168,7 +168,7 @@ def _verify_identity(
         channel=cmd.channel.value,
         form=cmd.form,
     )
-    return identity.verify(
+    return signatures.verify(
         content, cmd.identity.signature, cmd.identity.certificate_chain, trust, now
     )
 
