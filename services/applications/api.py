@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from contracts.applications import Channel, ProcedureGroup, SubmitApplication
-from services.applications import certificates, domain, handlers, store
+from services.applications import certificates, domain, handlers
 from services.applications.domain import Application, ApplicationStatus, Procedure
 from services.applications.forms import FormInvalid
 from services.applications.handlers import IdempotencyKey
@@ -40,6 +40,8 @@ from services.applications.settings import (
     load_applications_settings,
     trust_config,
 )
+from services.applications.store import applications, procedures
+from services.applications.store.certificates import get_certificate, get_certificate_pdf
 from services.runtime.auth import Caller, Staff, Who, caller, require_signed_in
 from services.runtime.http_errors import ERROR_RESPONSES, no_nul_characters
 from services.runtime.service import ServiceContext, service_context
@@ -352,7 +354,7 @@ async def list_applications(
 ) -> ApplicationPage:
     """Staff see every application (filtered); an applicant sees only their own."""
     require_signed_in(who)
-    f = store.ApplicationFilter(
+    f = applications.ApplicationFilter(
         status=status_,
         procedure_code=procedure_code,
         department=department,
@@ -360,7 +362,7 @@ async def list_applications(
         submitted_to=submitted_to,
         applicant_id=who.applicant_id if who.staff_id is None else None,
     )
-    apps, total = await store.list_applications(ctx.pool, f, limit=limit, offset=offset)
+    apps, total = await applications.list_applications(ctx.pool, f, limit=limit, offset=offset)
     return ApplicationPage(
         items=[ApplicationView.of(a) for a in apps], total=total, limit=limit, offset=offset
     )
@@ -368,7 +370,7 @@ async def list_applications(
 
 @router.get("/applications/{application_id}", response_model=ApplicationView, tags=["applications"])
 async def get_application(application_id: uuid.UUID, ctx: Ctx, who: Who) -> ApplicationView:
-    app = await store.get_application(ctx.pool, application_id)
+    app = await applications.get_application(ctx.pool, application_id)
     if app is None or not who.may_see(app.applicant_id):
         # The same answer whether it does not exist or is someone else's.
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no application {application_id}")
@@ -496,10 +498,10 @@ async def issue_certificate(
     responses={200: {"content": {"application/pdf": {}}}},
 )
 async def download_certificate(application_id: uuid.UUID, ctx: Ctx, who: Who) -> Response:
-    app = await store.get_application(ctx.pool, application_id)
+    app = await applications.get_application(ctx.pool, application_id)
     if app is None or not who.may_see(app.applicant_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no application {application_id}")
-    pdf = await store.get_certificate_pdf(ctx.pool, application_id)
+    pdf = await get_certificate_pdf(ctx.pool, application_id)
     if pdf is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no certificate issued yet")
     return Response(
@@ -538,7 +540,7 @@ class VerificationResult(BaseModel):
 async def verify_certificate(body: VerificationRequest, ctx: Ctx) -> VerificationResult:
     """Read-only (so a retry, with or without Idempotency-Key, gets the same answer); a POST so
     the code does not end up in URLs and access logs. Reveals no personal data."""
-    cert = await store.get_certificate(ctx.pool, body.certificate_number)
+    cert = await get_certificate(ctx.pool, body.certificate_number)
     if cert is None or not certificates.code_matches(
         body.verification_code, cert.verification_code_hash
     ):
@@ -566,10 +568,10 @@ async def search_procedures(
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> ProcedurePage:
     """Search the procedure catalog (手続き一覧), ordered by code."""
-    query = store.ProcedureQuery(
+    query = procedures.ProcedureQuery(
         text=q, department=department, group=group, online=online, sample=sample
     )
-    found, total = await store.search_procedures(ctx.pool, query, limit=limit, offset=offset)
+    found, total = await procedures.search_procedures(ctx.pool, query, limit=limit, offset=offset)
     return ProcedurePage(
         items=[ProcedureView.of(p) for p in found], total=total, limit=limit, offset=offset
     )
@@ -577,7 +579,7 @@ async def search_procedures(
 
 @router.get("/procedures/{code}", response_model=ProcedureView, tags=["catalog"])
 async def get_procedure(code: str, ctx: Ctx) -> ProcedureView:
-    p = await store.get_procedure(ctx.pool, code)
+    p = await procedures.get_procedure(ctx.pool, code)
     if p is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no procedure {code}")
     return ProcedureView.of(p)

@@ -19,7 +19,7 @@ import asyncpg
 from contracts.applications import ProcedureRegisteredV1, ProcedureUpdatedV1, SubmitApplication
 from contracts.envelope import Envelope, Event
 from contracts.payments import PaymentAttachedV1, PaymentCapturedV1
-from services.applications import catalog, certificates, domain, identity, signatures, store
+from services.applications import catalog, certificates, domain, identity, signatures
 from services.applications.domain import (
     Application,
     ApplicationError,
@@ -35,6 +35,32 @@ from services.applications.identity import (
 )
 from services.applications.procedures import CachedProcedure, ProcedureCache
 from services.applications.signatures import TrustConfig
+from services.applications.store.applications import (
+    KeyClaim,
+    NewSubmission,
+    SubmissionWrite,
+    get_application,
+    insert_submission,
+    update_application,
+)
+from services.applications.store.certificates import StoredCertificate, insert_certificate
+from services.applications.store.idempotency_keys import (
+    StoredResponse,
+    claim_idempotency_key,
+    store_idempotent_response,
+    stored_response,
+)
+from services.applications.store.identity_challenges import (
+    insert_challenge,
+    take_challenge,
+    use_challenge,
+)
+from services.applications.store.procedures import (
+    get_procedure,
+    get_procedures,
+    take_unannounced_procedures,
+    upsert_procedures,
+)
 from services.applications.submissions import SubmissionWriter
 from services.runtime.outbox import add_events
 from services.runtime.service import ServiceContext
@@ -93,18 +119,16 @@ async def in_transaction(
     """
     async with ctx.pool.acquire() as conn, conn.transaction():
         if idempotency is not None:
-            stored = await store.claim_idempotency_key(
-                conn, idempotency.key, idempotency.request_hash
-            )
+            stored = await claim_idempotency_key(conn, idempotency.key, idempotency.request_hash)
             if stored is not None:
                 return _replay(stored, idempotency)
         body = render(await effect(conn))
         if idempotency is not None:
-            await store.store_idempotent_response(conn, idempotency.key, status_code, body)
+            await store_idempotent_response(conn, idempotency.key, status_code, body)
     return status_code, body
 
 
-def _replay(stored: store.StoredResponse, idempotency: IdempotencyKey) -> tuple[int, Any]:
+def _replay(stored: StoredResponse, idempotency: IdempotencyKey) -> tuple[int, Any]:
     """The first response to this key, if this is the same request."""
     if stored.request_hash != idempotency.request_hash:
         raise IdempotencyKeyReused(
@@ -117,13 +141,13 @@ def _replay(stored: store.StoredResponse, idempotency: IdempotencyKey) -> tuple[
 async def _save(
     ctx: ServiceContext, conn: asyncpg.Connection, app: Application, events: list[Event]
 ) -> Application:
-    await store.update_application(conn, app)
+    await update_application(conn, app)
     await add_events(conn, [Envelope.new(e) for e in events])
     return app
 
 
 async def _load(conn: asyncpg.Connection, application_id: uuid.UUID) -> Application:
-    app = await store.get_application(conn, application_id, for_update=True)
+    app = await get_application(conn, application_id, for_update=True)
     if app is None:
         raise ApplicationNotFound(f"no application {application_id}")
     return app
@@ -150,7 +174,7 @@ async def _take_challenge(
     assert cmd.identity is not None
     if applicant_id is None:
         raise identity.sign_in_required()
-    found = await store.take_challenge(conn, cmd.identity.challenge)
+    found = await take_challenge(conn, cmd.identity.challenge)
     return identity.check_challenge(found, applicant_id, datetime.now(UTC))
 
 
@@ -241,8 +265,8 @@ async def submit_application(
             body = render(app)
             claim = None
             if idempotency is not None:
-                claim = store.KeyClaim(idempotency.key, idempotency.request_hash, 201, body)
-            submission = store.NewSubmission(
+                claim = KeyClaim(idempotency.key, idempotency.request_hash, 201, body)
+            submission = NewSubmission(
                 app, cached.version, claim, _envelopes(ctx, app, events), _trace_headers()
             )
             writer = ctx.provide(SubmissionWriter, lambda: SubmissionWriter(ctx.pool))
@@ -262,9 +286,7 @@ async def _refused(
     ``in_transaction`` does, so a concurrent request with the same key is waited for."""
     if idempotency is not None:
         async with ctx.pool.acquire() as conn, conn.transaction():
-            stored = await store.claim_idempotency_key(
-                conn, idempotency.key, idempotency.request_hash
-            )
+            stored = await claim_idempotency_key(conn, idempotency.key, idempotency.request_hash)
             if stored is not None:
                 return _replay(stored, idempotency)
             _log_if_identity(refusal, cmd)
@@ -314,7 +336,7 @@ async def _submit_alone(
                 app, events = _decide_submission(cmd, cached, applicant_id, trust, challenge)
             except (ApplicationError, FormInvalid, IdentityRefused) as refusal:
                 if idempotency is not None:
-                    stored = await store.claim_idempotency_key(
+                    stored = await claim_idempotency_key(
                         conn, idempotency.key, idempotency.request_hash
                     )
                     if stored is not None:
@@ -325,20 +347,20 @@ async def _submit_alone(
             body = render(app)
             claim = None
             if idempotency is not None:
-                claim = store.KeyClaim(idempotency.key, idempotency.request_hash, 201, body)
-            written = await store.insert_submission(conn, app, cached.version, claim)
-            if written is store.SubmissionWrite.INSERTED:
+                claim = KeyClaim(idempotency.key, idempotency.request_hash, 201, body)
+            written = await insert_submission(conn, app, cached.version, claim)
+            if written is SubmissionWrite.INSERTED:
                 break
-            if written is store.SubmissionWrite.KEY_TAKEN:
+            if written is SubmissionWrite.KEY_TAKEN:
                 assert idempotency is not None
-                stored = await store.stored_response(conn, idempotency.key)
+                stored = await stored_response(conn, idempotency.key)
                 if stored is not None:
                     return _replay(stored, idempotency)
                 # Swept away since (older than the retention): claim it anew.
         else:
             raise RuntimeError(f"procedure {cmd.procedure_code!r} keeps changing; try again")
         if challenge is not None:
-            await store.use_challenge(conn, challenge.value, app.id, app.submitted_at)
+            await use_challenge(conn, challenge.value, app.id, app.submitted_at)
         await add_events(conn, _envelopes(ctx, app, events))
     return 201, body
 
@@ -350,7 +372,7 @@ def issue_challenge(
 
     async def effect(conn: asyncpg.Connection) -> Challenge:
         challenge = identity.new_challenge(applicant_id, datetime.now(UTC), lifetime)
-        await store.insert_challenge(conn, challenge)
+        await insert_challenge(conn, challenge)
         return challenge
 
     return effect
@@ -376,7 +398,7 @@ def request_fee(
     async def effect(conn: asyncpg.Connection) -> Application:
         app = await _load(conn, application_id)
         check(app)
-        procedure = await store.get_procedure(conn, app.procedure_code)
+        procedure = await get_procedure(conn, app.procedure_code)
         if procedure is None:
             raise UnknownProcedure(f"procedure {app.procedure_code!r} left the catalog")
         return await _save(ctx, conn, *domain.request_fee(app, procedure, datetime.now(UTC)))
@@ -411,7 +433,7 @@ def reject(ctx: ServiceContext, application_id: uuid.UUID, reason: str) -> Step:
 def issue_certificate(ctx: ServiceContext, application_id: uuid.UUID) -> Step:
     async def effect(conn: asyncpg.Connection) -> Application:
         app = await _load(conn, application_id)
-        procedure = await store.get_procedure(conn, app.procedure_code)
+        procedure = await get_procedure(conn, app.procedure_code)
         if procedure is None:
             raise UnknownProcedure(f"procedure {app.procedure_code!r} left the catalog")
         now = datetime.now(UTC)
@@ -424,9 +446,9 @@ def issue_certificate(ctx: ServiceContext, application_id: uuid.UUID) -> Step:
         code = certificates.new_verification_code()
         pdf = certificates.render_pdf(_certificate_content(issued, procedure, number, code, now))
         await _save(ctx, conn, issued, events)
-        await store.insert_certificate(
+        await insert_certificate(
             conn,
-            store.StoredCertificate(
+            StoredCertificate(
                 number=number,
                 application_id=app.id,
                 procedure_code=procedure.code,
@@ -496,7 +518,7 @@ async def _fee_paid(
     """awaiting_payment -> paid, once. An application not awaiting payment (already paid,
     withdrawn), or a payment short of the fee, changes nothing and is logged; the inbox has
     already dropped redeliveries."""
-    app = await store.get_application(conn, application_id, for_update=True)
+    app = await get_application(conn, application_id, for_update=True)
     if app is None or app.status is not ApplicationStatus.AWAITING_PAYMENT:
         log.warning(
             "payment for an application not awaiting payment; ignored",
@@ -550,7 +572,7 @@ async def import_procedures(
         chunk = procedures[start : start + chunk_size]
         now = datetime.now(UTC)
         async with pool.acquire() as conn, conn.transaction():
-            before = await store.get_procedures(conn, [p.code for p in chunk])
+            before = await get_procedures(conn, [p.code for p in chunk])
             changed: list[Procedure] = []
             events: list[Event] = []
             for p in chunk:
@@ -567,12 +589,12 @@ async def import_procedures(
                         report.updated += 1
                     else:
                         report.onlined += 1
-            await store.upsert_procedures(conn, changed)
+            await upsert_procedures(conn, changed)
             await add_events(conn, [Envelope.new(e, time=now) for e in events])
         progress(len(chunk))
     async with pool.acquire() as conn, conn.transaction():
         now = datetime.now(UTC)
-        unannounced = await store.take_unannounced_procedures(conn)
+        unannounced = await take_unannounced_procedures(conn)
         events = [e for p in unannounced for e in catalog.changes(None, p, now)]
         await add_events(conn, [Envelope.new(e, time=now) for e in events])
         report.announced = len(unannounced)
