@@ -25,10 +25,11 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from contracts.applications import Channel, ProcedureGroup, SubmitApplication
-from services.applications import certificates, domain, handlers
+from services.applications import certificates, domain
 from services.applications.domain import Application, ApplicationStatus, Procedure
 from services.applications.forms import FormInvalid
-from services.applications.handlers import IdempotencyKey
+from services.applications.handlers import lifecycle, submission, transactions
+from services.applications.handlers.transactions import IdempotencyKey
 from services.applications.identity import (
     SIGNING_PURPOSE,
     Challenge,
@@ -204,17 +205,17 @@ def http_error(exc: Exception) -> HTTPException:
                 status.HTTP_401_UNAUTHORIZED, problem, headers={"WWW-Authenticate": "Bearer"}
             )
         return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, problem)
-    if isinstance(exc, handlers.UnknownProcedure):
+    if isinstance(exc, transactions.UnknownProcedure):
         return HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             _problem(["body", "procedure_code"], str(exc), "unknown_procedure"),
         )
-    if isinstance(exc, handlers.IdempotencyKeyReused):
+    if isinstance(exc, transactions.IdempotencyKeyReused):
         return HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             _problem(["header", "Idempotency-Key"], str(exc), "idempotency_key_reused"),
         )
-    if isinstance(exc, handlers.ApplicationNotFound):
+    if isinstance(exc, transactions.ApplicationNotFound):
         return HTTPException(status.HTTP_404_NOT_FOUND, str(exc))
     if isinstance(exc, domain.IllegalTransition | domain.FeeUnpaid):
         return HTTPException(status.HTTP_409_CONFLICT, str(exc))
@@ -238,7 +239,7 @@ async def _respond(
     render: Callable[[T], Any],
     status_code: int = status.HTTP_200_OK,
 ) -> JSONResponse:
-    return await _answer(handlers.in_transaction(ctx, idempotency, effect, render, status_code))
+    return await _answer(transactions.in_transaction(ctx, idempotency, effect, render, status_code))
 
 
 def _key(key: str | None, who: Caller, request: Request, body: Any) -> IdempotencyKey | None:
@@ -302,7 +303,7 @@ async def issue_challenge(
     return await _respond(
         ctx,
         idem,
-        handlers.issue_challenge(who.applicant_id, lifetime),
+        submission.issue_challenge(who.applicant_id, lifetime),
         _render_challenge,
         status.HTTP_201_CREATED,
     )
@@ -336,7 +337,7 @@ async def submit_application(
     idem = _key(idempotency_key, who, request, cmd.model_dump(mode="json"))
     trust = trust_config(settings_of(ctx))
     return await _answer(
-        handlers.submit_application(ctx, cmd, who.applicant_id, trust, idem, _render)
+        submission.submit_application(ctx, cmd, who.applicant_id, trust, idem, _render)
     )
 
 
@@ -392,10 +393,10 @@ async def withdraw(
 ) -> JSONResponse:
     def check(app: Application) -> None:
         if not who.may_see(app.applicant_id):
-            raise handlers.ApplicationNotFound(f"no application {application_id}")
+            raise transactions.ApplicationNotFound(f"no application {application_id}")
 
     idem = _key(idempotency_key, who, request, {})
-    return await _respond(ctx, idem, handlers.withdraw(ctx, application_id, check), _render)
+    return await _respond(ctx, idem, lifecycle.withdraw(ctx, application_id, check), _render)
 
 
 @router.post(
@@ -415,10 +416,10 @@ async def request_fee(
 
     def check(app: Application) -> None:
         if not who.may_see(app.applicant_id):
-            raise handlers.ApplicationNotFound(f"no application {application_id}")
+            raise transactions.ApplicationNotFound(f"no application {application_id}")
 
     idem = _key(idempotency_key, who, request, {})
-    return await _respond(ctx, idem, handlers.request_fee(ctx, application_id, check), _render)
+    return await _respond(ctx, idem, lifecycle.request_fee(ctx, application_id, check), _render)
 
 
 @router.post(
@@ -435,7 +436,7 @@ async def start_review(
     idempotency_key: IdemHeader = None,
 ) -> JSONResponse:
     idem = _key(idempotency_key, who, request, {})
-    return await _respond(ctx, idem, handlers.start_review(ctx, application_id), _render)
+    return await _respond(ctx, idem, lifecycle.start_review(ctx, application_id), _render)
 
 
 @router.post(
@@ -452,7 +453,7 @@ async def approve(
     idempotency_key: IdemHeader = None,
 ) -> JSONResponse:
     idem = _key(idempotency_key, who, request, {})
-    return await _respond(ctx, idem, handlers.approve(ctx, application_id), _render)
+    return await _respond(ctx, idem, lifecycle.approve(ctx, application_id), _render)
 
 
 @router.post(
@@ -470,7 +471,7 @@ async def reject(
     idempotency_key: IdemHeader = None,
 ) -> JSONResponse:
     idem = _key(idempotency_key, who, request, body.model_dump())
-    return await _respond(ctx, idem, handlers.reject(ctx, application_id, body.reason), _render)
+    return await _respond(ctx, idem, lifecycle.reject(ctx, application_id, body.reason), _render)
 
 
 @router.post(
@@ -487,7 +488,7 @@ async def issue_certificate(
     idempotency_key: IdemHeader = None,
 ) -> JSONResponse:
     idem = _key(idempotency_key, who, request, {})
-    return await _respond(ctx, idem, handlers.issue_certificate(ctx, application_id), _render)
+    return await _respond(ctx, idem, lifecycle.issue_certificate(ctx, application_id), _render)
 
 
 @router.get(

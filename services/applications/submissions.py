@@ -19,9 +19,9 @@ connection (a round trip) is not paid per request either.
 A submission the batch did not write (its key was already taken, its procedure has just
 changed, the same key twice in one batch) or a batch that PostgreSQL refused as a whole (one
 row it cannot store) is not an error: the caller takes the one-by-one path
-(``handlers._submit_alone``), where each request is decided, refused or replayed alone,
-so one bad row fails only its own request. A database that is unreachable fails every request
-of the batch, as it would have failed each of them alone (HTTP 503).
+(``handlers.submission._submit_alone``), where each request is decided, refused or replayed
+alone, so one bad row fails only its own request. A database that is unreachable fails every
+request of the batch, as it would have failed each of them alone (HTTP 503).
 """
 
 from __future__ import annotations
