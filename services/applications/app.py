@@ -8,7 +8,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from contracts.subjects import APPLICATIONS
-from services.applications.api import router, settings_of
+from services.applications.api import router
+from services.applications.api.deps import settings_of
 from services.applications.settings import load_applications_settings
 from services.applications.store import idempotency_keys, identity_challenges
 from services.applications.subscribers import PAYMENT_EVENTS, consumers
