@@ -35,7 +35,8 @@ def import_catalog(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
     from rich.table import Table
 
-    from services.applications import catalog, handlers
+    from services.applications import catalog
+    from services.applications.handlers.catalog_import import ImportReport, import_procedures
     from services.registry import definition
     from services.runtime import db
     from services.runtime.service import prepare_database
@@ -48,11 +49,11 @@ def import_catalog(
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
 
-    report = handlers.ImportReport()
+    report = ImportReport()
     if not dry_run and parsed.procedures:
         settings = load_settings("applications")
 
-        async def run() -> handlers.ImportReport:
+        async def run() -> ImportReport:
             await prepare_database(settings, definition("applications"))
             pool = await db.create_pool(settings.dsn, settings.schema_name, max_size=2)
             try:
@@ -64,7 +65,7 @@ def import_catalog(
                     console=console,
                 ) as progress:
                     task = progress.add_task(f"importing {file.name}", total=len(parsed.procedures))
-                    return await handlers.import_procedures(
+                    return await import_procedures(
                         pool,
                         parsed.procedures,
                         progress=lambda n: progress.advance(task, n),

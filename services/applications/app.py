@@ -8,9 +8,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from contracts.subjects import APPLICATIONS
-from services.applications import store
-from services.applications.api import router, settings_of
+from services.applications.api import router
+from services.applications.api.deps import settings_of
 from services.applications.settings import load_applications_settings
+from services.applications.store import idempotency_keys, identity_challenges
 from services.applications.subscribers import PAYMENT_EVENTS, consumers
 from services.runtime.auth import load_staff_credentials
 from services.runtime.service import BusAccess, ServiceContext, ServiceDefinition
@@ -29,7 +30,9 @@ def background(ctx: ServiceContext) -> Sequence[Callable[[], Awaitable[None]]]:
             # Sleep first: nothing can be old at start-up, and the first requests should not
             # find the pool changed by a sweep.
             await asyncio.sleep(SWEEP_INTERVAL_S)
-            removed = await store.forget_idempotency_keys(ctx.pool, datetime.now(UTC) - keep)
+            removed = await idempotency_keys.forget_idempotency_keys(
+                ctx.pool, datetime.now(UTC) - keep
+            )
             if removed:
                 log.info("old idempotency keys removed", extra={"count": removed})
 
@@ -38,7 +41,7 @@ def background(ctx: ServiceContext) -> Sequence[Callable[[], Awaitable[None]]]:
         while True:
             await asyncio.sleep(SWEEP_INTERVAL_S)
             expired_before = datetime.now(UTC) - CHALLENGES_KEPT
-            removed = await store.forget_expired_challenges(ctx.pool, expired_before)
+            removed = await identity_challenges.forget_expired_challenges(ctx.pool, expired_before)
             if removed:
                 log.info("expired identity challenges removed", extra={"count": removed})
 

@@ -9,10 +9,10 @@ it; ``cityhall catalog import`` runs in a process of its own).
 
 The cache is never trusted on its own word: the application is inserted only if the
 procedure's row still has the cached version, checked in the INSERT statement itself
-(``store.insert_application(..., procedure_version=...)``). When it has changed, the entry is
-read again (share-locked for the rest of the transaction) and the submission is decided
-again against the new row. A changed procedure therefore applies from the next submission on,
-exactly as without a cache; there is no time-to-live to wait out.
+(``store.applications.insert_submission(..., procedure_version, ...)``). When it has changed,
+the entry is read again (share-locked for the rest of the transaction) and the submission is
+decided again against the new row. A changed procedure therefore applies from the next
+submission on, exactly as without a cache; there is no time-to-live to wait out.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from services.applications import store
 from services.applications.domain import Procedure
 from services.applications.forms import Form
+from services.applications.store.procedures import get_procedure_with_version
 
 MAX_ENTRIES = 512
 """Procedures kept per process (least recently used ones leave first). A compiled form takes
@@ -56,7 +56,7 @@ class ProcedureCache:
         if not fresh and (hit := self._entries.get(code)) is not None:
             self._entries.move_to_end(code)
             return hit
-        found = await store.get_procedure_with_version(conn, code)
+        found = await get_procedure_with_version(conn, code)
         if found is None:
             self._entries.pop(code, None)
             return None

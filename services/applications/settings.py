@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.applications.identity import TrustConfig
+from services.applications.signatures import TrustConfig
 from services.runtime.settings import read_settings
 
 

@@ -4,10 +4,10 @@ Each POST /applications used to take a pooled connection for its own transaction
 application with its Idempotency-Key, the outbox rows, COMMIT and the pool's reset of the
 connection, five round trips to PostgreSQL whose socket writes and wake-ups cost the service
 more CPU than the rest of the request. ``SubmissionWriter`` writes the submissions that are
-waiting together instead, in one statement (``store.insert_submissions``: the applications,
-their keys with the responses they will replay and their outbox rows, each event with its own
-request's trace context), which PostgreSQL runs as one transaction; each request is answered
-once that statement has committed.
+waiting together instead, in one statement (``store.applications.insert_submissions``: the
+applications, their keys with the responses they will replay and their outbox rows, each event
+with its own request's trace context), which PostgreSQL runs as one transaction; each request is
+answered once that statement has committed.
 
 No submission waits for a timer: one is written at once when fewer than ``max_in_flight``
 batches are being written; otherwise it waits for one of them to end and goes with everything
@@ -19,9 +19,9 @@ connection (a round trip) is not paid per request either.
 A submission the batch did not write (its key was already taken, its procedure has just
 changed, the same key twice in one batch) or a batch that PostgreSQL refused as a whole (one
 row it cannot store) is not an error: the caller takes the one-by-one path
-(``handlers._submit_alone``), where each request is decided, refused or replayed alone,
-so one bad row fails only its own request. A database that is unreachable fails every request
-of the batch, as it would have failed each of them alone (HTTP 503).
+(``handlers.submission._submit_alone``), where each request is decided, refused or replayed
+alone, so one bad row fails only its own request. A database that is unreachable fails every
+request of the batch, as it would have failed each of them alone (HTTP 503).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ import logging
 
 import asyncpg
 
-from services.applications import store
-from services.applications.store import NewSubmission
+from services.applications.store import applications
+from services.applications.store.applications import NewSubmission
 from services.runtime.http_errors import DATABASE_UNAVAILABLE
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ class SubmissionWriter:
                 keys.add(claim.key)
             together.append((submission, done))
         try:
-            written = await store.insert_submissions(conn, [s for s, _ in together])
+            written = await applications.insert_submissions(conn, [s for s, _ in together])
         except DATABASE_UNAVAILABLE:
             raise
         except asyncpg.PostgresError as exc:

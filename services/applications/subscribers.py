@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from contracts.payments import PaymentAttachedV1, PaymentCapturedV1
 from contracts.subjects import PAYMENTS
-from services.applications import handlers
+from services.applications.handlers import payments
 from services.runtime.service import ConsumerBinding, ServiceContext
 from services.runtime.streams import ConsumerDecl
 
@@ -23,8 +23,8 @@ def consumers(ctx: ServiceContext) -> Sequence[ConsumerBinding]:
         ConsumerBinding(
             PAYMENT_EVENTS,
             {
-                PaymentCapturedV1: functools.partial(handlers.on_payment_captured, ctx),
-                PaymentAttachedV1: functools.partial(handlers.on_payment_attached, ctx),
+                PaymentCapturedV1: functools.partial(payments.on_payment_captured, ctx),
+                PaymentAttachedV1: functools.partial(payments.on_payment_attached, ctx),
             },
         )
     ]

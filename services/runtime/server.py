@@ -1,9 +1,10 @@
 """A service's HTTP process: the FastAPI app, its server's configuration and ``serve``.
 
 ``build_app`` makes the app a service (or its relay alone) answers with: its routes, the
-request limits, gzip for large answers, the 503 for a database that is down, /healthz and /readyz, and the
-``Runtime`` started and stopped by the app's lifespan. ``serve`` runs it under uvicorn until
-SIGTERM/SIGINT; ``freeze_heap`` is the opt-in interpreter tuning of such a process.
+request limits, gzip for large answers, the 503 for a database that is down, /healthz and
+/readyz, and the ``Runtime`` started and stopped by the app's lifespan. ``serve`` runs it
+under uvicorn until SIGTERM/SIGINT; ``freeze_heap`` is the opt-in interpreter tuning of such a
+process.
 """
 
 from __future__ import annotations

@@ -10,8 +10,9 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
-from services.applications import identity
-from services.applications.identity import IdentityRefusal, IdentityRefused, TrustConfig
+from services.applications import identity, signatures
+from services.applications.identity import IdentityRefusal, IdentityRefused
+from services.applications.signatures import TrustConfig
 from tests.integration.applications.jpki import NOW, CardCA, pem
 
 ME, SOMEONE_ELSE = uuid.uuid4(), uuid.uuid4()
@@ -84,7 +85,7 @@ def verify_with(root: CardCA, ca: CardCA, crls: list[bytes]) -> IdentityRefusal 
     )
     trust = TrustConfig.from_pem(root.pem(), b"".join(crls))
     try:
-        identity.verify(
+        signatures.verify(
             content, body["identity"]["signature"], body["identity"]["certificate_chain"], trust
         )
     except IdentityRefused as refused:
@@ -133,7 +134,7 @@ def test_a_trust_anchor_sent_in_the_chain_changes_nothing() -> None:
     trust = TrustConfig.from_pem(root.pem(), root.crl() + ca.crl())
     chain = body["identity"]["certificate_chain"]
     assert chain[-1] == pem(root.cert)
-    verified = identity.verify(content, body["identity"]["signature"], chain, trust)
+    verified = signatures.verify(content, body["identity"]["signature"], chain, trust)
     assert verified.issuer == "CN=Unit Signature CA"
 
 

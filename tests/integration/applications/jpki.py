@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from services.applications.identity import DATE_OF_BIRTH, canonical_content
+from services.applications.identity import canonical_content
+from services.applications.signatures import DATE_OF_BIRTH
 
 NOW = datetime.now(UTC)
 

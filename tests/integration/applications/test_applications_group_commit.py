@@ -17,9 +17,9 @@ import pytest
 
 from contracts.applications import Channel
 from contracts.envelope import Envelope
-from services.applications import domain, store
+from services.applications import domain
 from services.applications.procedures import ProcedureCache
-from services.applications.store import KeyClaim, NewSubmission
+from services.applications.store.applications import KeyClaim, NewSubmission
 from services.applications.submissions import SubmissionWriter
 from tests.tokens import applicant
 
@@ -269,7 +269,9 @@ async def test_an_unreachable_database_fails_the_batch_instead_of_retrying_it(
     async def connection_lost(*_args: Any) -> set[uuid.UUID]:
         raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle")
 
-    monkeypatch.setattr(store, "insert_submissions", connection_lost)
+    monkeypatch.setattr(
+        "services.applications.store.applications.insert_submissions", connection_lost
+    )
     with pytest.raises(asyncpg.ConnectionDoesNotExistError):
         await writer.write(sub)
     assert writer.fallbacks == 0

@@ -101,11 +101,11 @@ async def test_a_refused_request_keeps_its_key_free_for_a_corrected_retry(
 async def test_kept_keys_are_kept_at_least_a_day(applications: Any) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from services.applications import store
+    from services.applications.store.idempotency_keys import forget_idempotency_keys
 
     http = applications.http
     await http.post("/applications", json=OPINION, headers=CITIZEN | {"Idempotency-Key": "day"})
-    removed = await store.forget_idempotency_keys(
+    removed = await forget_idempotency_keys(
         applications.pool, datetime.now(UTC) - timedelta(hours=24)
     )
     assert removed == 0

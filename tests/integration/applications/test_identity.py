@@ -505,7 +505,7 @@ async def test_a_refused_signed_submission_is_logged_once_and_stores_nothing(
         "/applications", json=await signed(service, ca.issue(), citizen), headers=citizen
     )
     assert accepted.status_code == 201, accepted.text
-    caplog.set_level(logging.WARNING, logger="services.applications.handlers")
+    caplog.set_level(logging.WARNING, logger="services.applications.handlers.submission")
     stranger = CardCA("Somebody Else's CA")
     body = await signed(service, stranger.issue(), citizen, chain=[stranger.cert])
     resp = await service.http.post(
