@@ -111,7 +111,7 @@ def register_command(
     home: HomeOption = Path(".cityhall"),
 ) -> None:
     """Register a terminal at a facility; print where its credential file was written."""
-    from services.payments.domain import PaymentError
+    from services.payments.errors import PaymentError
     from services.payments.handlers import register_terminal
 
     home = _home(home)
@@ -141,7 +141,7 @@ def rotate_command(
 ) -> None:
     """Give a terminal a new key: the old one is refused from now on (its connection closed);
     the new credential file replaces the old one."""
-    from services.payments.domain import PaymentError
+    from services.payments.errors import PaymentError
     from services.payments.handlers import rotate_terminal_key
 
     home = _home(home)
@@ -169,7 +169,7 @@ def revoke_command(
     """Revoke a terminal's key: it is disconnected within seconds and cannot log in again;
     its credential file is removed. The terminal stays registered (its payments and receipts
     keep their references); `rotate` gives it a new key."""
-    from services.payments.domain import PaymentError
+    from services.payments.errors import PaymentError
     from services.payments.handlers import revoke_terminal
 
     home = _home(home)

@@ -24,7 +24,7 @@ from contracts.payments import (
     SettlementBatch,
     SettlementDifference,
 )
-from services.payments import domain, handlers, store, webhook
+from services.payments import errors, handlers, store, webhook
 from services.payments.settings import payments_settings
 from services.runtime.auth import Who, caller, require_staff, staff_credentials
 from services.runtime.http_errors import ERROR_RESPONSES, no_nul_characters
@@ -61,26 +61,26 @@ def _check_range(date_from: date, date_to: date) -> None:
 
 Staff = Annotated[str, Depends(staff_member)]
 
-HTTP_STATUS: dict[type[domain.PaymentError], int] = {
-    domain.UnknownFacility: 404,
-    domain.UnknownTerminal: 404,
-    domain.UnknownPayment: 404,
-    domain.UnknownReceipt: 404,
-    domain.RefundExceedsCapture: 409,
-    domain.PaymentAlreadyVoided: 409,
-    domain.VoidNotAllowed: 409,
-    domain.MismatchedPayment: 409,
-    domain.TerminalNotAtFacility: 409,
-    domain.UnknownPaymentRequest: 404,
-    domain.ConfirmationConflict: 409,
-    domain.UnknownAttention: 404,
-    domain.AttentionAlreadyDecided: 409,
-    domain.AttachNotAllowed: 409,
-    domain.IdempotencyKeyReused: 422,
+HTTP_STATUS: dict[type[errors.PaymentError], int] = {
+    errors.UnknownFacility: 404,
+    errors.UnknownTerminal: 404,
+    errors.UnknownPayment: 404,
+    errors.UnknownReceipt: 404,
+    errors.RefundExceedsCapture: 409,
+    errors.PaymentAlreadyVoided: 409,
+    errors.VoidNotAllowed: 409,
+    errors.MismatchedPayment: 409,
+    errors.TerminalNotAtFacility: 409,
+    errors.UnknownPaymentRequest: 404,
+    errors.ConfirmationConflict: 409,
+    errors.UnknownAttention: 404,
+    errors.AttentionAlreadyDecided: 409,
+    errors.AttachNotAllowed: 409,
+    errors.IdempotencyKeyReused: 422,
 }
 
 
-def http_error(exc: domain.PaymentError) -> HTTPException:
+def http_error(exc: errors.PaymentError) -> HTTPException:
     """The one place where the payment rules' refusals become HTTP responses."""
     status = next((s for t, s in HTTP_STATUS.items() if isinstance(exc, t)), 400)
     return HTTPException(status, detail={"error": type(exc).__name__, "message": str(exc)})
@@ -206,7 +206,7 @@ async def refund(
         done = await handlers.refund_by_staff(
             ctx.pool, payment_id, body.amount_yen, staff, datetime.now(UTC), body.refund_id
         )
-    except domain.PaymentError as exc:
+    except errors.PaymentError as exc:
         raise http_error(exc) from exc
     if done.replayed:
         response.status_code = 200
@@ -330,7 +330,7 @@ async def refund_attention(
         decision = await handlers.refund_attention(
             ctx.pool, payment_id, body.amount_yen, staff, key, datetime.now(UTC)
         )
-    except domain.PaymentError as exc:
+    except errors.PaymentError as exc:
         raise http_error(exc) from exc
     return await _decided(ctx, response, decision)
 
@@ -350,7 +350,7 @@ async def attach_attention(
         decision = await handlers.attach_attention(
             ctx.pool, payment_id, staff, key, datetime.now(UTC)
         )
-    except domain.PaymentError as exc:
+    except errors.PaymentError as exc:
         raise http_error(exc) from exc
     return await _decided(ctx, response, decision)
 
@@ -359,7 +359,7 @@ async def attach_attention(
 async def payment(payment_id: uuid.UUID, ctx: Ctx, _staff: Staff) -> PaymentOut:
     row = await ctx.pool.fetchrow("SELECT * FROM payments WHERE payment_id = $1", payment_id)
     if row is None:
-        raise http_error(domain.UnknownPayment(f"no payment {payment_id}"))
+        raise http_error(errors.UnknownPayment(f"no payment {payment_id}"))
     return PaymentOut(**{k: row[k] for k in PaymentOut.model_fields})
 
 
@@ -371,7 +371,7 @@ async def payment(payment_id: uuid.UUID, ctx: Ctx, _staff: Staff) -> PaymentOut:
 async def receipt(receipt_number: str, ctx: Ctx, _staff: Staff) -> HTMLResponse:
     try:
         html = await handlers.print_receipt(ctx.pool, receipt_number)
-    except domain.PaymentError as exc:
+    except errors.PaymentError as exc:
         raise http_error(exc) from exc
     return HTMLResponse(html)
 
@@ -396,7 +396,7 @@ async def payment_request(application_id: uuid.UUID, ctx: Ctx, who: Who) -> Paym
     """The applicant whose fee it is, or staff; anyone else gets 404, as for no request."""
     row = await store.payment_request_of(ctx.pool, application_id)
     if row is None or not who.may_see(row["applicant_id"]):
-        raise http_error(domain.UnknownPaymentRequest(f"no request for {application_id}"))
+        raise http_error(errors.UnknownPaymentRequest(f"no request for {application_id}"))
     base = payments_settings(ctx).provider_url.rstrip("/")
     return PaymentRequestOut(
         **{k: row[k] for k in PaymentRequestOut.model_fields if k != "pay_url"},
@@ -443,7 +443,7 @@ async def provider_webhook(request: Request, ctx: Ctx) -> WebhookAccepted:
         raise HTTPException(422, detail=describe_validation_error(exc)) from exc
     try:
         done = await handlers.confirm_online_payment(ctx.pool, notice, datetime.now(UTC))
-    except domain.PaymentError as exc:
+    except errors.PaymentError as exc:
         raise http_error(exc) from exc
     return WebhookAccepted(
         payment_id=done.payment_id,
@@ -477,7 +477,7 @@ async def post_settlement(
 ) -> SettlementOutcomeOut:
     try:
         outcome = await handlers.reconcile_settlement(ctx.pool, batch)
-    except domain.PaymentError as exc:
+    except errors.PaymentError as exc:
         raise http_error(exc) from exc
     response.status_code = 200 if outcome.replayed else 201
     return SettlementOutcomeOut(

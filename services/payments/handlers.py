@@ -36,7 +36,7 @@ from contracts.payments import (
     terminal_settlement_subject,
     terminal_subject,
 )
-from services.payments import domain, store
+from services.payments import domain, errors, ledger, store
 from services.payments.receipts import ReceiptView, render_receipt
 from services.runtime.outbox import add_events
 
@@ -97,7 +97,7 @@ async def register_terminal(
     """Register a new terminal at a facility, with the public half of its NATS nkey when
     given (without one, it can publish nothing until ``rotate_terminal_key`` issues one)."""
     if facility_code not in FACILITIES_BY_CODE:
-        raise domain.UnknownFacility(f"no facility has the code {facility_code!r}")
+        raise errors.UnknownFacility(f"no facility has the code {facility_code!r}")
     if kind not in TerminalKind.ALL:
         raise ValueError(f"terminal kind must be one of {', '.join(TerminalKind.ALL)}")
     async with pool.acquire() as conn, conn.transaction():
@@ -118,7 +118,7 @@ async def rotate_terminal_key(
     async with pool.acquire() as conn, conn.transaction():
         row = await store.get_terminal(conn, terminal_id)
         if row is None:
-            raise domain.UnknownTerminal(f"no terminal {terminal_id!r} is registered")
+            raise errors.UnknownTerminal(f"no terminal {terminal_id!r} is registered")
         await store.revoke_terminal_key(conn, terminal_id, issued_by, "rotated")
         await store.issue_terminal_key(conn, terminal_id, public_key, issued_by)
     return TerminalIdentity(row.terminal_id, row.facility_code, row.kind)
@@ -131,7 +131,7 @@ async def revoke_terminal(
     None when it had none in force (revoking twice changes nothing)."""
     async with pool.acquire() as conn, conn.transaction():
         if await store.get_terminal(conn, terminal_id) is None:
-            raise domain.UnknownTerminal(f"no terminal {terminal_id!r} is registered")
+            raise errors.UnknownTerminal(f"no terminal {terminal_id!r} is registered")
         return await store.revoke_terminal_key(conn, terminal_id, revoked_by, reason)
 
 
@@ -158,9 +158,9 @@ async def record_terminal_transactions(
         tx = event.data
         facility = known.get(tx.terminal_id)
         if facility is None:
-            raise domain.UnknownTerminal(f"terminal {tx.terminal_id!r} is not registered")
+            raise errors.UnknownTerminal(f"terminal {tx.terminal_id!r} is not registered")
         if facility != tx.facility_code:
-            raise domain.TerminalNotAtFacility(
+            raise errors.TerminalNotAtFacility(
                 f"terminal {tx.terminal_id!r} is registered to {facility!r}, "
                 f"not {tx.facility_code!r}"
             )
@@ -289,13 +289,13 @@ async def _refuse_conflicts(
         version = posted.get((tx.terminal_id, tx.transaction_id))
         received = _version_of(tx)
         if version is not None and not domain.same_terminal_transaction(version, received):
-            raise domain.TerminalTransactionConflict(
+            raise errors.TerminalTransactionConflict(
                 tx.terminal_id, tx.transaction_id, tx.facility_code, version, received
             )
 
 
 async def announce_terminal_conflict(
-    conn: asyncpg.Connection, conflict: domain.TerminalTransactionConflict, now: datetime
+    conn: asyncpg.Connection, conflict: errors.TerminalTransactionConflict, now: datetime
 ) -> None:
     """Keep a refused conflicting repeat and tell finance (TerminalTransactionConflict), once
     per distinct repeat. Run in a transaction of its own as the repeat is dead-lettered: the
@@ -326,8 +326,8 @@ async def announce_terminal_conflict(
         )
 
 
-def _posting_of(capture: store.NewCapture) -> domain.Posting:
-    return domain.capture_posting(
+def _posting_of(capture: store.NewCapture) -> ledger.Posting:
+    return ledger.capture_posting(
         capture.payment_id,
         capture.facility_code,
         capture.method,
@@ -347,11 +347,11 @@ async def _original(conn: asyncpg.Connection, tx: TerminalTransactionV1) -> doma
     terminal = tx.original_terminal_id or tx.terminal_id
     payment = await store.lock_payment_of_transaction(conn, terminal, tx.original_transaction_id)
     if payment is None:
-        raise domain.OriginalNotYetPosted(
+        raise errors.OriginalNotYetPosted(
             f"no capture {tx.original_transaction_id!r} on terminal {terminal!r} (yet)"
         )
     if payment.facility_code != tx.facility_code:
-        raise domain.MismatchedPayment(
+        raise errors.MismatchedPayment(
             f"capture {tx.original_transaction_id!r} belongs to {payment.facility_code!r}"
         )
     return payment
@@ -378,7 +378,7 @@ async def _void(conn: asyncpg.Connection, tx: TerminalTransactionV1) -> None:
     assert capture is not None, "every payment has its capture posting"
     await store.mark_voided(conn, payment.payment_id)
     await store.insert_posting(
-        conn, domain.reversal_of(capture, domain.PostingKind.VOID, tx.occurred_at)
+        conn, ledger.reversal_of(capture, ledger.PostingKind.VOID, tx.occurred_at)
     )
     await add_events(
         conn,
@@ -406,7 +406,7 @@ async def print_receipt(pool: asyncpg.Pool, receipt_number: str) -> str:
     async with pool.acquire() as conn, conn.transaction():
         row = await store.print_receipt(conn, receipt_number)
     if row is None:
-        raise domain.UnknownReceipt(f"no receipt {receipt_number!r}")
+        raise errors.UnknownReceipt(f"no receipt {receipt_number!r}")
     view = ReceiptView(
         receipt_number=row["receipt_number"],
         facility_name=row["facility_name"],
@@ -436,7 +436,7 @@ async def create_payment_request(
     req = event.data
     request_id = uuid.uuid5(_IDS, f"application/{req.application_id}")
     if req.facility_code not in FACILITIES_BY_CODE:
-        raise domain.UnknownFacility(f"no facility has the code {req.facility_code!r}")
+        raise errors.UnknownFacility(f"no facility has the code {req.facility_code!r}")
     await store.insert_payment_request(
         conn,
         request_id=request_id,
@@ -486,7 +486,7 @@ async def confirm_online_payment(
             return await _earlier_outcome(conn, notice, earlier)
         request = await store.lock_payment_request(conn, notice.reference)
         if request is None:
-            raise domain.UnknownPaymentRequest(f"no payment request {notice.reference!r}")
+            raise errors.UnknownPaymentRequest(f"no payment request {notice.reference!r}")
         reasons = domain.decide_confirmation(request, notice.amount_yen, now)
         payment_id = uuid.uuid5(_IDS, f"provider-notice/{notice.event_id}")
         receipt = await _record_capture(
@@ -561,7 +561,7 @@ async def _earlier_outcome(
     """A notice id accepted before: the same notice (a provider retrying, a sweep finding what
     a webhook brought) gets its first outcome; another one under that id is refused."""
     if (earlier["reference"], earlier["amount_yen"]) != (notice.reference, notice.amount_yen):
-        raise domain.ConfirmationConflict(
+        raise errors.ConfirmationConflict(
             f"notice {notice.event_id!r} was for {earlier['reference']} "
             f"({earlier['amount_yen']} yen), not {notice.reference} ({notice.amount_yen} yen)"
         )
@@ -647,9 +647,9 @@ async def record_terminal_settlement(
     settlement = event.data
     terminal = await store.get_terminal(conn, settlement.terminal_id)
     if terminal is None:
-        raise domain.UnknownTerminal(f"terminal {settlement.terminal_id!r} is not registered")
+        raise errors.UnknownTerminal(f"terminal {settlement.terminal_id!r} is not registered")
     if terminal.facility_code != settlement.batch.facility_code:
-        raise domain.TerminalNotAtFacility(
+        raise errors.TerminalNotAtFacility(
             f"terminal {settlement.terminal_id!r} is registered to {terminal.facility_code!r}, "
             f"not {settlement.batch.facility_code!r}"
         )
@@ -661,7 +661,7 @@ async def reconcile_settlement_on(
 ) -> SettlementOutcome:
     """``reconcile_settlement`` inside the caller's transaction."""
     if batch.facility_code not in FACILITIES_BY_CODE:
-        raise domain.UnknownFacility(f"no facility has the code {batch.facility_code!r}")
+        raise errors.UnknownFacility(f"no facility has the code {batch.facility_code!r}")
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"settlement/{batch.batch_id}")
     earlier = await store.settlement(conn, batch.batch_id)
     if earlier is not None:
@@ -675,10 +675,10 @@ async def reconcile_settlement_on(
             fee_yen=int(earlier["fee_yen"]),
             replayed=True,
         )
-    accounts = [domain.receivable_account(line.method, line.brand) for line in batch.lines]
-    ledger = await store.ledger_day(conn, batch.facility_code, batch.business_date, accounts)
-    differences = domain.reconcile(batch.lines, ledger)
-    posting = domain.settlement_posting(batch.facility_code, batch.business_date, batch.lines)
+    accounts = [ledger.receivable_account(line.method, line.brand) for line in batch.lines]
+    book = await store.ledger_day(conn, batch.facility_code, batch.business_date, accounts)
+    differences = ledger.reconcile(batch.lines, book)
+    posting = ledger.settlement_posting(batch.facility_code, batch.business_date, batch.lines)
     if posting is not None:
         await store.insert_posting(conn, posting)
     await store.insert_settlement(conn, batch, differences, posting.posting_id if posting else None)
@@ -739,11 +739,11 @@ async def refund_by_staff(
     async with pool.acquire() as conn, conn.transaction():
         payment = await store.lock_payment(conn, payment_id)
         if payment is None:
-            raise domain.UnknownPayment(f"no payment {payment_id}")
+            raise errors.UnknownPayment(f"no payment {payment_id}")
         earlier = await store.refund_exists(conn, refund_id)
         if earlier is not None:
             if earlier["payment_id"] != payment_id or earlier["amount_yen"] != amount_yen:
-                raise domain.MismatchedPayment(f"refund {refund_id} was for something else")
+                raise errors.MismatchedPayment(f"refund {refund_id} was for something else")
             return StaffRefund(
                 refund_id, payment_id, amount_yen, payment.refunded_yen, replayed=True
             )
@@ -767,7 +767,7 @@ async def _refund_on(
     await store.record_refund(
         conn, refund_id, payment.payment_id, amount_yen, total, occurred_at, staff_id
     )
-    await store.insert_posting(conn, domain.refund_posting(payment, amount_yen, occurred_at))
+    await store.insert_posting(conn, ledger.refund_posting(payment, amount_yen, occurred_at))
     await add_events(
         conn,
         [
@@ -815,11 +815,11 @@ async def _attention_for_action(
     """Lock the item and its payment; None when this key already did this very action."""
     item = await store.lock_attention(conn, payment_id)
     if item is None:
-        raise domain.UnknownAttention(f"payment {payment_id} is not on the staff queue")
+        raise errors.UnknownAttention(f"payment {payment_id} is not on the staff queue")
     done = await store.attention_action(conn, payment_id, idempotency_key)
     if done is not None:
         if (done["action"], done["amount_yen"]) != (action, amount_yen):
-            raise domain.IdempotencyKeyReused(
+            raise errors.IdempotencyKeyReused(
                 f"Idempotency-Key {idempotency_key!r} was used for another action on this payment"
             )
         return None

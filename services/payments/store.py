@@ -21,18 +21,9 @@ from contracts.payments import (
     TerminalTransactionKind,
     TerminalTransactionVersion,
 )
-from services.payments.domain import (
-    PROCESSOR_FEE,
-    REVENUE,
-    AttentionState,
-    Entry,
-    LedgerDay,
-    PaymentRequestState,
-    PaymentState,
-    Posting,
-    PostingKind,
-)
+from services.payments.domain import AttentionState, PaymentRequestState, PaymentState
 from services.payments.domain import receipt_number as format_receipt_number
+from services.payments.ledger import PROCESSOR_FEE, REVENUE, Entry, LedgerDay, Posting, PostingKind
 from services.runtime import db
 
 

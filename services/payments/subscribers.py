@@ -26,7 +26,7 @@ from contracts.payments import (
 )
 from contracts.subjects import APPLICATIONS, TERMINALS
 from services.payments import handlers
-from services.payments.domain import PaymentError, TerminalTransactionConflict
+from services.payments.errors import PaymentError, TerminalTransactionConflict
 from services.payments.settings import payments_settings
 from services.runtime.consumer import Batched, Handler, Recorder, Refused
 from services.runtime.service import ConsumerBinding, ServiceContext

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from contracts.payments import ConfirmationSource
 from services.payments import handlers, provider
-from services.payments.domain import PaymentError
+from services.payments.errors import PaymentError
 from services.payments.settings import PaymentsSettings
 
 log = logging.getLogger(__name__)

@@ -51,7 +51,7 @@ from contracts.applications import ApplicationPaymentRequestedV1
 from contracts.envelope import Envelope
 from contracts.payments import ProviderPaymentConfirmation, TerminalTransactionV1
 from services.payments import handlers, store
-from services.payments.domain import OriginalNotYetPosted, PaymentError
+from services.payments.errors import OriginalNotYetPosted, PaymentError
 from services.registry import definition
 from services.runtime import db as rdb
 from services.runtime.service import migrations_for

@@ -14,7 +14,7 @@ from contracts.payments import (
     TerminalTransactionKind,
     TerminalTransactionVersion,
 )
-from services.payments import domain
+from services.payments import domain, errors, ledger
 
 
 def payment(amount: int = 750, refunded: int = 0, voided: bool = False) -> domain.PaymentState:
@@ -56,25 +56,25 @@ def test_a_refund_up_to_the_capture_is_allowed() -> None:
 
 
 def test_refund_above_capture_is_refused() -> None:
-    with pytest.raises(domain.RefundExceedsCapture, match="250 of 750 yen"):
+    with pytest.raises(errors.RefundExceedsCapture, match="250 of 750 yen"):
         domain.decide_refund(payment(750, refunded=500), 251)
 
 
 def test_a_voided_payment_cannot_be_refunded() -> None:
-    with pytest.raises(domain.PaymentAlreadyVoided):
+    with pytest.raises(errors.PaymentAlreadyVoided):
         domain.decide_refund(payment(voided=True), 1)
 
 
 def test_a_void_cancels_the_whole_untouched_capture_only() -> None:
     domain.decide_void(payment(750), 750)
-    with pytest.raises(domain.VoidNotAllowed, match="whole capture"):
+    with pytest.raises(errors.VoidNotAllowed, match="whole capture"):
         domain.decide_void(payment(750), 300)
-    with pytest.raises(domain.VoidNotAllowed, match="has refunds"):
+    with pytest.raises(errors.VoidNotAllowed, match="has refunds"):
         domain.decide_void(payment(750, refunded=100), 750)
 
 
 def test_a_capture_posting_debits_the_processor_and_credits_revenue_gross() -> None:
-    p = domain.capture_posting(
+    p = ledger.capture_posting(
         uuid.uuid4(),
         "shiminka",
         PaymentMethod.EMONEY,
@@ -91,8 +91,8 @@ def test_a_capture_posting_debits_the_processor_and_credits_revenue_gross() -> N
 
 def test_a_reversal_swaps_debits_and_credits() -> None:
     when = datetime.fromisoformat("2026-11-24T10:00:00+09:00")
-    original = domain.capture_posting(uuid.uuid4(), "shiminka", PaymentMethod.CASH, None, 450, when)
-    reversal = domain.reversal_of(original, domain.PostingKind.VOID, when)
+    original = ledger.capture_posting(uuid.uuid4(), "shiminka", PaymentMethod.CASH, None, 450, when)
+    reversal = ledger.reversal_of(original, ledger.PostingKind.VOID, when)
     assert reversal.reverses == original.posting_id
     assert [(e.account, e.debit_yen, e.credit_yen) for e in reversal.entries] == [
         ("cash", 0, 450),
@@ -102,12 +102,12 @@ def test_a_reversal_swaps_debits_and_credits() -> None:
 
 def test_an_unbalanced_posting_cannot_be_made() -> None:
     with pytest.raises(ValueError, match="unbalanced"):
-        domain.Posting(
+        ledger.Posting(
             posting_id=uuid.uuid4(),
-            kind=domain.PostingKind.CAPTURE,
+            kind=ledger.PostingKind.CAPTURE,
             facility_code="shiminka",
             business_date=datetime(2026, 11, 24).date(),
-            entries=(domain.Entry("cash", debit_yen=300), domain.Entry("revenue", credit_yen=299)),
+            entries=(ledger.Entry("cash", debit_yen=300), ledger.Entry("revenue", credit_yen=299)),
         )
 
 
@@ -118,20 +118,20 @@ def line(**values: object) -> SettlementLine:
 
 
 def test_a_settlement_line_matching_the_ledger_has_no_difference() -> None:
-    ledger = {"receivable:qr:PayPay": domain.LedgerDay(2, 600)}
-    assert domain.reconcile([line()], ledger) == []
+    book = {"receivable:qr:PayPay": ledger.LedgerDay(2, 600)}
+    assert ledger.reconcile([line()], book) == []
 
 
 def test_a_settlement_line_differing_from_the_ledger_reports_reported_minus_ledger() -> None:
-    ledger = {"receivable:qr:PayPay": domain.LedgerDay(2, 600)}
-    [diff] = domain.reconcile([line(count=1, amount_yen=300)], ledger)
+    book = {"receivable:qr:PayPay": ledger.LedgerDay(2, 600)}
+    [diff] = ledger.reconcile([line(count=1, amount_yen=300)], book)
     assert (diff.count_difference, diff.amount_difference_yen) == (-1, -300)
-    [unknown] = domain.reconcile([line(brand="WAON", method="emoney")], ledger)
+    [unknown] = ledger.reconcile([line(brand="WAON", method="emoney")], book)
     assert (unknown.ledger_count, unknown.reported_amount_yen) == (0, 600)
 
 
 def test_the_processor_fee_is_recorded_apart_and_revenue_stays_gross() -> None:
-    posting = domain.settlement_posting(
+    posting = ledger.settlement_posting(
         "shiminka", date(2026, 11, 24), [line(amount_yen=300, fee_yen=9)]
     )
     assert posting is not None
@@ -140,7 +140,7 @@ def test_the_processor_fee_is_recorded_apart_and_revenue_stays_gross() -> None:
         ("bank", 291, 0),
         ("receivable:qr:PayPay", 0, 300),
     ]
-    assert all(e.account != domain.REVENUE for e in posting.entries)
+    assert all(e.account != ledger.REVENUE for e in posting.entries)
 
 
 def version(**changes: object) -> TerminalTransactionVersion:
@@ -227,21 +227,21 @@ def item(decided: bool = False) -> domain.AttentionState:
 
 def test_an_attached_payment_must_keep_exactly_the_fee() -> None:
     domain.decide_attach(item(), payment(450, refunded=150), fee_request())
-    with pytest.raises(domain.AttachNotAllowed, match="refund the 150 yen over it first"):
+    with pytest.raises(errors.AttachNotAllowed, match="refund the 150 yen over it first"):
         domain.decide_attach(item(), payment(450), fee_request())
-    with pytest.raises(domain.AttachNotAllowed, match="less than the fee"):
+    with pytest.raises(errors.AttachNotAllowed, match="less than the fee"):
         domain.decide_attach(item(), payment(200), fee_request())
 
 
 def test_a_payment_for_a_paid_request_or_decided_item_is_not_attached() -> None:
-    with pytest.raises(domain.AttachNotAllowed, match="paid already"):
+    with pytest.raises(errors.AttachNotAllowed, match="paid already"):
         domain.decide_attach(item(), payment(300), fee_request("paid"))
-    with pytest.raises(domain.AttentionAlreadyDecided):
+    with pytest.raises(errors.AttentionAlreadyDecided):
         domain.decide_attach(item(decided=True), payment(300), fee_request())
 
 
 def test_a_refund_decides_an_item_only_when_nothing_is_left() -> None:
     assert domain.decide_attention_refund(item(), payment(450), 150) is False
     assert domain.decide_attention_refund(item(), payment(450, refunded=150), 300) is True
-    with pytest.raises(domain.RefundExceedsCapture):
+    with pytest.raises(errors.RefundExceedsCapture):
         domain.decide_attention_refund(item(), payment(450), 451)
