@@ -5,7 +5,7 @@ from cityhall.embedded import EmbeddedPostgres
 from contracts.payments import contains_card_number
 from services.notifications.channels import verify_signature
 from services.payments.receipts import ReceiptView
-from services.payments.store import unbalanced_postings
+from services.payments.store.postings import unbalanced_postings
 from services.runtime.consumer import EventConsumer
 from services.runtime.rate_storage import WindowedMemoryStorage
 

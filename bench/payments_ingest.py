@@ -44,8 +44,8 @@ from pipeline import terminal_message  # noqa: E402
 from cityhall.provision import provision_all  # noqa: E402
 from contracts.payments import terminal_subject  # noqa: E402
 from contracts.subjects import absolute  # noqa: E402
-from services.payments import store  # noqa: E402
 from services.payments.handlers import register_terminal  # noqa: E402
+from services.payments.store import postings  # noqa: E402
 from services.registry import definition  # noqa: E402
 from services.runtime.server import build_app  # noqa: E402
 from services.runtime.settings import ServiceSettings  # noqa: E402
@@ -140,7 +140,7 @@ async def run(count: int, terminals: int, window: int, batch: int) -> dict[str, 
         announced_s = time.perf_counter() - started
 
         stats = {c.name: vars(c.stats) for c in ctx.consumers}
-        unbalanced = await store.unbalanced_postings(ctx.pool)
+        unbalanced = await postings.unbalanced_postings(ctx.pool)
         dead = sum(c.stats.dead_lettered for c in ctx.consumers)
         if unbalanced or dead:
             raise SystemExit(f"ledger unbalanced {unbalanced} or dead letters {dead}")

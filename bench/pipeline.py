@@ -64,8 +64,8 @@ from contracts.envelope import CE_ID, CE_SOURCE, CE_SPECVERSION, CE_TIME, CE_TYP
 from contracts.facilities import FACILITIES
 from contracts.payments import TerminalTransactionV1, terminal_subject
 from contracts.subjects import PAYMENTS, TERMINALS, absolute
-from services.payments import store as payments_store
 from services.payments.handlers import register_terminal
+from services.payments.store.postings import unbalanced_postings
 from services.runtime import db
 from services.runtime.streams import DUPLICATE_WINDOW_S
 
@@ -489,7 +489,7 @@ async def check_exact(p: Platform) -> None:
             f'SELECT sum(count), sum(amount_yen) FROM "{p.reporting.schema}".payments_daily'
         )
         await conn.execute(f'SET search_path TO "{p.payments.schema}"')
-        unbalanced = await payments_store.unbalanced_postings(conn)
+        unbalanced = await unbalanced_postings(conn)
     finally:
         await conn.close()
     problems = []

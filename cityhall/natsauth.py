@@ -33,7 +33,7 @@ import nkeys
 from cityhall.files import write_private
 from contracts.payments import terminal_settlement_subject, terminal_subject
 from contracts.subjects import absolute, dlq_subject
-from services.payments import store as payments_store
+from services.payments.store.terminals import TerminalKey, terminal_keys_in_force
 from services.registry import SERVICE_NAMES, definition
 from services.runtime.service import ServiceDefinition
 from services.runtime.settings import ServiceSettings
@@ -170,10 +170,10 @@ def terminal_users(namespace: str, database_url: str) -> list[BusUser]:
         service="payments", database_url=database_url, namespace=namespace
     ).schema_name
 
-    async def keys() -> list[payments_store.TerminalKey]:
+    async def keys() -> list[TerminalKey]:
         conn = await asyncpg.connect(database_url, server_settings={"search_path": schema})
         try:
-            return await payments_store.terminal_keys_in_force(conn)
+            return await terminal_keys_in_force(conn)
         except asyncpg.UndefinedTableError:
             return []
         finally:

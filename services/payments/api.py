@@ -24,8 +24,13 @@ from contracts.payments import (
     SettlementBatch,
     SettlementDifference,
 )
-from services.payments import errors, handlers, store, webhook
+from services.payments import errors, handlers, webhook
 from services.payments.settings import payments_settings
+from services.payments.store import settlements as settlement_store
+from services.payments.store.attention import attention_item, attention_items
+from services.payments.store.payment_requests import payment_request_of
+from services.payments.store.payments import find_payments
+from services.payments.store.terminals import list_terminals
 from services.runtime.auth import Who, caller, require_staff, staff_credentials
 from services.runtime.http_errors import ERROR_RESPONSES, no_nul_characters
 from services.runtime.service import ServiceContext, service_context
@@ -121,7 +126,7 @@ async def terminals(ctx: Ctx, _staff: Staff) -> list[TerminalOut]:
             kind=t.kind,
             registered_at=t.registered_at,
         )
-        for t in await store.list_terminals(ctx.pool)
+        for t in await list_terminals(ctx.pool)
     ]
 
 
@@ -165,7 +170,7 @@ async def payments(
 ) -> list[PaymentOut]:
     if date_to < date_from:  # any span: the page (limit) bounds the answer
         raise HTTPException(422, detail="to: must not be before from")
-    rows = await store.find_payments(
+    rows = await find_payments(
         ctx.pool, facility, date_from, date_to, method.value if method else None, limit
     )
     return [PaymentOut(**{k: r[k] for k in PaymentOut.model_fields}) for r in rows]
@@ -289,7 +294,7 @@ async def attention(
     ] = "open",
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
 ) -> list[AttentionOut]:
-    rows = await store.attention_items(ctx.pool, None if status == "all" else status, limit)
+    rows = await attention_items(ctx.pool, None if status == "all" else status, limit)
     return [_attention_out(r) for r in rows]
 
 
@@ -306,7 +311,7 @@ async def _decided(
 ) -> AttentionOut:
     if decision.replayed:
         response.status_code = 200
-    row = await store.attention_item(ctx.pool, decision.payment_id)
+    row = await attention_item(ctx.pool, decision.payment_id)
     assert row is not None
     return _attention_out(row)
 
@@ -394,7 +399,7 @@ class PaymentRequestOut(BaseModel):
 @router.get("/payment-requests/{application_id}", response_model=PaymentRequestOut)
 async def payment_request(application_id: uuid.UUID, ctx: Ctx, who: Who) -> PaymentRequestOut:
     """The applicant whose fee it is, or staff; anyone else gets 404, as for no request."""
-    row = await store.payment_request_of(ctx.pool, application_id)
+    row = await payment_request_of(ctx.pool, application_id)
     if row is None or not who.may_see(row["applicant_id"]):
         raise http_error(errors.UnknownPaymentRequest(f"no request for {application_id}"))
     base = payments_settings(ctx).provider_url.rstrip("/")
@@ -506,7 +511,7 @@ async def _revenue(
     ctx: ServiceContext, facility: str | None, date_from: date, date_to: date
 ) -> list[RevenueDay]:
     _check_range(date_from, date_to)
-    rows = await store.revenue_by_day(ctx.pool, facility, date_from, date_to)
+    rows = await settlement_store.revenue_by_day(ctx.pool, facility, date_from, date_to)
     return [RevenueDay(**{k: r[k] for k in RevenueDay.model_fields}) for r in rows]
 
 
@@ -579,7 +584,7 @@ async def settlements(
     ctx: Ctx, _staff: Staff, date_from: FromDate, date_to: ToDate, facility: FacilityFilter = None
 ) -> list[SettlementOut]:
     _check_range(date_from, date_to)
-    rows = await store.settlements(ctx.pool, facility, date_from, date_to)
+    rows = await settlement_store.settlements(ctx.pool, facility, date_from, date_to)
     return [
         SettlementOut(
             **{k: r[k] for k in SettlementOut.model_fields if k != "differences"},

@@ -11,9 +11,10 @@ from datetime import UTC, datetime
 import httpx
 
 from contracts.subjects import PAYMENTS, TERMINALS
-from services.payments import handlers, store, sweep
+from services.payments import handlers, sweep
 from services.payments.api import router
 from services.payments.settings import load_payments_settings, payments_settings
+from services.payments.store import terminals
 from services.payments.subscribers import APPLICATION_FEES, TERMINAL_MESSAGES, consumers
 from services.runtime.auth import load_staff_credentials
 from services.runtime.service import BusAccess, ServiceContext, ServiceDefinition
@@ -26,7 +27,7 @@ async def load_facilities(ctx: ServiceContext) -> None:
     with the field's error) and load the 34 facilities (contracts.facilities) into the schema,
     which postings and settlements refer to (a start-up job raced the first request)."""
     payments_settings(ctx)
-    await store.sync_facilities(ctx.pool)
+    await terminals.sync_facilities(ctx.pool)
 
 
 def background(ctx: ServiceContext) -> Sequence[Callable[[], Awaitable[None]]]:

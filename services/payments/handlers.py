@@ -36,8 +36,17 @@ from contracts.payments import (
     terminal_settlement_subject,
     terminal_subject,
 )
-from services.payments import domain, errors, ledger, store
+from services.payments import domain, errors, ledger
 from services.payments.receipts import ReceiptView, render_receipt
+from services.payments.store import (
+    attention,
+    payment_requests,
+    payments,
+    postings,
+    settlements,
+    terminal_transactions,
+    terminals,
+)
 from services.runtime.outbox import add_events
 
 _IDS = uuid.UUID("4d1b7c1e-9a53-4f5e-8d0c-0f3a1c2b7e11")
@@ -101,13 +110,13 @@ async def register_terminal(
     if kind not in TerminalKind.ALL:
         raise ValueError(f"terminal kind must be one of {', '.join(TerminalKind.ALL)}")
     async with pool.acquire() as conn, conn.transaction():
-        await store.sync_facilities(conn)
+        await terminals.sync_facilities(conn)
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", facility_code)
-        number = await store.next_terminal_number(conn, facility_code)
+        number = await terminals.next_terminal_number(conn, facility_code)
         terminal_id = f"{facility_code}-t{number:02d}"
-        row = await store.insert_terminal(conn, terminal_id, facility_code, kind, terminal_id)
+        row = await terminals.insert_terminal(conn, terminal_id, facility_code, kind, terminal_id)
         if public_key is not None:
-            await store.issue_terminal_key(conn, terminal_id, public_key, issued_by)
+            await terminals.issue_terminal_key(conn, terminal_id, public_key, issued_by)
     return TerminalIdentity(row.terminal_id, row.facility_code, row.kind)
 
 
@@ -116,11 +125,11 @@ async def rotate_terminal_key(
 ) -> TerminalIdentity:
     """Put a new key in force for a terminal; the old one is revoked in the same transaction."""
     async with pool.acquire() as conn, conn.transaction():
-        row = await store.get_terminal(conn, terminal_id)
+        row = await terminals.get_terminal(conn, terminal_id)
         if row is None:
             raise errors.UnknownTerminal(f"no terminal {terminal_id!r} is registered")
-        await store.revoke_terminal_key(conn, terminal_id, issued_by, "rotated")
-        await store.issue_terminal_key(conn, terminal_id, public_key, issued_by)
+        await terminals.revoke_terminal_key(conn, terminal_id, issued_by, "rotated")
+        await terminals.issue_terminal_key(conn, terminal_id, public_key, issued_by)
     return TerminalIdentity(row.terminal_id, row.facility_code, row.kind)
 
 
@@ -130,9 +139,9 @@ async def revoke_terminal(
     """Revoke a terminal's key in force (a device lost, stolen or retired); its public key, or
     None when it had none in force (revoking twice changes nothing)."""
     async with pool.acquire() as conn, conn.transaction():
-        if await store.get_terminal(conn, terminal_id) is None:
+        if await terminals.get_terminal(conn, terminal_id) is None:
             raise errors.UnknownTerminal(f"no terminal {terminal_id!r} is registered")
-        return await store.revoke_terminal_key(conn, terminal_id, revoked_by, reason)
+        return await terminals.revoke_terminal_key(conn, terminal_id, revoked_by, reason)
 
 
 # --- terminal transactions -----------------------------------------------------------------
@@ -153,7 +162,7 @@ async def record_terminal_transactions(
     known = known_terminals if known_terminals is not None else {}
     unknown = {e.data.terminal_id for e in events} - known.keys()
     if unknown:
-        known.update(await store.facilities_of_terminals(conn, sorted(unknown)))
+        known.update(await terminals.facilities_of_terminals(conn, sorted(unknown)))
     for event in events:
         tx = event.data
         facility = known.get(tx.terminal_id)
@@ -184,11 +193,15 @@ async def _claim(
 ) -> bool:
     """Take the (terminal, transaction id) key; False when it was posted before, maybe long
     ago (nothing must change then)."""
-    return bool(await store.claim_terminal_transactions(conn, [_claim_of(tx, payment_id)]))
+    return bool(
+        await terminal_transactions.claim_terminal_transactions(conn, [_claim_of(tx, payment_id)])
+    )
 
 
-def _claim_of(tx: TerminalTransactionV1, payment_id: uuid.UUID) -> store.TerminalClaim:
-    return store.TerminalClaim(
+def _claim_of(
+    tx: TerminalTransactionV1, payment_id: uuid.UUID
+) -> terminal_transactions.TerminalClaim:
+    return terminal_transactions.TerminalClaim(
         tx.terminal_id, tx.transaction_id, tx.kind.value, payment_id, tx.amount_yen, tx.occurred_at
     )
 
@@ -200,7 +213,7 @@ async def _capture_many(conn: asyncpg.Connection, txs: Sequence[TerminalTransact
     if not txs:
         return
     ids = [uuid.uuid5(_IDS, tx.message_id) for tx in txs]
-    claimed = await store.claim_terminal_transactions(
+    claimed = await terminal_transactions.claim_terminal_transactions(
         conn, [_claim_of(tx, pid) for tx, pid in zip(txs, ids, strict=True)]
     )
     new: list[tuple[TerminalTransactionV1, uuid.UUID]] = []
@@ -223,7 +236,7 @@ async def _post_captures(
         return
     records = []
     for tx, payment_id in new:
-        capture = store.NewCapture(
+        capture = payments.NewCapture(
             payment_id=payment_id,
             facility_code=tx.facility_code,
             terminal_id=tx.terminal_id,
@@ -238,7 +251,7 @@ async def _post_captures(
             card_last4=tx.card.last4 if tx.card else None,
         )
         records.append((capture, _posting_of(capture)))
-    receipts = await store.record_captures(conn, records)
+    receipts = await payments.record_captures(conn, records)
     await add_events(
         conn,
         [
@@ -282,7 +295,7 @@ async def _refuse_conflicts(
     ``TerminalTransactionConflict`` (dead-lettered with both versions, finance told)."""
     if not repeats:
         return
-    posted = await store.posted_versions(
+    posted = await terminal_transactions.posted_versions(
         conn, [(tx.terminal_id, tx.transaction_id) for tx in repeats]
     )
     for tx in repeats:
@@ -300,7 +313,7 @@ async def announce_terminal_conflict(
     """Keep a refused conflicting repeat and tell finance (TerminalTransactionConflict), once
     per distinct repeat. Run in a transaction of its own as the repeat is dead-lettered: the
     one that refused it rolled back."""
-    if await store.insert_terminal_conflict(
+    if await terminal_transactions.insert_terminal_conflict(
         conn,
         conflict.terminal_id,
         conflict.transaction_id,
@@ -326,7 +339,7 @@ async def announce_terminal_conflict(
         )
 
 
-def _posting_of(capture: store.NewCapture) -> ledger.Posting:
+def _posting_of(capture: payments.NewCapture) -> ledger.Posting:
     return ledger.capture_posting(
         capture.payment_id,
         capture.facility_code,
@@ -337,15 +350,15 @@ def _posting_of(capture: store.NewCapture) -> ledger.Posting:
     )
 
 
-async def _record_capture(conn: asyncpg.Connection, capture: store.NewCapture) -> str:
+async def _record_capture(conn: asyncpg.Connection, capture: payments.NewCapture) -> str:
     """Payment, receipt number and balanced ledger posting; returns the receipt number."""
-    return await store.record_capture(conn, capture, _posting_of(capture))
+    return await payments.record_capture(conn, capture, _posting_of(capture))
 
 
 async def _original(conn: asyncpg.Connection, tx: TerminalTransactionV1) -> domain.PaymentState:
     assert tx.original_transaction_id is not None
     terminal = tx.original_terminal_id or tx.terminal_id
-    payment = await store.lock_payment_of_transaction(conn, terminal, tx.original_transaction_id)
+    payment = await payments.lock_payment_of_transaction(conn, terminal, tx.original_transaction_id)
     if payment is None:
         raise errors.OriginalNotYetPosted(
             f"no capture {tx.original_transaction_id!r} on terminal {terminal!r} (yet)"
@@ -374,10 +387,10 @@ async def _void(conn: asyncpg.Connection, tx: TerminalTransactionV1) -> None:
         await _refuse_conflicts(conn, [tx])
         return
     domain.decide_void(payment, tx.amount_yen)
-    capture = await store.capture_posting_of(conn, payment.payment_id)
+    capture = await postings.capture_posting_of(conn, payment.payment_id)
     assert capture is not None, "every payment has its capture posting"
-    await store.mark_voided(conn, payment.payment_id)
-    await store.insert_posting(
+    await payments.mark_voided(conn, payment.payment_id)
+    await postings.insert_posting(
         conn, ledger.reversal_of(capture, ledger.PostingKind.VOID, tx.occurred_at)
     )
     await add_events(
@@ -404,7 +417,7 @@ async def _void(conn: asyncpg.Connection, tx: TerminalTransactionV1) -> None:
 async def print_receipt(pool: asyncpg.Pool, receipt_number: str) -> str:
     """The receipt as printable HTML; every print after the first is marked as a copy."""
     async with pool.acquire() as conn, conn.transaction():
-        row = await store.print_receipt(conn, receipt_number)
+        row = await payments.print_receipt(conn, receipt_number)
     if row is None:
         raise errors.UnknownReceipt(f"no receipt {receipt_number!r}")
     view = ReceiptView(
@@ -437,7 +450,7 @@ async def create_payment_request(
     request_id = uuid.uuid5(_IDS, f"application/{req.application_id}")
     if req.facility_code not in FACILITIES_BY_CODE:
         raise errors.UnknownFacility(f"no facility has the code {req.facility_code!r}")
-    await store.insert_payment_request(
+    await payment_requests.insert_payment_request(
         conn,
         request_id=request_id,
         application_id=req.application_id,
@@ -479,19 +492,19 @@ async def confirm_online_payment(
     request, otherwise it goes on the staff queue (PaymentNeedsAttention). The same notice id
     again returns the first outcome and changes nothing."""
     async with pool.acquire() as conn, conn.transaction():
-        earlier = await store.claim_provider_notice(
+        earlier = await payment_requests.claim_provider_notice(
             conn, notice.event_id, notice.reference, notice.amount_yen, learnt_by.value
         )
         if earlier is not None:
             return await _earlier_outcome(conn, notice, earlier)
-        request = await store.lock_payment_request(conn, notice.reference)
+        request = await payment_requests.lock_payment_request(conn, notice.reference)
         if request is None:
             raise errors.UnknownPaymentRequest(f"no payment request {notice.reference!r}")
         reasons = domain.decide_confirmation(request, notice.amount_yen, now)
         payment_id = uuid.uuid5(_IDS, f"provider-notice/{notice.event_id}")
         receipt = await _record_capture(
             conn,
-            store.NewCapture(
+            payments.NewCapture(
                 payment_id=payment_id,
                 facility_code=request.facility_code,
                 terminal_id=None,
@@ -521,9 +534,9 @@ async def confirm_online_payment(
             )
         ]
         if settles:
-            await store.mark_request_paid(conn, request.request_id, payment_id)
+            await payment_requests.mark_request_paid(conn, request.request_id, payment_id)
         else:
-            await store.insert_attention(
+            await attention.insert_attention(
                 conn,
                 payment_id,
                 request.request_id,
@@ -550,7 +563,9 @@ async def confirm_online_payment(
                 )
             )
         outcome = ConfirmationOutcome(payment_id, reasons)
-        await store.record_notice_outcome(conn, notice.event_id, payment_id, outcome.outcome)
+        await payment_requests.record_notice_outcome(
+            conn, notice.event_id, payment_id, outcome.outcome
+        )
         await add_events(conn, [_event(e) for e in events])
     return outcome
 
@@ -565,14 +580,14 @@ async def _earlier_outcome(
             f"notice {notice.event_id!r} was for {earlier['reference']} "
             f"({earlier['amount_yen']} yen), not {notice.reference} ({notice.amount_yen} yen)"
         )
-    item = await store.lock_attention(conn, earlier["payment_id"])
+    item = await attention.lock_attention(conn, earlier["payment_id"])
     return ConfirmationOutcome(earlier["payment_id"], item.reasons if item else (), replayed=True)
 
 
 async def expire_payment_requests(pool: asyncpg.Pool, now: datetime) -> int:
     """Cancel the pending requests whose time ran out; announce each. Returns how many."""
     async with pool.acquire() as conn, conn.transaction():
-        expired = await store.expire_due_requests(conn, now)
+        expired = await payment_requests.expire_due_requests(conn, now)
         await add_events(
             conn,
             [
@@ -604,8 +619,8 @@ async def requests_to_check(
     is scheduled (back-off) before it is asked, so a provider that does not answer is not
     asked again at once."""
     async with pool.acquire() as conn, conn.transaction():
-        due = await store.requests_to_check(conn, now, horizon_s, limit)
-        await store.schedule_checks(
+        due = await payment_requests.requests_to_check(conn, now, horizon_s, limit)
+        await payment_requests.schedule_checks(
             conn,
             [r.request_id for r in due],
             [
@@ -645,7 +660,7 @@ async def record_terminal_settlement(
 ) -> None:
     """A terminal's own settlement batch: only for the facility it is registered to."""
     settlement = event.data
-    terminal = await store.get_terminal(conn, settlement.terminal_id)
+    terminal = await terminals.get_terminal(conn, settlement.terminal_id)
     if terminal is None:
         raise errors.UnknownTerminal(f"terminal {settlement.terminal_id!r} is not registered")
     if terminal.facility_code != settlement.batch.facility_code:
@@ -663,7 +678,7 @@ async def reconcile_settlement_on(
     if batch.facility_code not in FACILITIES_BY_CODE:
         raise errors.UnknownFacility(f"no facility has the code {batch.facility_code!r}")
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"settlement/{batch.batch_id}")
-    earlier = await store.settlement(conn, batch.batch_id)
+    earlier = await settlements.settlement(conn, batch.batch_id)
     if earlier is not None:
         return SettlementOutcome(
             batch_id=batch.batch_id,
@@ -676,12 +691,14 @@ async def reconcile_settlement_on(
             replayed=True,
         )
     accounts = [ledger.receivable_account(line.method, line.brand) for line in batch.lines]
-    book = await store.ledger_day(conn, batch.facility_code, batch.business_date, accounts)
+    book = await settlements.ledger_day(conn, batch.facility_code, batch.business_date, accounts)
     differences = ledger.reconcile(batch.lines, book)
     posting = ledger.settlement_posting(batch.facility_code, batch.business_date, batch.lines)
     if posting is not None:
-        await store.insert_posting(conn, posting)
-    await store.insert_settlement(conn, batch, differences, posting.posting_id if posting else None)
+        await postings.insert_posting(conn, posting)
+    await settlements.insert_settlement(
+        conn, batch, differences, posting.posting_id if posting else None
+    )
     reported = sum(line.amount_yen for line in batch.lines)
     fee = sum(line.fee_yen for line in batch.lines)
     event: Event
@@ -737,10 +754,10 @@ async def refund_by_staff(
     """
     refund_id = refund_id or uuid.uuid4()
     async with pool.acquire() as conn, conn.transaction():
-        payment = await store.lock_payment(conn, payment_id)
+        payment = await payments.lock_payment(conn, payment_id)
         if payment is None:
             raise errors.UnknownPayment(f"no payment {payment_id}")
-        earlier = await store.refund_exists(conn, refund_id)
+        earlier = await payments.refund_exists(conn, refund_id)
         if earlier is not None:
             if earlier["payment_id"] != payment_id or earlier["amount_yen"] != amount_yen:
                 raise errors.MismatchedPayment(f"refund {refund_id} was for something else")
@@ -764,10 +781,10 @@ async def _refund_on(
     """The one refund path (a terminal's, the counter's or the staff queue's): refund row,
     ledger, PaymentRefunded; the refunded total."""
     total = domain.decide_refund(payment, amount_yen)
-    await store.record_refund(
+    await payments.record_refund(
         conn, refund_id, payment.payment_id, amount_yen, total, occurred_at, staff_id
     )
-    await store.insert_posting(conn, ledger.refund_posting(payment, amount_yen, occurred_at))
+    await postings.insert_posting(conn, ledger.refund_posting(payment, amount_yen, occurred_at))
     await add_events(
         conn,
         [
@@ -813,17 +830,17 @@ async def _attention_for_action(
     amount_yen: int | None,
 ) -> tuple[domain.AttentionState, domain.PaymentState] | None:
     """Lock the item and its payment; None when this key already did this very action."""
-    item = await store.lock_attention(conn, payment_id)
+    item = await attention.lock_attention(conn, payment_id)
     if item is None:
         raise errors.UnknownAttention(f"payment {payment_id} is not on the staff queue")
-    done = await store.attention_action(conn, payment_id, idempotency_key)
+    done = await attention.attention_action(conn, payment_id, idempotency_key)
     if done is not None:
         if (done["action"], done["amount_yen"]) != (action, amount_yen):
             raise errors.IdempotencyKeyReused(
                 f"Idempotency-Key {idempotency_key!r} was used for another action on this payment"
             )
         return None
-    payment = await store.lock_payment(conn, payment_id)
+    payment = await payments.lock_payment(conn, payment_id)
     assert payment is not None, "every item on the queue is a payment"
     return item, payment
 
@@ -848,7 +865,7 @@ async def refund_attention(
         all_of_it = domain.decide_attention_refund(item, payment, amount_yen)
         refund_id = uuid.uuid5(_IDS, f"attention/{payment_id}/{idempotency_key}")
         await _refund_on(conn, payment, refund_id, amount_yen, now, staff_id=staff_id)
-        await store.insert_attention_action(
+        await attention.insert_attention_action(
             conn,
             payment_id,
             idempotency_key,
@@ -859,7 +876,7 @@ async def refund_attention(
             refund_id=refund_id,
         )
         if all_of_it:
-            await store.decide_attention(conn, payment_id, "refunded", staff_id, now)
+            await attention.decide_attention(conn, payment_id, "refunded", staff_id, now)
     return AttentionDecision(payment_id, replayed=False)
 
 
@@ -876,14 +893,14 @@ async def attach_attention(
         if found is None:
             return AttentionDecision(payment_id, replayed=True)
         item, payment = found
-        request = await store.lock_payment_request_by_id(conn, item.request_id)
+        request = await payment_requests.lock_payment_request_by_id(conn, item.request_id)
         assert request is not None, "every item on the queue has its request"
         domain.decide_attach(item, payment, request)
-        await store.mark_request_paid(conn, request.request_id, payment_id)
-        await store.insert_attention_action(
+        await payment_requests.mark_request_paid(conn, request.request_id, payment_id)
+        await attention.insert_attention_action(
             conn, payment_id, idempotency_key, AttentionAction.ATTACH, staff_id, now
         )
-        await store.decide_attention(conn, payment_id, "attached", staff_id, now)
+        await attention.decide_attention(conn, payment_id, "attached", staff_id, now)
         await add_events(
             conn,
             [

@@ -50,8 +50,9 @@ from hypothesis import strategies as st
 from contracts.applications import ApplicationPaymentRequestedV1
 from contracts.envelope import Envelope
 from contracts.payments import ProviderPaymentConfirmation, TerminalTransactionV1
-from services.payments import handlers, store
+from services.payments import handlers
 from services.payments.errors import OriginalNotYetPosted, PaymentError
+from services.payments.store import payment_requests, settlements, terminals
 from services.registry import definition
 from services.runtime import db as rdb
 from services.runtime.service import migrations_for
@@ -297,7 +298,7 @@ async def fresh_payments_schema(database_url: str, schema: str) -> asyncpg.Pool:
     await rdb.migrate(pool, schema, migrations_for(definition("payments")))
     for facility in TERMINALS.values():
         await handlers.register_terminal(pool, facility)
-    registered = {r.terminal_id for r in await store.list_terminals(pool)}
+    registered = {r.terminal_id for r in await terminals.list_terminals(pool)}
     assert registered == set(TERMINALS)
     return pool
 
@@ -320,7 +321,7 @@ async def check_invariants(pool: asyncpg.Pool) -> None:
 
 async def check_against(pool: asyncpg.Pool, model: Model) -> None:
     await check_invariants(pool)
-    rows = await store.revenue_by_day(pool, None, date(2027, 3, 30), date(2027, 4, 2))
+    rows = await settlements.revenue_by_day(pool, None, date(2027, 3, 30), date(2027, 4, 2))
     revenue = {(r["facility_code"], r["business_date"]): int(r["gross_yen"]) for r in rows}
     assert revenue == {day: model.revenue[day] for day in model.days}
     assert all(int(r["fee_yen"]) == 0 and r["net_yen"] == r["gross_yen"] for r in rows)
@@ -331,7 +332,7 @@ async def check_against(pool: asyncpg.Pool, model: Model) -> None:
                 for (f, d, account), (count, amount) in model.accounts.items()
                 if (f, d) == (facility, day)
             }
-            book = await store.ledger_day(conn, facility, day, ACCOUNTS)
+            book = await settlements.ledger_day(conn, facility, day, ACCOUNTS)
             assert {a: (v.count, v.amount_yen) for a, v in book.items()} == wanted
     serials = defaultdict(list)
     for r in await pool.fetch("SELECT facility_code, fiscal_year, serial FROM receipts"):
@@ -488,7 +489,7 @@ def expected_reasons(request: Request, amount: int, now: datetime) -> list[str]:
 async def open_requests(pool: asyncpg.Pool, amounts: list[int]) -> list[Request]:
     requests = []
     async with pool.acquire() as conn:
-        await store.sync_facilities(conn)
+        await terminals.sync_facilities(conn)
         for amount in amounts:
             fee = Envelope.new(
                 ApplicationPaymentRequestedV1(
@@ -503,7 +504,7 @@ async def open_requests(pool: asyncpg.Pool, amounts: list[int]) -> list[Request]
             )
             async with conn.transaction():
                 await handlers.create_payment_request(conn, fee, TTL.total_seconds())
-            row = await store.payment_request_of(conn, fee.data.application_id)
+            row = await payment_requests.payment_request_of(conn, fee.data.application_id)
             assert row is not None
             requests.append(Request(row["reference"], amount, OPENED + TTL))
     return requests

@@ -17,7 +17,7 @@ from contracts.payments import (
     terminal_subject,
 )
 from contracts.subjects import absolute
-from services.payments import store
+from services.payments.store import postings
 
 JST = timezone(timedelta(hours=9))
 
@@ -111,7 +111,7 @@ async def terminal_settles(
 
 async def assert_ledger_balances(pool: asyncpg.Pool) -> None:
     """Every posting balances, and so does the whole ledger."""
-    assert await store.unbalanced_postings(pool) == []
+    assert await postings.unbalanced_postings(pool) == []
     debits, credits = await pool.fetchrow(
         "SELECT coalesce(sum(debit_yen), 0), coalesce(sum(credit_yen), 0) FROM ledger_entries"
     )
