@@ -44,7 +44,7 @@ from pipeline import terminal_message  # noqa: E402
 from cityhall.provision import provision_all  # noqa: E402
 from contracts.payments import terminal_subject  # noqa: E402
 from contracts.subjects import absolute  # noqa: E402
-from services.payments.handlers import register_terminal  # noqa: E402
+from services.payments.handlers.registry import register_terminal  # noqa: E402
 from services.payments.store import postings  # noqa: E402
 from services.registry import definition  # noqa: E402
 from services.runtime.server import build_app  # noqa: E402

@@ -64,7 +64,7 @@ from contracts.envelope import CE_ID, CE_SOURCE, CE_SPECVERSION, CE_TIME, CE_TYP
 from contracts.facilities import FACILITIES
 from contracts.payments import TerminalTransactionV1, terminal_subject
 from contracts.subjects import PAYMENTS, TERMINALS, absolute
-from services.payments.handlers import register_terminal
+from services.payments.handlers.registry import register_terminal
 from services.payments.store.postings import unbalanced_postings
 from services.runtime import db
 from services.runtime.streams import DUPLICATE_WINDOW_S

@@ -23,7 +23,7 @@ import typer
 from cityhall.files import write_private
 from cityhall.natsauth import new_seed, public_key
 from cityhall.stack import refresh_bus_users
-from services.payments.handlers import TerminalIdentity, TerminalKind
+from services.payments.handlers.registry import TerminalIdentity, TerminalKind
 
 terminals_app = typer.Typer(
     help="Payment terminals (決済端末) at the facilities.", no_args_is_help=True
@@ -112,7 +112,7 @@ def register_command(
 ) -> None:
     """Register a terminal at a facility; print where its credential file was written."""
     from services.payments.errors import PaymentError
-    from services.payments.handlers import register_terminal
+    from services.payments.handlers.registry import register_terminal
 
     home = _home(home)
     seed = new_seed()
@@ -142,7 +142,7 @@ def rotate_command(
     """Give a terminal a new key: the old one is refused from now on (its connection closed);
     the new credential file replaces the old one."""
     from services.payments.errors import PaymentError
-    from services.payments.handlers import rotate_terminal_key
+    from services.payments.handlers.registry import rotate_terminal_key
 
     home = _home(home)
     seed = new_seed()
@@ -170,7 +170,7 @@ def revoke_command(
     its credential file is removed. The terminal stays registered (its payments and receipts
     keep their references); `rotate` gives it a new key."""
     from services.payments.errors import PaymentError
-    from services.payments.handlers import revoke_terminal
+    from services.payments.handlers.registry import revoke_terminal
 
     home = _home(home)
     try:

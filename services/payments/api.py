@@ -24,7 +24,8 @@ from contracts.payments import (
     SettlementBatch,
     SettlementDifference,
 )
-from services.payments import errors, handlers, webhook
+from services.payments import errors, webhook
+from services.payments.handlers import online, receipts, reconciliation, refunds, staff_queue
 from services.payments.settings import payments_settings
 from services.payments.store import settlements as settlement_store
 from services.payments.store.attention import attention_item, attention_items
@@ -208,7 +209,7 @@ async def refund(
     payment_id: uuid.UUID, body: RefundRequest, ctx: Ctx, staff: Staff, response: Response
 ) -> RefundOut:
     try:
-        done = await handlers.refund_by_staff(
+        done = await refunds.refund_by_staff(
             ctx.pool, payment_id, body.amount_yen, staff, datetime.now(UTC), body.refund_id
         )
     except errors.PaymentError as exc:
@@ -307,7 +308,7 @@ class AttentionRefundRequest(BaseModel):
 
 
 async def _decided(
-    ctx: ServiceContext, response: Response, decision: handlers.AttentionDecision
+    ctx: ServiceContext, response: Response, decision: staff_queue.AttentionDecision
 ) -> AttentionOut:
     if decision.replayed:
         response.status_code = 200
@@ -332,7 +333,7 @@ async def refund_attention(
     response: Response,
 ) -> AttentionOut:
     try:
-        decision = await handlers.refund_attention(
+        decision = await staff_queue.refund_attention(
             ctx.pool, payment_id, body.amount_yen, staff, key, datetime.now(UTC)
         )
     except errors.PaymentError as exc:
@@ -352,7 +353,7 @@ async def attach_attention(
     payment_id: uuid.UUID, key: IdempotencyKeyHeader, ctx: Ctx, staff: Staff, response: Response
 ) -> AttentionOut:
     try:
-        decision = await handlers.attach_attention(
+        decision = await staff_queue.attach_attention(
             ctx.pool, payment_id, staff, key, datetime.now(UTC)
         )
     except errors.PaymentError as exc:
@@ -375,7 +376,7 @@ async def payment(payment_id: uuid.UUID, ctx: Ctx, _staff: Staff) -> PaymentOut:
 )
 async def receipt(receipt_number: str, ctx: Ctx, _staff: Staff) -> HTMLResponse:
     try:
-        html = await handlers.print_receipt(ctx.pool, receipt_number)
+        html = await receipts.print_receipt(ctx.pool, receipt_number)
     except errors.PaymentError as exc:
         raise http_error(exc) from exc
     return HTMLResponse(html)
@@ -447,7 +448,7 @@ async def provider_webhook(request: Request, ctx: Ctx) -> WebhookAccepted:
     except ValidationError as exc:
         raise HTTPException(422, detail=describe_validation_error(exc)) from exc
     try:
-        done = await handlers.confirm_online_payment(ctx.pool, notice, datetime.now(UTC))
+        done = await online.confirm_online_payment(ctx.pool, notice, datetime.now(UTC))
     except errors.PaymentError as exc:
         raise http_error(exc) from exc
     return WebhookAccepted(
@@ -481,7 +482,7 @@ async def post_settlement(
     batch: SettlementBatch, ctx: Ctx, _staff: Staff, response: Response
 ) -> SettlementOutcomeOut:
     try:
-        outcome = await handlers.reconcile_settlement(ctx.pool, batch)
+        outcome = await reconciliation.reconcile_settlement(ctx.pool, batch)
     except errors.PaymentError as exc:
         raise http_error(exc) from exc
     response.status_code = 200 if outcome.replayed else 201

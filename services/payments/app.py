@@ -11,8 +11,9 @@ from datetime import UTC, datetime
 import httpx
 
 from contracts.subjects import PAYMENTS, TERMINALS
-from services.payments import handlers, sweep
+from services.payments import sweep
 from services.payments.api import router
+from services.payments.handlers import online
 from services.payments.settings import load_payments_settings, payments_settings
 from services.payments.store import terminals
 from services.payments.subscribers import APPLICATION_FEES, TERMINAL_MESSAGES, consumers
@@ -36,7 +37,7 @@ def background(ctx: ServiceContext) -> Sequence[Callable[[], Awaitable[None]]]:
     async def expire_payment_requests() -> None:
         """Cancel application fee requests whose time ran out (loops until cancelled)."""
         while True:
-            expired = await handlers.expire_payment_requests(ctx.pool, datetime.now(UTC))
+            expired = await online.expire_payment_requests(ctx.pool, datetime.now(UTC))
             if expired:
                 log.info("payment requests expired", extra={"count": expired})
             await asyncio.sleep(sweep_s)

@@ -25,8 +25,8 @@ from contracts.payments import (
     terminal_subject,
 )
 from contracts.subjects import APPLICATIONS, TERMINALS
-from services.payments import handlers
 from services.payments.errors import PaymentError, TerminalTransactionConflict
+from services.payments.handlers import ingestion, online, reconciliation
 from services.payments.settings import payments_settings
 from services.runtime.consumer import Batched, Handler, Recorder, Refused
 from services.runtime.service import ConsumerBinding, ServiceContext
@@ -110,7 +110,7 @@ def _announcing(conflict: TerminalTransactionConflict) -> Recorder:
     """Finance hears of a conflicting repeat as it is dead-lettered (its own transaction)."""
 
     async def record(conn: asyncpg.Connection) -> None:
-        await handlers.announce_terminal_conflict(conn, conflict, datetime.now(UTC))
+        await ingestion.announce_terminal_conflict(conn, conflict, datetime.now(UTC))
 
     return record
 
@@ -122,7 +122,7 @@ def consumers(ctx: ServiceContext) -> Sequence[ConsumerBinding]:
         # Read when handling (settings are built once per running service): the contracts
         # export lists these bindings without a running service.
         settings = payments_settings(ctx)
-        await handlers.create_payment_request(
+        await online.create_payment_request(
             conn, event, settings.request_ttl_s, settings.sweep_grace_s
         )
 
@@ -131,13 +131,13 @@ def consumers(ctx: ServiceContext) -> Sequence[ConsumerBinding]:
     async def record_terminal_transactions(
         conn: asyncpg.Connection, events: Sequence[Envelope[TerminalTransactionV1]]
     ) -> None:
-        await handlers.record_terminal_transactions(conn, events, known_terminals)
+        await ingestion.record_terminal_transactions(conn, events, known_terminals)
 
     from_terminals: dict[type[Event], Handler] = {
         # keyed: every capture, refund and void claims its (terminal, transaction id) in
         # terminal_transactions for ever, the same key as its ce-id (see admit_terminal).
         TerminalTransactionV1: Batched(refusing(record_terminal_transactions), keyed=True),
-        TerminalSettlementV1: refusing(handlers.record_terminal_settlement),
+        TerminalSettlementV1: refusing(reconciliation.record_terminal_settlement),
     }
     return [
         ConsumerBinding(

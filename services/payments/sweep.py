@@ -20,8 +20,9 @@ import httpx
 from pydantic import ValidationError
 
 from contracts.payments import ConfirmationSource
-from services.payments import handlers, provider
+from services.payments import provider
 from services.payments.errors import PaymentError
+from services.payments.handlers import online
 from services.payments.settings import PaymentsSettings
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ async def sweep_once(
 ) -> SweepReport:
     """One pass: every request due a question is asked once."""
     report = SweepReport()
-    references = await handlers.requests_to_check(
+    references = await online.requests_to_check(
         pool,
         datetime.now(UTC),
         backoff_s=settings.sweep_backoff_s,
@@ -66,7 +67,7 @@ async def sweep_once(
                 )
                 continue
             try:
-                outcome = await handlers.confirm_online_payment(
+                outcome = await online.confirm_online_payment(
                     pool, notice, datetime.now(UTC), ConfirmationSource.SWEEP
                 )
             except PaymentError as exc:

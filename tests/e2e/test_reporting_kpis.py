@@ -22,7 +22,7 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families
 from contracts.applications import ProcedureGroup
 from services.applications.domain import Procedure
 from services.applications.handlers.catalog_import import import_procedures
-from services.payments.handlers import register_terminal
+from services.payments.handlers.registry import register_terminal
 from services.reporting.domain import tokyo_month
 from services.runtime.dlq import list_dead_letters
 from tests.integration.helpers import publish_envelope, wait_for

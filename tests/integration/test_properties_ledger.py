@@ -50,8 +50,8 @@ from hypothesis import strategies as st
 from contracts.applications import ApplicationPaymentRequestedV1
 from contracts.envelope import Envelope
 from contracts.payments import ProviderPaymentConfirmation, TerminalTransactionV1
-from services.payments import handlers
 from services.payments.errors import OriginalNotYetPosted, PaymentError
+from services.payments.handlers import ingestion, online, refunds, registry
 from services.payments.store import payment_requests, settlements, terminals
 from services.registry import definition
 from services.runtime import db as rdb
@@ -297,7 +297,7 @@ async def fresh_payments_schema(database_url: str, schema: str) -> asyncpg.Pool:
     pool = await rdb.create_pool(database_url, schema, min_size=1, max_size=2)
     await rdb.migrate(pool, schema, migrations_for(definition("payments")))
     for facility in TERMINALS.values():
-        await handlers.register_terminal(pool, facility)
+        await registry.register_terminal(pool, facility)
     registered = {r.terminal_id for r in await terminals.list_terminals(pool)}
     assert registered == set(TERMINALS)
     return pool
@@ -357,7 +357,7 @@ async def deliver(pool: asyncpg.Pool, known: dict[str, str], msgs: list[dict[str
     one of them (the transaction rolled back). Errors other than the rules' propagate."""
     try:
         async with pool.acquire() as conn, conn.transaction():
-            await handlers.record_terminal_transactions(conn, [envelope(m) for m in msgs], known)
+            await ingestion.record_terminal_transactions(conn, [envelope(m) for m in msgs], known)
     except (PaymentError, OriginalNotYetPosted):
         return False
     return True
@@ -445,7 +445,7 @@ async def staff_refund(
     wanted = model.staff_refund(refund_id, txid, amount, when)
     before = await outbox_events(pool)
     try:
-        result = await handlers.refund_by_staff(
+        result = await refunds.refund_by_staff(
             pool, payment_id, amount, "clerk01", when, uuid.UUID(refund_id)
         )
     except PaymentError:
@@ -503,7 +503,7 @@ async def open_requests(pool: asyncpg.Pool, amounts: list[int]) -> list[Request]
                 source="/cityhall/applications",
             )
             async with conn.transaction():
-                await handlers.create_payment_request(conn, fee, TTL.total_seconds())
+                await online.create_payment_request(conn, fee, TTL.total_seconds())
             row = await payment_requests.payment_request_of(conn, fee.data.application_id)
             assert row is not None
             requests.append(Request(row["reference"], amount, OPENED + TTL))
@@ -525,7 +525,7 @@ async def test_provider_notices_in_any_order_are_recorded_once_each_and_balance(
         for step in range(data.draw(st.integers(2, 12), label="steps")):
             now += timedelta(minutes=data.draw(st.integers(0, 15), label="minutes pass"))
             if data.draw(st.integers(0, 4), label="expiry job?") == 0:
-                await handlers.expire_payment_requests(pool, now)
+                await online.expire_payment_requests(pool, now)
                 for r in requests:
                     if r.status == "pending" and r.expires_at <= now:
                         r.status = "expired"
@@ -546,7 +546,7 @@ async def test_provider_notices_in_any_order_are_recorded_once_each_and_balance(
                 sent.append(notice)
             request = next(r for r in requests if r.reference == notice.reference)
             before = await outbox_events(pool)
-            done = await handlers.confirm_online_payment(pool, notice, now)
+            done = await online.confirm_online_payment(pool, notice, now)
             if notice.event_id in outcomes:  # the same notice: its first outcome, no change
                 assert done.replayed
                 assert (done.payment_id, [r.value for r in done.reasons]) == outcomes[

@@ -23,7 +23,7 @@ from nats.js import JetStreamContext
 from cityhall.embedded import free_port
 from contracts.facilities import FACILITIES
 from contracts.subjects import absolute
-from services.payments.handlers import register_terminal
+from services.payments.handlers.registry import register_terminal
 from services.runtime import db as rdb
 from tests.e2e.helpers import Processes, Spawned, clean_env, is_ready, wait_until
 from tests.integration.payments.helpers import assert_ledger_balances

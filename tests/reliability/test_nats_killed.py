@@ -31,7 +31,7 @@ import pytest
 from cityhall.embedded import EmbeddedNats, free_port
 from contracts.facilities import FACILITIES
 from contracts.subjects import PAYMENTS, TERMINALS, absolute
-from services.payments.handlers import register_terminal
+from services.payments.handlers.registry import register_terminal
 from services.registry import definition
 from services.runtime.lifecycle import Runtime
 from services.runtime.server import build_app

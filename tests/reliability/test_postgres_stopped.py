@@ -37,7 +37,7 @@ from nats.js import JetStreamContext
 from cityhall.embedded import EmbeddedPostgres, free_port
 from contracts.facilities import FACILITIES
 from contracts.subjects import APPLICATIONS, absolute
-from services.payments.handlers import register_terminal
+from services.payments.handlers.registry import register_terminal
 from services.runtime import db as rdb
 from tests.e2e.helpers import Processes, Spawned, clean_env, is_ready, wait_until
 from tests.reliability.helpers import capture

@@ -124,7 +124,7 @@ async def bus(
     """A NATS server whose users are the services', the operator's and payments' terminals'
     keys, configured as `cityhall up` does or as deploy/k8s does (the same users file)."""
     from cityhall.natsauth import new_seed
-    from services.payments.handlers import register_terminal, revoke_terminal
+    from services.payments.handlers.registry import register_terminal, revoke_terminal
 
     home = tmp_path / "home"
     pool = await _payments_pool(database_url, namespace)

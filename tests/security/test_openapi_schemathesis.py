@@ -37,7 +37,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from services.payments.handlers import register_terminal
+from services.payments.handlers.registry import register_terminal
 from tests import tokens
 from tests.integration.helpers import wait_for
 from tests.integration.payments.helpers import terminal_publishes, transaction

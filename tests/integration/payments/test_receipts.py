@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from nats.js import JetStreamContext
 
-from services.payments.handlers import register_terminal
+from services.payments.handlers.registry import register_terminal
 from tests.integration.helpers import wait_for
 from tests.integration.payments.helpers import terminal_publishes, transaction
 

@@ -10,7 +10,7 @@ import pytest
 from nats.js import JetStreamContext
 
 from contracts.payments import SettlementMismatchV1, SettlementReconciledV1
-from services.payments.handlers import register_terminal
+from services.payments.handlers.registry import register_terminal
 from services.runtime.dlq import list_dead_letters
 from tests.integration.helpers import wait_for
 from tests.integration.payments.helpers import terminal_publishes, terminal_settles, transaction

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cityhall.cli import app
-from services.payments.handlers import register_terminal
+from services.payments.handlers.registry import register_terminal
 from tests.integration.helpers import wait_for
 
 

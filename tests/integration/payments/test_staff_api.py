@@ -9,7 +9,7 @@ import pytest
 from nats.js import JetStreamContext
 
 from contracts.payments import PaymentRefundedV1
-from services.payments.handlers import register_terminal
+from services.payments.handlers.registry import register_terminal
 from tests.integration.helpers import wait_for
 from tests.integration.payments.helpers import revenue_yen, terminal_publishes, transaction
 from tests.integration.payments.test_terminal_ingestion import published

@@ -17,7 +17,7 @@ from contracts.payments import (
     TerminalTransactionConflictV1,
 )
 from contracts.subjects import PAYMENTS, TERMINALS
-from services.payments.handlers import TerminalIdentity, register_terminal
+from services.payments.handlers.registry import TerminalIdentity, register_terminal
 from services.runtime.dlq import list_dead_letters
 from tests.integration.helpers import wait_for
 from tests.integration.payments.helpers import (

@@ -12,7 +12,7 @@ from nats.js import JetStreamContext
 
 from cityhall.commands.payments import write_credentials
 from cityhall.natsauth import new_seed, public_key
-from services.payments.handlers import register_terminal
+from services.payments.handlers.registry import register_terminal
 from services.reporting import demo
 from services.runtime.dlq import list_dead_letters
 from tests.integration.helpers import wait_for
