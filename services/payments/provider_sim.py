@@ -78,6 +78,60 @@ class SentNotice(BaseModel):
     response: Any = None
 
 
+def _notice_of(pay: Pay) -> dict[str, Any]:
+    """The notice the provider sends for a payment it took (a new notice id, paid now)."""
+    return {
+        "event_id": event_id(),
+        "reference": pay.reference,
+        "amount_yen": pay.amount_yen,
+        "method": pay.method.value,
+        "brand": pay.brand,
+        "paid_at": datetime.now(UTC).isoformat(),
+    }
+
+
+def _signed_headers(secret: str, body: str) -> dict[str, str]:
+    """A webhook's headers: its timestamp and its HMAC signature over both."""
+    ts = int(time.time())
+    return {
+        "content-type": "application/json",
+        webhook.TIMESTAMP_HEADER: str(ts),
+        webhook.SIGNATURE_HEADER: webhook.sign(secret, ts, body.encode()),
+    }
+
+
+async def _deliver(
+    client: httpx.AsyncClient | None, webhook_url: str, body: str, headers: dict[str, str]
+) -> SentNotice:
+    """Post a signed webhook to payments (with ``client`` when given); what payments answered."""
+    try:
+        if client is not None:
+            response = await client.post(webhook_url, content=body, headers=headers)
+        else:
+            async with httpx.AsyncClient(timeout=10.0) as own:
+                response = await own.post(webhook_url, content=body, headers=headers)
+    except httpx.HTTPError as exc:
+        raise HTTPException(502, detail=f"webhook to payments failed: {exc!r}") from exc
+    try:
+        answer: Any = response.json()
+    except ValueError:
+        answer = response.text
+    return SentNotice(body=body, headers=headers, status_code=response.status_code, response=answer)
+
+
+def _checkout_page(reference: str, amount_yen: int) -> str:
+    """The checkout a citizen opens from payments' ``pay_url``: one button that pays."""
+    ref = html.escape(reference)
+    return f"""<!DOCTYPE html><html lang="ja"><meta charset="utf-8">
+<title>お支払い {ref}</title><h1>お支払い (simulator)</h1>
+<p>お支払い番号 {ref}: ¥{amount_yen:,}</p>
+<button onclick="fetch('/pay', {{method: 'POST', headers: {{'content-type':
+'application/json'}}, body: JSON.stringify({{reference: {json.dumps(reference)},
+amount_yen: {amount_yen}}})}}).then(r => r.json()).then(j =>
+document.getElementById('out').textContent = JSON.stringify(j.response))">支払う (pay)</button>
+<pre id="out"></pre></html>"""
+
+
 def build_app(secret: str, webhook_url: str, client: httpx.AsyncClient | None = None) -> FastAPI:
     """The simulator; ``client`` (tests) posts the webhooks instead of a new HTTP client."""
     app = FastAPI(title="payment provider simulator", version="0.1.0")
@@ -88,40 +142,14 @@ def build_app(secret: str, webhook_url: str, client: httpx.AsyncClient | None = 
     app.state.taken = taken
 
     async def notify(pay: Pay) -> SentNotice:
-        notice = {
-            "event_id": event_id(),
-            "reference": pay.reference,
-            "amount_yen": pay.amount_yen,
-            "method": pay.method.value,
-            "brand": pay.brand,
-            "paid_at": datetime.now(UTC).isoformat(),
-        }
+        notice = _notice_of(pay)
         taken.setdefault(pay.reference, []).append(notice)  # the money is taken, sent or not
         body = json.dumps(notice)
-        ts = int(time.time())
-        headers = {
-            "content-type": "application/json",
-            webhook.TIMESTAMP_HEADER: str(ts),
-            webhook.SIGNATURE_HEADER: webhook.sign(secret, ts, body.encode()),
-        }
+        headers = _signed_headers(secret, body)
         if not pay.deliver:
             sent.append(SentNotice(body=body, headers=headers, status_code=None))
             return sent[-1]
-        try:
-            if client is not None:
-                response = await client.post(webhook_url, content=body, headers=headers)
-            else:
-                async with httpx.AsyncClient(timeout=10.0) as own:
-                    response = await own.post(webhook_url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            raise HTTPException(502, detail=f"webhook to payments failed: {exc!r}") from exc
-        try:
-            answer: Any = response.json()
-        except ValueError:
-            answer = response.text
-        notice_sent = SentNotice(
-            body=body, headers=headers, status_code=response.status_code, response=answer
-        )
+        notice_sent = await _deliver(client, webhook_url, body, headers)
         sent.append(notice_sent)
         return notice_sent
 
@@ -150,17 +178,7 @@ def build_app(secret: str, webhook_url: str, client: httpx.AsyncClient | None = 
 
     @app.get("/checkout", response_class=HTMLResponse)
     async def checkout(reference: str, amount_yen: int) -> HTMLResponse:
-        ref = html.escape(reference)
-        return HTMLResponse(
-            f"""<!DOCTYPE html><html lang="ja"><meta charset="utf-8">
-<title>お支払い {ref}</title><h1>お支払い (simulator)</h1>
-<p>お支払い番号 {ref}: ¥{amount_yen:,}</p>
-<button onclick="fetch('/pay', {{method: 'POST', headers: {{'content-type':
-'application/json'}}, body: JSON.stringify({{reference: {json.dumps(reference)},
-amount_yen: {amount_yen}}})}}).then(r => r.json()).then(j =>
-document.getElementById('out').textContent = JSON.stringify(j.response))">支払う (pay)</button>
-<pre id="out"></pre></html>"""
-        )
+        return HTMLResponse(_checkout_page(reference, amount_yen))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
