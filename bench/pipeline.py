@@ -60,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness
 from harness import figure, percentile, progress
 
-from contracts.envelope import CE_ID, CE_SOURCE, CE_SPECVERSION, CE_TIME, CE_TYPE
+from contracts.envelope import cloudevent_headers
 from contracts.facilities import FACILITIES
 from contracts.payments import TerminalTransactionV1, terminal_subject
 from contracts.subjects import PAYMENTS, TERMINALS, absolute
@@ -81,7 +81,7 @@ def terminal_message(terminal_id: str, facility: str, n: int, run: str) -> Messa
     """A capture as a terminal publishes it: CloudEvents headers, JSON body."""
     method, brand = BRANDS[n % len(BRANDS)]
     tx_id = f"{run}-{n:08d}"
-    now = datetime.now(UTC).isoformat()
+    now = datetime.now(UTC)
     body = {
         "transaction_id": tx_id,
         "terminal_id": terminal_id,
@@ -91,20 +91,17 @@ def terminal_message(terminal_id: str, facility: str, n: int, run: str) -> Messa
         "brand": brand,
         "amount_yen": AMOUNT_YEN,
         "item": "住民票の写し",
-        "occurred_at": now,
+        "occurred_at": now.isoformat(),
     }
     if method == "credit":
         body["card"] = {"token": f"tok_{tx_id.replace('-', '_')}", "brand": brand, "last4": "4242"}
     msg_id = f"{terminal_id}/{tx_id}"
-    headers = {
-        CE_SPECVERSION: "1.0",
-        CE_ID: msg_id,
-        CE_SOURCE: f"/terminals/{terminal_id}",
-        CE_TYPE: TerminalTransactionV1.event_type,
-        CE_TIME: now,
-        "content-type": "application/json",
-        "Nats-Msg-Id": msg_id,
-    }
+    headers = cloudevent_headers(
+        id=msg_id,
+        source=f"/terminals/{terminal_id}",
+        type=TerminalTransactionV1.event_type,
+        time=now,
+    )
     return terminal_subject(facility, terminal_id), json.dumps(body).encode(), headers
 
 

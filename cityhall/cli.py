@@ -450,8 +450,7 @@ def applicant_token(
 
 def _add_service_commands() -> None:
     """Each service's own commands (``register(app)``): catalog, terminals, mail, reporting."""
-    from cityhall.commands import applications, notifications, payments
-    from services.reporting import cli as reporting
+    from cityhall.commands import applications, notifications, payments, reporting
 
     for module in (applications, payments, notifications, reporting):
         module.register(app)

@@ -126,23 +126,25 @@ def cloudevent_headers(
     source: str,
     type: str,
     time: datetime,
-    subject: str,
+    subject: str | None = None,
     msg_id: str | None = None,
     trace_headers: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The NATS headers of one event (binary content mode): its CloudEvents attributes, its
     ``Nats-Msg-Id`` (``msg_id``, else the event id) and its W3C trace headers (no others).
-    The one builder: an ``Envelope`` and the outbox relay's rows both use it."""
+    The one builder: an ``Envelope``, the outbox relay's rows and the simulated terminals
+    (which send no ``ce-subject``) use it."""
     headers = {
         CE_SPECVERSION: SPEC_VERSION,
         CE_ID: id,
         CE_SOURCE: source,
         CE_TYPE: type,
         CE_TIME: time.isoformat(),
-        CE_SUBJECT: subject,
         CONTENT_TYPE_HEADER: CONTENT_TYPE,
         NATS_MSG_ID: msg_id or id,
     }
+    if subject is not None:
+        headers[CE_SUBJECT] = subject
     if trace_headers:
         headers.update({k: v for k, v in trace_headers.items() if k in TRACE_HEADERS})
     return headers

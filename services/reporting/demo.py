@@ -29,7 +29,7 @@ import httpx
 import nats
 
 from contracts.applications import Channel
-from contracts.envelope import CE_ID, CE_SOURCE, CE_SPECVERSION, CE_TIME, CE_TYPE, NATS_MSG_ID
+from contracts.envelope import cloudevent_headers
 from contracts.facilities import FACILITIES_BY_CODE, PaidFor
 from contracts.payments import PaymentMethod, TerminalTransactionV1
 from contracts.subjects import absolute
@@ -120,66 +120,75 @@ def plan_transactions(
             terminal = rng.choice(terminals)
             # Letters between the numbers: payments refuses anything that looks like a card
             # number (13-19 digits, separators allowed) anywhere in a transaction.
-            tid = f"D{run}M{start:%Y%m}N{n:05d}"
-            amount, item = _fee(terminal.facility_code, rng)
-            if rng.random() < cash_share:
-                method, brand = PaymentMethod.CASH, None
-            else:
-                method = rng.choices(
-                    (PaymentMethod.QR, PaymentMethod.EMONEY, PaymentMethod.CREDIT), (5, 3, 2)
-                )[0]
-                brand = rng.choice(BRANDS[method])
-            capture: dict[str, Any] = {
-                "transaction_id": tid,
-                "terminal_id": terminal.terminal_id,
-                "facility_code": terminal.facility_code,
-                "kind": "capture",
-                "method": method.value,
-                "brand": brand,
-                "amount_yen": amount,
-                "item": item,
-                "occurred_at": when.isoformat(),
-            }
-            if method is PaymentMethod.CREDIT:
-                capture["card"] = {
-                    "token": "tok_" + "".join(rng.choices(string.ascii_letters, k=24)),
-                    "brand": brand,
-                    "last4": f"{rng.randint(0, 9999):04d}",
-                }
+            capture = _capture(terminal, f"D{run}M{start:%Y%m}N{n:05d}", when, cash_share, rng)
             yield terminal, capture
-            reversal = rng.random()
-            if reversal < 0.02:  # a refund (返金), in part or in full, a little later
-                back = {k: v for k, v in capture.items() if k != "card"}
-                back |= {
-                    "transaction_id": f"{tid}-R",
-                    "kind": "refund",
-                    "amount_yen": rng.choice((amount, max(1, amount // 2))),
-                    "original_transaction_id": tid,
-                    "occurred_at": (when + timedelta(minutes=30)).isoformat(),
-                }
-                yield terminal, back
-            elif reversal < 0.03:  # a void (取消): the clerk keyed the wrong amount
-                cancel = {k: v for k, v in capture.items() if k != "card"}
-                cancel |= {
-                    "transaction_id": f"{tid}-V",
-                    "kind": "void",
-                    "original_transaction_id": tid,
-                    "occurred_at": (when + timedelta(minutes=1)).isoformat(),
-                }
-                yield terminal, cancel
+            reversal = _reversal(capture, when, rng)
+            if reversal is not None:
+                yield terminal, reversal
+
+
+def _capture(
+    terminal: Terminal, tid: str, when: datetime, cash_share: float, rng: random.Random
+) -> dict[str, Any]:
+    amount, item = _fee(terminal.facility_code, rng)
+    if rng.random() < cash_share:
+        method, brand = PaymentMethod.CASH, None
+    else:
+        method = rng.choices(
+            (PaymentMethod.QR, PaymentMethod.EMONEY, PaymentMethod.CREDIT), (5, 3, 2)
+        )[0]
+        brand = rng.choice(BRANDS[method])
+    capture: dict[str, Any] = {
+        "transaction_id": tid,
+        "terminal_id": terminal.terminal_id,
+        "facility_code": terminal.facility_code,
+        "kind": "capture",
+        "method": method.value,
+        "brand": brand,
+        "amount_yen": amount,
+        "item": item,
+        "occurred_at": when.isoformat(),
+    }
+    if method is PaymentMethod.CREDIT:
+        capture["card"] = {
+            "token": "tok_" + "".join(rng.choices(string.ascii_letters, k=24)),
+            "brand": brand,
+            "last4": f"{rng.randint(0, 9999):04d}",
+        }
+    return capture
+
+
+def _reversal(capture: dict[str, Any], when: datetime, rng: random.Random) -> dict[str, Any] | None:
+    """Now and then a refund (返金, in part or in full, a little later) or a void (取消: the
+    clerk keyed the wrong amount) of ``capture``."""
+    tid, amount = capture["transaction_id"], capture["amount_yen"]
+    after = {k: v for k, v in capture.items() if k != "card"}
+    chance = rng.random()
+    if chance < 0.02:
+        return after | {
+            "transaction_id": f"{tid}-R",
+            "kind": "refund",
+            "amount_yen": rng.choice((amount, max(1, amount // 2))),
+            "original_transaction_id": tid,
+            "occurred_at": (when + timedelta(minutes=30)).isoformat(),
+        }
+    if chance < 0.03:
+        return after | {
+            "transaction_id": f"{tid}-V",
+            "kind": "void",
+            "original_transaction_id": tid,
+            "occurred_at": (when + timedelta(minutes=1)).isoformat(),
+        }
+    return None
 
 
 def _headers(terminal: Terminal, payload: dict[str, Any]) -> dict[str, str]:
-    ce_id = f"{terminal.terminal_id}/{payload['transaction_id']}"
-    return {
-        CE_SPECVERSION: "1.0",
-        CE_ID: ce_id,
-        CE_SOURCE: f"/terminals/{terminal.terminal_id}",
-        CE_TYPE: TerminalTransactionV1.event_type,
-        CE_TIME: datetime.now(TOKYO).isoformat(),
-        "content-type": "application/json",
-        NATS_MSG_ID: ce_id,
-    }
+    return cloudevent_headers(
+        id=f"{terminal.terminal_id}/{payload['transaction_id']}",
+        source=f"/terminals/{terminal.terminal_id}",
+        type=TerminalTransactionV1.event_type,
+        time=datetime.now(TOKYO),
+    )
 
 
 async def publish_payments(

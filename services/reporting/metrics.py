@@ -31,6 +31,14 @@ EOF = b"# EOF\n"
 async def kpi_exposition(conn: Conn) -> bytes:
     """The KPI gauges, without the closing ``# EOF`` (``lag_exposition`` follows them)."""
     reg = CollectorRegistry(auto_describe=True)
+    await _application_gauges(conn, reg)
+    await _payment_gauges(conn, reg)
+    text = bytes(generate_latest(reg))  # type: ignore[no-untyped-call]
+    assert text.endswith(EOF)
+    return text[: -len(EOF)]
+
+
+async def _application_gauges(conn: Conn, reg: CollectorRegistry) -> None:
     applications = Gauge(
         "cityhall_applications",
         "Applications received (申請件数), by channel.",
@@ -48,6 +56,15 @@ async def kpi_exposition(conn: Conn) -> bytes:
         ["procedure"],
         registry=reg,
     )
+    [total] = await store.applications_by(conn, [], ApplicationFilter())
+    for channel in ("online", "counter", "mail"):
+        applications.labels(channel).set(total[channel])
+    usage.set(_ratio(total["online"], total["total"]))
+    for r in await store.applications_by(conn, ["procedure_code"], ApplicationFilter()):
+        usage_by_procedure.labels(r["procedure_code"]).set(_ratio(r["online"], r["total"]))
+
+
+async def _payment_gauges(conn: Conn, reg: CollectorRegistry) -> None:
     payments = Gauge(
         "cityhall_payments",
         "Payments standing (captures less refunds and voids), by method.",
@@ -76,12 +93,6 @@ async def kpi_exposition(conn: Conn) -> bytes:
         ["facility"],
         registry=reg,
     )
-    [total] = await store.applications_by(conn, [], ApplicationFilter())
-    for channel in ("online", "counter", "mail"):
-        applications.labels(channel).set(total[channel])
-    usage.set(_ratio(total["online"], total["total"]))
-    for r in await store.applications_by(conn, ["procedure_code"], ApplicationFilter()):
-        usage_by_procedure.labels(r["procedure_code"]).set(_ratio(r["online"], r["total"]))
     for r in await store.payments_by(conn, ["method"], PaymentFilter()):
         payments.labels(r["method"]).set(r["count"])
         payments_yen.labels(r["method"]).set(r["amount_yen"])
@@ -90,9 +101,6 @@ async def kpi_exposition(conn: Conn) -> bytes:
     share_amount.set(_ratio(pay["cashless_amount_yen"], pay["amount_yen"]))
     for r in await store.payments_by(conn, ["facility_code"], PaymentFilter()):
         facility_share.labels(r["facility_code"]).set(_ratio(r["cashless_count"], r["count"]))
-    text = bytes(generate_latest(reg))  # type: ignore[no-untyped-call]
-    assert text.endswith(EOF)
-    return text[: -len(EOF)]
 
 
 def lag_exposition(lags: Sequence[ConsumerLag]) -> bytes:
