@@ -243,7 +243,6 @@ async def turnaround_by(
     p90 kept with it; groups that sum rows interpolate over their summed bins (the same
     figures either way: migration 0012)."""
     select = "".join(f"m.{k}, " for k in keys)
-    group = f"GROUP BY {', '.join(f'm.{k}' for k in keys)}" if keys else ""
     order = f"ORDER BY {', '.join(keys)}" if keys else ""
     counts = _application_level(keys, f, *_OUTCOMES)
     times = _application_level(keys, f, *_TIMES)
@@ -266,9 +265,24 @@ async def turnaround_by(
             *args,
         )
         return list(rows)  # read by name as they are (a dict each would cost more)
-    # Rows summed: percentiles interpolated over the summed bins. The bins come as one row
-    # per group, in arrays (counts and means, in bin order): decoded by asyncpg's C code
-    # instead of one Python record per bin.
+    return await _summed_turnaround(conn, keys, counts_source, times_source, where, args)
+
+
+async def _summed_turnaround(
+    conn: Conn,
+    keys: Sequence[TurnaroundKey],
+    counts_source: str,
+    times_source: str,
+    where: str,
+    args: Sequence[Any],
+) -> list[asyncpg.Record | dict[str, Any]]:
+    """``turnaround_by`` for groups that sum rows: the counts summed, and the percentiles
+    interpolated over the summed bins."""
+    select = "".join(f"m.{k}, " for k in keys)
+    group = f"GROUP BY {', '.join(f'm.{k}' for k in keys)}" if keys else ""
+    order = f"ORDER BY {', '.join(keys)}" if keys else ""
+    # The bins come as one row per group, in arrays (counts and means, in bin order): decoded
+    # by asyncpg's C code instead of one Python record per bin.
     totals = f"""SELECT {select}
                      coalesce(sum(submitted), 0)::bigint AS submitted,
                      coalesce(sum(completed), 0)::bigint AS completed,
