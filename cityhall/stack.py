@@ -3,8 +3,10 @@
 Starts an embedded NATS (JetStream) and an embedded PostgreSQL unless ``NATS_URL`` /
 ``DATABASE_URL`` point at servers already running, prepares each service's schema and the
 streams, starts the four services as separate processes, waits until each one reports ready,
-and prints where they are. Ctrl-C or SIGTERM stops the services (each drains what it holds),
-then NATS, then PostgreSQL. Data stays under the home directory (``.cityhall/``) for next time.
+and prints where they are. Then it keeps them running: a service or an embedded server that
+dies is announced and started again (cityhall/supervise.py). Ctrl-C or SIGTERM stops the
+services (each drains what it holds), then NATS, then PostgreSQL. Data stays under the home
+directory (``.cityhall/``) for next time.
 """
 
 from __future__ import annotations
@@ -40,6 +42,17 @@ from cityhall.natsauth import (
     bus_users,
 )
 from cityhall.pgauth import DATABASE, bootstrap_database
+from cityhall.supervise import (
+    SERVER_RESTARTS,
+    SERVICE_RESTARTS,
+    NatsTarget,
+    PostgresTarget,
+    Supervisor,
+    Watch,
+    become_subreaper,
+    describe_exit,
+    reap_orphans,
+)
 from contracts.subjects import DEFAULT_NAMESPACE
 from services.registry import SERVICE_NAMES
 from services.runtime.settings import DEFAULT_PORTS
@@ -145,6 +158,19 @@ class ServiceProcess:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    # What the supervisor needs besides (cityhall/supervise.py: Target).
+    where = "with the same settings"
+
+    def ended(self) -> str:
+        if self.process is None:
+            return "not started"
+        return f"pid {self.process.pid}, {describe_exit(self.process.returncode)}"
+
+    def restart(self) -> str:
+        self.start()
+        assert self.process is not None
+        return f"pid {self.process.pid}"
 
 
 class LocalStack:
@@ -329,23 +355,26 @@ class LocalStack:
     # -- run and stop --------------------------------------------------------------------------
 
     def supervise(self, should_stop: Callable[[], bool]) -> None:
-        """Restart a service that dies unexpectedly (with back-off); return when told to stop."""
-        while not should_stop():
-            for svc in self.services:
-                if not svc.alive() and not should_stop():
-                    code = svc.process.returncode if svc.process else None
-                    svc.restarts += 1
-                    delay = min(30.0, 2.0 ** min(svc.restarts, 5))
-                    console.print(
-                        f"[red]{svc.name} exited ({code}); restart {svc.restarts} in {delay:.0f}s"
-                        f"[/] (log: {svc.log_path})"
-                    )
-                    end = time.monotonic() + delay
-                    while time.monotonic() < end and not should_stop():
-                        time.sleep(0.1)
-                    if not should_stop():
-                        svc.start()
-            time.sleep(0.2)
+        """Restart a service or an embedded server that dies unexpectedly (with back-off);
+        return when told to stop; ``GaveUp`` when a server keeps dying."""
+        watches = [Watch(svc, SERVICE_RESTARTS) for svc in self.services]
+        if self.nats is not None:
+            watches.append(Watch(NatsTarget(self.nats), SERVER_RESTARTS))
+        postmaster = PostgresTarget(self.postgres) if self.postgres is not None else None
+        if postmaster is not None:
+            watches.append(Watch(postmaster, SERVER_RESTARTS))
+
+        def reap() -> None:
+            """Adopted children that exited (a killed postmaster's backends); not those whose
+            exit status is read elsewhere (by their ``Popen``, by the postmaster's watch)."""
+            popens = [s.process for s in self.services] + [s.process for s in self.sidecars]
+            popens.append(self.nats.process if self.nats is not None else None)
+            keep = {p.pid for p in popens if p is not None}
+            if postmaster is not None and postmaster.pid is not None:
+                keep.add(postmaster.pid)
+            reap_orphans(keep)
+
+        Supervisor(watches, console.print, housekeeping=reap).run(should_stop)
 
     def stop(self) -> None:
         self._stop = True
@@ -397,6 +426,7 @@ def run_stack(config: StackConfig) -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+    become_subreaper()  # before PostgreSQL starts: its postmaster is then a child of ours
     try:
         stack.start()
         stack.supervise(lambda: stop_requested)
