@@ -92,7 +92,8 @@ async def kill_and_recover(
         "flow": flowed - killed,
     }
     print(f"{server} killed: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
-    print(line, file=sys.stderr)
+    back = next(x for x in console(run).splitlines() if f"{server} restarted" in x)
+    print(f"{line}\n{back}", file=sys.stderr)
     return timings
 
 
