@@ -243,13 +243,22 @@ class EmbeddedPostgres:
         assert self._server is not None, "start() first"
         self._pg_ctl("-w", "-m", mode, "stop")
 
+    @property
+    def socket_dir(self) -> str:
+        assert self._socket_dir is not None, "start() first"
+        return self._socket_dir
+
     def resume(self) -> None:
-        """Start the server ``halt()`` stopped, on the same data and socket directory.
+        """Start the server ``halt()`` (or a crash) stopped, on the same data and socket
+        directory; the clients' URLs stay valid.
 
         Without the package's lock, a file lock that serialises its starts and clean-ups
         across processes: no other process starts or cleans up this data directory."""
         assert self._server is not None, "start() first"
         self._server.ensure_postgres_running()
+        socket_dir = str(self._server.get_postmaster_info().socket_dir)
+        if socket_dir != self._socket_dir:
+            raise RuntimeError(f"PostgreSQL came back on {socket_dir}, not {self._socket_dir}")
 
     def _pg_ctl(self, *args: str) -> None:
         """The wheel's ``pg_ctl`` on this data directory, as the server's OS user."""

@@ -3,8 +3,10 @@
 Starts an embedded NATS (JetStream) and an embedded PostgreSQL unless ``NATS_URL`` /
 ``DATABASE_URL`` point at servers already running, prepares each service's schema and the
 streams, starts the four services as separate processes, waits until each one reports ready,
-and prints where they are. Ctrl-C or SIGTERM stops the services (each drains what it holds),
-then NATS, then PostgreSQL. Data stays under the home directory (``.cityhall/``) for next time.
+and prints where they are. Then it keeps them running: a service or an embedded server that
+dies is announced and started again (cityhall/supervise.py). Ctrl-C or SIGTERM stops the
+services (each drains what it holds), then NATS, then PostgreSQL. Data stays under the home
+directory (``.cityhall/``) for next time.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -20,9 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote
 
-import asyncpg
 import httpx
 from rich.console import Console
 from rich.table import Table
@@ -42,13 +41,23 @@ from cityhall.natsauth import (
     authorization_config,
     bus_users,
 )
+from cityhall.pgauth import DATABASE, bootstrap_database
+from cityhall.supervise import (
+    SERVER_RESTARTS,
+    SERVICE_RESTARTS,
+    NatsTarget,
+    PostgresTarget,
+    Supervisor,
+    Watch,
+    become_subreaper,
+    describe_exit,
+    reap_orphans,
+)
 from contracts.subjects import DEFAULT_NAMESPACE
 from services.registry import SERVICE_NAMES
 from services.runtime.settings import DEFAULT_PORTS
 
 console = Console(stderr=True, soft_wrap=True)
-
-DATABASE = "cityhall"
 
 
 @dataclass
@@ -150,69 +159,18 @@ class ServiceProcess:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    # What the supervisor needs besides (cityhall/supervise.py: Target).
+    where = "with the same settings"
 
-PG_HBA = """# Written by `cityhall up`: every role signs in with its own password (SCRAM), over the
-# unix socket too; nothing is trusted, so a service's role is a boundary (docs/security.md).
-local   all   all                  scram-sha-256
-host    all   all   127.0.0.1/32   scram-sha-256
-host    all   all   ::1/128        scram-sha-256
-"""
+    def ended(self) -> str:
+        if self.process is None:
+            return "not started"
+        return f"pid {self.process.pid}, {describe_exit(self.process.returncode)}"
 
-
-def pg_passfile(home: Path, role: str) -> Path:
-    """A role's password, in PostgreSQL's password-file format, in a file of its own (0600)."""
-    return home / "postgres-auth" / f"{role}.pgpass"
-
-
-def pg_password(home: Path, role: str) -> str:
-    path = pg_passfile(home, role)
-    if path.is_file():
-        return path.read_text().strip().rsplit(":", 1)[1]
-    password = secrets.token_urlsafe(24)
-    write_private(path, f"*:*:*:{role}:{password}\n")
-    path.parent.chmod(0o700)
-    return password
-
-
-def with_passfile(url: str, passfile: Path) -> str:
-    """``url`` (already with ``?host=``) naming its role's password file (libpq and asyncpg
-    read the ``passfile`` parameter): the URL itself holds no secret."""
-    return f"{url}&passfile={quote(str(passfile), safe='/')}"
-
-
-async def bootstrap_database(pg: EmbeddedPostgres, home: Path) -> dict[str, str]:
-    """Embedded PostgreSQL: one database, one login role per service, each with its own
-    password; then password authentication for everyone (initdb left it trusting every local
-    connection). Returns each service's URL.
-
-    Each service's role creates and owns its schema; no role is granted another's schema, so a
-    service cannot read another service's tables.
-    """
-    passwords = {role: pg_password(home, role) for role in ("postgres", *SERVICE_NAMES)}
-    admin = with_passfile(pg.url(), pg_passfile(home, "postgres"))
-    conn = await asyncpg.connect(admin)
-    try:
-        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE):
-            await conn.execute(f"CREATE DATABASE {DATABASE}")
-        for service in SERVICE_NAMES:
-            if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", service):
-                await conn.execute(f"CREATE ROLE {service} LOGIN")
-            await conn.execute(f"GRANT CONNECT, CREATE ON DATABASE {DATABASE} TO {service}")
-        for role, password in passwords.items():
-            literal = await conn.fetchval("SELECT quote_literal($1)", password)
-            await conn.execute(f"ALTER ROLE {role} PASSWORD {literal}")
-        hba = pg.pgdata / "pg_hba.conf"
-        if hba.read_text() != PG_HBA:
-            hba.write_text(PG_HBA)
-            await conn.execute("SELECT pg_reload_conf()")
-    finally:
-        await conn.close()
-    db = await asyncpg.connect(with_passfile(pg.url(DATABASE), pg_passfile(home, "postgres")))
-    try:
-        await db.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
-    finally:
-        await db.close()
-    return {s: with_passfile(pg.url(DATABASE, user=s), pg_passfile(home, s)) for s in SERVICE_NAMES}
+    def restart(self) -> str:
+        self.start()
+        assert self.process is not None
+        return f"pid {self.process.pid}"
 
 
 class LocalStack:
@@ -397,23 +355,26 @@ class LocalStack:
     # -- run and stop --------------------------------------------------------------------------
 
     def supervise(self, should_stop: Callable[[], bool]) -> None:
-        """Restart a service that dies unexpectedly (with back-off); return when told to stop."""
-        while not should_stop():
-            for svc in self.services:
-                if not svc.alive() and not should_stop():
-                    code = svc.process.returncode if svc.process else None
-                    svc.restarts += 1
-                    delay = min(30.0, 2.0 ** min(svc.restarts, 5))
-                    console.print(
-                        f"[red]{svc.name} exited ({code}); restart {svc.restarts} in {delay:.0f}s"
-                        f"[/] (log: {svc.log_path})"
-                    )
-                    end = time.monotonic() + delay
-                    while time.monotonic() < end and not should_stop():
-                        time.sleep(0.1)
-                    if not should_stop():
-                        svc.start()
-            time.sleep(0.2)
+        """Restart a service or an embedded server that dies unexpectedly (with back-off);
+        return when told to stop; ``GaveUp`` when a server keeps dying."""
+        watches = [Watch(svc, SERVICE_RESTARTS) for svc in self.services]
+        if self.nats is not None:
+            watches.append(Watch(NatsTarget(self.nats), SERVER_RESTARTS))
+        postmaster = PostgresTarget(self.postgres) if self.postgres is not None else None
+        if postmaster is not None:
+            watches.append(Watch(postmaster, SERVER_RESTARTS))
+
+        def reap() -> None:
+            """Adopted children that exited (a killed postmaster's backends); not those whose
+            exit status is read elsewhere (by their ``Popen``, by the postmaster's watch)."""
+            popens = [s.process for s in self.services] + [s.process for s in self.sidecars]
+            popens.append(self.nats.process if self.nats is not None else None)
+            keep = {p.pid for p in popens if p is not None}
+            if postmaster is not None and postmaster.pid is not None:
+                keep.add(postmaster.pid)
+            reap_orphans(keep)
+
+        Supervisor(watches, console.print, housekeeping=reap).run(should_stop)
 
     def stop(self) -> None:
         self._stop = True
@@ -465,6 +426,7 @@ def run_stack(config: StackConfig) -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+    become_subreaper()  # before PostgreSQL starts: its postmaster is then a child of ours
     try:
         stack.start()
         stack.supervise(lambda: stop_requested)
