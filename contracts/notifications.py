@@ -122,5 +122,57 @@ class NotificationFailedV1(Event):
         return str(self.notification_id)
 
 
-EVENTS: tuple[type[Event], ...] = (NotificationSentV1, NotificationFailedV1)
+class NotificationResendRequestedV1(Event):
+    """An operator asked to send a dead notification again (再送依頼), once its cause was fixed.
+
+    The notification goes back to the sender with a fresh set of retries and ends, as before,
+    as NotificationSent or NotificationFailed; ``address_changed`` says whether it goes to
+    another address than last time (the contact was corrected), never the address itself.
+    """
+
+    event_type: ClassVar[str] = f"{TYPE_PREFIX}.notifications.NotificationResendRequested.v1"
+    subject: ClassVar[str] = "notifications.notification.resend_requested.v1"
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        title="NotificationResendRequested.v1",
+        json_schema_extra={
+            "examples": [
+                {
+                    "notification_id": "3f1d2c4b-5a6e-4f70-8a9b-0c1d2e3f4a5b",
+                    "rule": "application-acknowledgement",
+                    "cause_event_id": "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d",
+                    "channel": "email",
+                    "recipient_kind": "applicant",
+                    "requested_by": "ops01",
+                    "address_changed": True,
+                    "previous_attempts": 1,
+                    "requested_at": "2026-11-24T10:15:00+09:00",
+                }
+            ]
+        },
+    )
+
+    notification_id: uuid.UUID
+    rule: str = Field(pattern=RULE_PATTERN)
+    cause_event_id: str = Field(min_length=1, max_length=200)
+    channel: NotificationChannel
+    recipient_kind: RecipientKind
+    requested_by: str = Field(
+        min_length=1, max_length=200, description="The staff id of the operator who asked."
+    )
+    address_changed: bool = Field(description="Sent to another address than the failed one.")
+    previous_attempts: int = Field(ge=0, description="Attempts of the delivery that failed.")
+    requested_at: AwareDatetime
+
+    def aggregate_id(self) -> str:
+        return str(self.notification_id)
+
+
+EVENTS: tuple[type[Event], ...] = (
+    NotificationSentV1,
+    NotificationFailedV1,
+    NotificationResendRequestedV1,
+)
 COMMANDS: tuple[type[BaseModel], ...] = ()

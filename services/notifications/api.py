@@ -14,22 +14,27 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Response, status
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict
 
-from services.notifications import handlers, store, templates
+from contracts.notifications import NotificationChannel
+from services.notifications import deliveries, handlers, operators, store, templates
 from services.notifications.components import Components, components
+from services.notifications.deliveries import DeliveryFilter
 from services.notifications.domain import (
     Contact,
     Language,
+    NotificationKind,
     NotificationStatus,
+    ResendRefused,
     Rule,
     mask_address,
 )
 from services.notifications.templates import TemplateError, TemplateParts, UnknownTemplate
+from services.notifications.views import DeliveryPage, DeliveryView, ResendAnswer, ResendView
 from services.runtime.auth import Caller, Staff, Who, caller
 from services.runtime.http_errors import ERROR_RESPONSES, no_nul_characters
 from services.runtime.service import ServiceContext, service_context
@@ -73,6 +78,12 @@ def http_errors(where: tuple[str, ...] = ("body",)) -> Iterator[None]:
         ) from exc
     except UnknownTemplate as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no template {exc.args[0]!r}") from exc
+    except operators.NotificationNotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    except ResendRefused as exc:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, {"error": exc.error, "message": str(exc)}
+        ) from exc
 
 
 # -- contacts ---------------------------------------------------------------------------------
@@ -145,6 +156,119 @@ async def list_notifications(
     statuses = status_ or [NotificationStatus.FAILED, NotificationStatus.DEAD]
     rows = await store.list_notifications(ctx.pool, statuses, limit)
     return [NotificationView.of(r) for r in rows]
+
+
+MAX_OFFSET = 1_000_000
+Kind = Annotated[NotificationKind | None, Query(description="What it is about (the rule's kind).")]
+ChannelQuery = Annotated[NotificationChannel | None, Query(description="email or webhook")]
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """A time PostgreSQL can hold: 0001-01-01T00:00+14:00 has no UTC date (422, not a 500)."""
+    if value is None:
+        return None
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range once in UTC") from None
+
+
+Since = Annotated[
+    AwareDatetime | None,
+    AfterValidator(_utc),
+    Query(description="Only those tried, given up or resent at or after this (with offset)."),
+]
+Limit = Annotated[int, Query(ge=1, le=500)]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
+
+
+async def _page(
+    ctx: ServiceContext,
+    parts: Components,
+    statuses: tuple[NotificationStatus, ...],
+    filters: tuple[NotificationKind | None, NotificationChannel | None, datetime | None],
+    limit: int,
+    offset: int,
+) -> DeliveryPage:
+    kind, channel, since = filters
+    found, total = await operators.list_deliveries(
+        ctx.pool,
+        parts.notifier,
+        DeliveryFilter(statuses, channel=channel, since=since),
+        kind,
+        limit=limit,
+        offset=offset,
+    )
+    items = [DeliveryView.of(d, operators.rule_of(parts.notifier, d.rule)) for d in found]
+    return DeliveryPage(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.get("/notifications/failed", response_model=DeliveryPage, tags=["operators"])
+async def list_failed(
+    ctx: Ctx,
+    parts: Parts,
+    _staff: Staff,
+    kind: Kind = None,
+    channel: ChannelQuery = None,
+    since: Since = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> DeliveryPage:
+    """Deliveries that failed for good (dead), newest first, with the last failure's reason:
+    what to fix before ``POST /notifications/{id}/resend``."""
+    filters = (kind, channel, since)
+    return await _page(ctx, parts, operators.FAILED, filters, limit, offset)
+
+
+@router.get("/notifications/pending", response_model=DeliveryPage, tags=["operators"])
+async def list_pending(
+    ctx: Ctx,
+    parts: Parts,
+    _staff: Staff,
+    kind: Kind = None,
+    channel: ChannelQuery = None,
+    since: Since = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> DeliveryPage:
+    """Deliveries not done yet, the next attempt first: ``failed`` ones wait for a retry (the
+    reason of the last attempt shown), ``pending`` ones for their first attempt (or a resend)."""
+    filters = (kind, channel, since)
+    return await _page(ctx, parts, operators.PENDING, filters, limit, offset)
+
+
+@router.post(
+    "/notifications/{notification_id}/resend",
+    response_model=ResendAnswer,
+    status_code=status.HTTP_202_ACCEPTED,
+    tags=["operators"],
+)
+async def resend_notification(
+    notification_id: uuid.UUID, ctx: Ctx, parts: Parts, staff: Staff
+) -> ResendAnswer:
+    """Send a dead notification again, to the recipient's current address, with a fresh set
+    of retries (202: the sender has it). 409 when it is already delivered, already being
+    resent or waiting for a retry, or has no current address; the ``error`` says which."""
+    with http_errors():
+        done = await operators.resend(
+            ctx.pool, parts.notifier, notification_id, staff.staff_id or "?"
+        )
+    rule = operators.rule_of(parts.notifier, done.delivery.rule)
+    return ResendAnswer(
+        notification=DeliveryView.of(done.delivery, rule), resend=ResendView.of(done.resend)
+    )
+
+
+@router.get(
+    "/notifications/{notification_id}/resends",
+    response_model=list[ResendView],
+    tags=["operators"],
+)
+async def list_resends(notification_id: uuid.UUID, ctx: Ctx, _staff: Staff) -> list[ResendView]:
+    """Who asked to send it again, when, and to which address (masked), newest first."""
+    if await store.get_notification(ctx.pool, notification_id) is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no notification {notification_id}")
+    return [ResendView.of(r) for r in await deliveries.resends_of(ctx.pool, notification_id)]
 
 
 @router.get("/notifications/{notification_id}", response_model=NotificationView, tags=["operators"])

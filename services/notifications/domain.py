@@ -312,3 +312,68 @@ def mask_address(address: str) -> str:
         local, domain = address.split("@", 1)
         return f"{local[:1]}****@{domain}"
     return re.sub(r"(https?://[^/]+).*", r"\1/…", address)
+
+
+# -- resends (operators send a dead notification again) --------------------------------------
+
+
+class ResendRefused(Exception):
+    """The notification's state, or its recipient now, rules a resend out (409)."""
+
+    error = "ResendRefused"
+
+
+class AlreadyDelivered(ResendRefused):
+    error = "AlreadyDelivered"
+
+
+class AlreadyPending(ResendRefused):
+    """Being resent already, or still waiting for a retry: the sender has it."""
+
+    error = "AlreadyPending"
+
+
+class NoCurrentAddress(ResendRefused):
+    """No contact any more, an opt-out, or a staff target taken out of ``NOTIFY_STAFF``."""
+
+    error = "NoCurrentAddress"
+
+
+def check_resendable(status: NotificationStatus) -> None:
+    """Only a dead notification is sent again; anything else is refused, saying why."""
+    if status is NotificationStatus.SENT:
+        raise AlreadyDelivered("already delivered: there is nothing to send again")
+    if status is not NotificationStatus.DEAD:
+        raise AlreadyPending(
+            f"already waiting to be sent ({status.value}: resent, or waiting for a retry); "
+            "see GET /notifications/pending"
+        )
+
+
+def applicant_in_key(recipient_key: str) -> uuid.UUID | None:
+    """The applicant of an ``applicant:<uuid>`` recipient key."""
+    prefix = f"{RecipientKind.APPLICANT.value}:"
+    if not recipient_key.startswith(prefix):
+        return None
+    try:
+        return uuid.UUID(recipient_key.removeprefix(prefix))
+    except ValueError:
+        return None
+
+
+def current_applicant_address(contact: Contact | None, kind: NotificationKind | None) -> str:
+    """Where an applicant's notification goes now: the contact's e-mail, unless the contact
+    is gone or opted out of the kind."""
+    if contact is None:
+        raise NoCurrentAddress("the applicant has no contact any more (PUT /contacts/{id})")
+    if kind is not None and kind in contact.opt_outs:
+        raise NoCurrentAddress(f"the applicant opted out of {kind.value} notifications")
+    return contact.email
+
+
+def current_staff_address(recipient_key: str, staff: Mapping[str, Sequence[str]]) -> str:
+    """A staff target is sent again while ``NOTIFY_STAFF`` still names it for its group."""
+    _, group, uri = [*recipient_key.split(":", 2), "", ""][:3]
+    if uri not in staff.get(group, ()):
+        raise NoCurrentAddress(f"NOTIFY_STAFF no longer has this target in group {group!r}")
+    return Target.parse(uri).address

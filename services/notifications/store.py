@@ -186,6 +186,8 @@ async def claim_due(pool: asyncpg.Pool, limit: int, lease_s: float) -> list[Clai
         """UPDATE notifications n
            SET attempts = n.attempts + 1,
                next_attempt_at = now() + make_interval(secs => $2),
+               first_attempt_at = coalesce(n.first_attempt_at, now()),
+               last_attempt_at = now(),
                updated_at = now()
            WHERE n.id IN (
                SELECT id FROM notifications

@@ -89,6 +89,8 @@ async def test_the_body_limit_covers_routes_that_read_the_raw_body(
         ("payments", "/revenue", {"from": "2025-01-01", "to": "2026-11-30"}),
         ("payments", "/settlements", {"from": "2025-01-01", "to": "2026-11-30"}),
         ("notifications", "/notifications", {"limit": 501}),
+        ("notifications", "/notifications/failed", {"limit": 501}),
+        ("notifications", "/notifications/pending", {"offset": 1_000_001}),
     ],
 )
 async def test_every_list_refuses_a_page_past_its_cap(

@@ -28,6 +28,10 @@ STAFF_ROUTES: dict[str, list[tuple[str, str, dict[str, Any]]]] = {
     "notifications": [
         ("GET", "/notifications", {}),
         ("GET", f"/notifications/{uuid.uuid4()}", {}),
+        ("GET", "/notifications/failed", {}),
+        ("GET", "/notifications/pending", {}),
+        ("POST", f"/notifications/{uuid.uuid4()}/resend", {}),
+        ("GET", f"/notifications/{uuid.uuid4()}/resends", {}),
         ("GET", "/rules", {}),
         ("GET", "/templates/application_submitted/ja", {}),
         ("PUT", "/templates/application_submitted/ja", {"json": TEMPLATE}),

@@ -26,6 +26,7 @@ def test_every_service_command_is_registered() -> None:
         "catalog",
         "terminals",
         "mail",
+        "notifications",
         "reporting",
         "demo",
     ):
