@@ -19,6 +19,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from starlette.middleware.gzip import GZipMiddleware
 
@@ -45,7 +46,11 @@ def build_app(
     runtime in the lifespan. ``freeze_heap_after_start``: for a process of its own
     (``serve``) whose settings ask for it (``GC_TUNING``), see ``freeze_heap``."""
     runtime = Runtime(defn, settings, role=role)
-    app = FastAPI(
+    # The API console (/docs) with its assets served by the service: city networks (LGWAN)
+    # are closed, and a CDN is unreachable from them. No ReDoc: its bundle loads a logo from
+    # its CDN.
+    app = FastAPIOffline(
+        redoc_url=None,
         title=f"cityhall {defn.name}" + (" outbox relay" if role == "relay" else ""),
         description=defn.description,
         version="0.1.0",

@@ -73,13 +73,13 @@ async def reporting_url(
             await asyncio.wait_for(task, timeout=20)
 
 
-def chromium() -> webdriver.Chrome:
+def chromium(*extra_flags: str) -> webdriver.Chrome:
     binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
     assert binary, "install Debian's chromium (make test does)"
     assert driver, "install Debian's chromium-driver (make test does)"
     options = webdriver.ChromeOptions()
     options.binary_location = binary
-    for flag in CHROMIUM_FLAGS:
+    for flag in (*CHROMIUM_FLAGS, *extra_flags):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(executable_path=driver), options=options)
