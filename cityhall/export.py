@@ -283,6 +283,9 @@ def dlq_header_docs() -> dict[str, str]:
         dlq.ORIGINAL_SEQ: "Sequence of the original message in that stream (decimal).",
         dlq.DELIVERIES: "How many times the original message had been delivered.",
         dlq.DEAD_AT: "When it was dead-lettered (ISO 8601, UTC).",
+        dlq.REPLAY_FOR: "Only on a message re-driven by `cityhall dlq replay` (and on its "
+        "dead letter if it failed again): the one consumer the replay is for; the other "
+        "consumers of its subject drop it unseen.",
     }
 
 
@@ -301,7 +304,7 @@ def dlq_headers() -> dict[str, Any]:
         "description": "The original message's headers (its CloudEvents `ce-*` headers, "
         "`content-type`, `traceparent`...) except its Nats-Msg-Id, plus the `Cityhall-Dlq-*` "
         "headers below.",
-        "required": [*docs, NATS_MSG_ID],
+        "required": [*(name for name in docs if name != dlq.REPLAY_FOR), NATS_MSG_ID],
         "properties": properties,
         "additionalProperties": {"type": "string"},
     }
@@ -388,8 +391,9 @@ def build_asyncapi(namespace: str = DEFAULT_NAMESPACE) -> dict[str, Any]:
                     f"service on the stream `{consumer.stream.stream_name(namespace)}`; it "
                     f"handles {names}. Explicit acks after the handler's transaction commits; "
                     "a redelivered event is recognised by its ce-id (inbox table) and applied "
-                    "once. A message that is not a valid event, or whose handler still fails "
-                    "after CONSUMER_MAX_DELIVER deliveries, is dead-lettered to "
+                    "once. A message that is not a valid event, or whose handler has failed "
+                    "CONSUMER_MAX_DELIVER times (an unavailable database is not a failure), is "
+                    "dead-lettered to "
                     f"`{absolute(namespace, dlq_subject(consumer.durable))}`."
                 ),
             )

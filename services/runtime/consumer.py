@@ -10,11 +10,22 @@ A consumer receives a fetched batch of JetStream messages and:
    it can write them with set-based SQL (a few statements per batch, not per event);
 3. acks only after the commit. Nothing is ever acked first.
 
-When the batch transaction fails, a transient error (database unreachable, deadlock) NAKs the
-whole batch with a delay. Any other error re-runs the batch in halves, each in its own
-transaction, down to the failing events alone, so one bad event cannot hold up the others:
-it is NAKed with a growing delay and, on its last delivery, dead-lettered with the error as
-the reason.
+Two kinds of failure are kept apart:
+
+* "cannot process now": the database is unavailable (or a deadlock, a serialization
+  failure: ``db.is_transient``). The batch is NAKed and the process's ``Availability`` is
+  tripped, so the pull loops fetch nothing until the database answers again
+  (``outage.py``). Nothing counts toward the poison bound, and an outage of any length adds
+  at most one delivery to the messages that were in hand;
+* "this message fails": any other error. The batch is re-run in halves, each in its own
+  transaction, down to the failing events alone, so one bad event cannot hold up the others.
+  Each failure of an event alone is counted in ``consumer_failures`` (its own transaction):
+  the event is NAKed with a delay growing with that count and dead-lettered, with the error
+  as the reason, at the ``max_deliver``-th failure. JetStream's ``num_delivered`` is not the
+  count: it also grows with crashes and outages.
+
+A message delivered more than ``delivery_limit`` times is dead-lettered on arrival: one that
+crashes its consumer every time is never acked, NAKed or counted otherwise.
 """
 
 from __future__ import annotations
@@ -32,7 +43,8 @@ from contracts import EVENT_TYPES
 from contracts.envelope import Envelope, EnvelopeError, Event, RawEvent
 from services.runtime.consumer_spans import event_spans, record_failure, run_span
 from services.runtime.db import is_transient
-from services.runtime.dlq import DeadLetters
+from services.runtime.dlq import REPLAY_FOR, DeadLetters
+from services.runtime.outage import Availability
 from services.runtime.streams import ConsumerDecl
 
 log = logging.getLogger(__name__)
@@ -100,7 +112,7 @@ Recorder = Callable[[asyncpg.Connection], Awaitable[None]]
 """Writes what a refusal leaves behind, on an open transaction (see ``Refused``)."""
 
 
-# Delay before a NAKed message comes back, by delivery attempt (1st, 2nd, ...).
+# Delay before a failed event comes back, by handler failure (1st, 2nd, ...; the last repeats).
 DEFAULT_BACKOFF_S: tuple[float, ...] = (1.0, 5.0, 15.0, 60.0)
 
 
@@ -132,6 +144,9 @@ class EventConsumer:
     stats: ConsumerStats = field(default_factory=ConsumerStats)
     admit: Admit | None = None
     scrub: Scrub | None = None
+    availability: Availability | None = None
+    """The process's database availability: tripped on an infrastructure failure, so the
+    pull loops pause (None: the consumer only NAKs, as when a test drives it by hand)."""
 
     def __post_init__(self) -> None:
         self._by_type = {model.event_type: (model, h) for model, h in self.handlers.items()}
@@ -140,8 +155,11 @@ class EventConsumer:
     def name(self) -> str:
         return self.decl.durable
 
-    def _delay(self, deliveries: int) -> float:
-        return self.backoff_s[min(max(deliveries, 1), len(self.backoff_s)) - 1]
+    def _delay(self, failures: int) -> float:
+        return self.backoff_s[min(max(failures, 1), len(self.backoff_s)) - 1]
+
+    def _unavailable_now(self) -> bool:
+        return self.availability is not None and not self.availability.up
 
     async def process_batch(self, msgs: Sequence[Msg]) -> None:
         await self.apply_batch(await self.decode_batch(msgs))
@@ -161,21 +179,15 @@ class EventConsumer:
         failing ones, see the module's docstring)."""
         if not items:
             return
+        if self._unavailable_now():
+            await self._cannot_process_now(items, None)
+            return
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 await self._apply(conn, items)
         except Exception as exc:
             if is_transient(exc):
-                log.warning(
-                    "batch failed (transient); NAK with delay",
-                    extra={
-                        "consumer": self.name,
-                        "error": repr(exc),
-                        "size": len(items),
-                    },
-                )
-                for item in items:
-                    await self._nak(item.msg)
+                await self._cannot_process_now(items, exc)
                 return
             if len(items) == 1:
                 await self._failed(items[0], exc)
@@ -199,13 +211,15 @@ class EventConsumer:
             return
         middle = len(items) // 2
         for half in (items[:middle], items[middle:]):
+            if self._unavailable_now():
+                await self._cannot_process_now(half, None)
+                continue
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
                     await self._apply(conn, half)
             except Exception as exc:
                 if is_transient(exc):
-                    for item in half:
-                        await self._nak(item.msg)
+                    await self._cannot_process_now(half, exc)
                     continue
                 await self._bisect(half)
                 continue
@@ -217,6 +231,13 @@ class EventConsumer:
         deliveries = msg.metadata.num_delivered
         if deliveries > max(self.decl.delivery_limit, self.decl.max_deliver):
             await self._dead_letter(msg, f"delivered {deliveries} times without success")
+            return None
+        replay_for = (msg.headers or {}).get(REPLAY_FOR)
+        if replay_for is not None and replay_for != self.name:
+            # A dead letter re-driven for another consumer: this one applied the event (or
+            # has its own letter). Dropped without the inbox, which may be pruned by now.
+            self.stats.skipped += 1
+            await msg.ack()
             return None
         try:
             raw = RawEvent.from_headers(msg.headers)
@@ -297,6 +318,9 @@ class EventConsumer:
         self.stats.processed += len(run)
 
     async def _process_alone(self, item: Delivery) -> None:
+        if self._unavailable_now():
+            await self._cannot_process_now([item], None)
+            return
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 await self._apply(conn, [item])
@@ -305,26 +329,70 @@ class EventConsumer:
             return
         await item.msg.ack()
 
+    async def _cannot_process_now(self, items: Sequence[Delivery], exc: Exception | None) -> None:
+        """Infrastructure, not the events: NAK them (no failure counted) and pause fetching
+        until the database answers. ``exc`` None: it was known to be down already."""
+        if exc is not None:
+            log.warning(
+                "batch failed (database unavailable or contention); NAK, not counted",
+                extra={"consumer": self.name, "error": repr(exc), "size": len(items)},
+            )
+            if self.availability is not None:
+                self.availability.lost(exc)
+        for item in items:
+            await self._nak(item.msg, self._delay(1))
+
     async def _failed(self, item: Delivery, exc: Exception) -> None:
-        """NAK with a delay; on the last delivery, dead-letter with the error as the reason."""
-        deliveries = item.msg.metadata.num_delivered
+        """Count the failure; NAK with a delay, or at the ``max_deliver``-th failure
+        dead-letter with the error as the reason."""
         if isinstance(exc, Refused):
             if exc.record is not None and not await self._record_refusal(item, exc.record):
-                await self._nak(item.msg)
+                await self._nak(item.msg, self._delay(1))
                 return
             await self._dead_letter(item.msg, f"refused: {exc}")
             return
-        if not is_transient(exc) and deliveries >= self.decl.max_deliver:
+        if is_transient(exc):
+            await self._cannot_process_now([item], exc)
+            return
+        failures = await self._count_failure(item, exc)
+        if failures is None:  # the count could not be written: the database is the problem
+            return
+        if failures >= self.decl.max_deliver:
+            deliveries = item.msg.metadata.num_delivered
             await self._dead_letter(
                 item.msg,
-                f"handler failed on delivery {deliveries}: {type(exc).__name__}: {exc}",
+                f"handler failed {failures} times (delivery {deliveries}): "
+                f"{type(exc).__name__}: {exc}",
             )
             return
         log.warning(
             "event failed; NAK with delay",
             extra={"consumer": self.name, "event_id": item.envelope.id, "error": repr(exc)},
         )
-        await self._nak(item.msg)
+        await self._nak(item.msg, self._delay(failures))
+
+    async def _count_failure(self, item: Delivery, exc: Exception) -> int | None:
+        """This event's handler failures so far, this one included (its own transaction);
+        None when it could not be counted (then it was NAKed as "cannot process now")."""
+        meta = item.msg.metadata
+        try:
+            failures: int = await self.pool.fetchval(
+                """INSERT INTO consumer_failures AS f
+                       (consumer, stream_seq, event_id, failures, last_error)
+                   VALUES ($1, $2, $3, 1, $4)
+                   ON CONFLICT (consumer, stream_seq, event_id) DO UPDATE
+                   SET failures = f.failures + 1, last_error = EXCLUDED.last_error,
+                       updated_at = now()
+                   RETURNING failures""",
+                self.name,
+                meta.sequence.stream,
+                item.envelope.id,
+                f"{type(exc).__name__}: {exc}"[:1000],
+            )
+        except Exception as count_exc:
+            await self._cannot_process_now([item], count_exc)
+            return None
+        return failures
 
     async def _record_refusal(self, item: Delivery, record: Recorder) -> bool:
         try:
@@ -338,9 +406,9 @@ class EventConsumer:
             return False
         return True
 
-    async def _nak(self, msg: Msg) -> None:
+    async def _nak(self, msg: Msg, delay: float) -> None:
         self.stats.nacked += 1
-        await msg.nak(delay=self._delay(msg.metadata.num_delivered))
+        await msg.nak(delay=delay)
 
     async def _dead_letter(self, msg: Msg, reason: str) -> None:
         body = self.scrub(msg.data) if self.scrub is not None else msg.data
@@ -355,7 +423,7 @@ class EventConsumer:
                 "dead-letter publish failed; NAK",
                 extra={"consumer": self.name, "error": repr(exc), "reason": reason},
             )
-            await self._nak(msg)
+            await self._nak(msg, self._delay(1))
             return
         self.stats.dead_lettered += 1
         log.warning(

@@ -26,6 +26,10 @@ ORIGINAL_STREAM = "Cityhall-Dlq-Stream"
 ORIGINAL_SEQ = "Cityhall-Dlq-Stream-Seq"
 DELIVERIES = "Cityhall-Dlq-Deliveries"
 DEAD_AT = "Cityhall-Dlq-Time"
+REPLAY_FOR = "Cityhall-Replay-For"
+"""On a re-driven dead letter: the one consumer it is for (the one that dead-lettered it).
+The other consumers of its subject ack it unseen: they had applied the event long ago, and
+their inbox rows may have been pruned since (docs/reliability.md, "Inbox retention")."""
 
 _UNSAFE = re.compile(r"[\r\n\x00]+")
 
@@ -139,8 +143,10 @@ async def replay_dead_letters(
     """Re-drive dead letters after a fix: publish each original message again on its original
     subject, then remove it from the DLQ. Returns the DLQ sequences replayed.
 
-    The replay keeps the CloudEvents id, so a consumer that did process the event drops the
-    copy in its inbox; only the consumers that had failed it apply it now. The ``Nats-Msg-Id``
+    The replay keeps the CloudEvents id and names the consumer it is for (``REPLAY_FOR``):
+    the other consumers of the subject drop it unseen, whatever the age of the letter (their
+    inbox would too while it keeps the event's id); only the consumer that had failed it
+    applies it now (its own inbox still drops a copy it applied). The ``Nats-Msg-Id``
     is derived from the dead letter, so replaying the same letter twice inside the duplicate
     window publishes it once. A letter that fails again comes back to the DLQ with a new reason.
     """
@@ -152,6 +158,8 @@ async def replay_dead_letters(
         # Nats-Expected-Stream came with the DLQ publish: it names the DLQ, not the original.
         headers = {k: v for k, v in letter.headers.items() if not k.startswith("Nats-Expected")}
         headers[NATS_MSG_ID] = f"replay.{letter.stream}.{letter.stream_seq}.{letter.dlq_seq}"
+        if letter.consumer:
+            headers[REPLAY_FOR] = letter.consumer
         await js.publish(letter.subject, letter.body, headers=headers)
         await js.delete_msg(stream, letter.dlq_seq)
         replayed.append(letter.dlq_seq)

@@ -25,6 +25,8 @@ from faststream.nats.security import NatsNKey
 from services.runtime import db
 from services.runtime.consumer import EventConsumer
 from services.runtime.dlq import DeadLetters
+from services.runtime.inbox import keep_inbox_pruned
+from services.runtime.outage import Availability
 from services.runtime.outbox import OutboxRelay, PublishBatch, jetstream_publisher
 from services.runtime.prefetch import Prefetching
 from services.runtime.pull import PullLoop
@@ -66,6 +68,7 @@ class Runtime:
         self._jobs: list[asyncio.Task[None]] = []
         self._feeds: list[Prefetching] = []
         self._pulls: list[PullLoop] = []
+        self.availability: Availability | None = None
         self.started_at = time.monotonic()
 
     async def start(self) -> ServiceContext:
@@ -126,7 +129,8 @@ class Runtime:
             await pull.start()
         if not service or s.outbox_relay:
             self._start_relay(ctx)
-        for job in self.defn.background(ctx) if service else ():
+        jobs = [*self.defn.background(ctx), *self._runtime_jobs(ctx)] if service else []
+        for job in jobs:
             self._jobs.append(asyncio.create_task(_keep_running(job), name=job.__name__))
         if not service:
             started = "outbox relay started"
@@ -165,6 +169,26 @@ class Runtime:
                 asyncio.create_task(_keep_running(ctx.reconciler.run), name="outbox-reconcile")
             )
 
+    def _runtime_jobs(self, ctx: ServiceContext) -> list[Callable[[], Awaitable[None]]]:
+        """The runtime's own jobs in a service with consumers: inbox pruning."""
+        s = ctx.settings
+        if not self._pulls:
+            return []
+
+        async def prune_inbox() -> None:
+            await keep_inbox_pruned(ctx.pool, s.inbox_retention_days, s.inbox_prune_interval_s)
+
+        return [prune_inbox]
+
+    def _availability(self, ctx: ServiceContext) -> Availability:
+        """One per process: the database is down for every consumer at once."""
+        if self.availability is None:
+            pool = ctx.pool
+            self.availability = Availability(
+                lambda: pool.fetchval("SELECT 1"), ctx.settings.consumer_outage_probe_s
+            )
+        return self.availability
+
     def _subscribe(self, ctx: ServiceContext, binding: ConsumerBinding) -> ConsumerDecl:
         s = ctx.settings
         if binding.decl not in self.defn.bus.durables:
@@ -177,7 +201,7 @@ class Runtime:
             stream=binding.decl.stream,
             subjects=binding.decl.subjects,
             max_deliver=s.consumer_max_deliver,
-            delivery_limit=binding.decl.delivery_limit,
+            delivery_limit=s.consumer_delivery_limit,
             ack_wait_s=binding.decl.ack_wait_s,
             max_ack_pending=binding.decl.max_ack_pending,
         )
@@ -188,6 +212,8 @@ class Runtime:
             dead_letters=DeadLetters(ctx.js, s.namespace),
             admit=binding.admit,
             scrub=binding.scrub,
+            backoff_s=s.consumer_backoff,
+            availability=self._availability(ctx),
         )
         ctx.consumers.append(consumer)
         feed = Prefetching(consumer)
@@ -202,6 +228,7 @@ class Runtime:
                 batch_size=s.consumer_batch_size,
                 max_wait_s=s.consumer_max_wait_s,
                 submit=feed.submit,
+                availability=self._availability(ctx),
             )
         )
         return decl
@@ -233,6 +260,8 @@ class Runtime:
         for pull in self._pulls:
             await _bounded(f"{pull.durable} pull", pull.stop(), GRACEFUL_TIMEOUT_S + 5)
         await asyncio.gather(*(feed.close() for feed in self._feeds))
+        if self.availability is not None:
+            await self.availability.close()
         if ctx.relay is not None:
             ctx.relay.stop()
         if self._relay_task is not None:

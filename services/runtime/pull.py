@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from services.runtime.outage import Availability
+
 log = logging.getLogger(__name__)
 
 FAILURE_PAUSE_S = 1.0
@@ -52,7 +54,8 @@ async def fetch_batch(
 
 
 class PullLoop:
-    """Fetches batches from one durable consumer and hands each to ``submit`` until stopped."""
+    """Fetches batches from one durable consumer and hands each to ``submit`` until stopped;
+    while ``availability`` is down (the database does not answer), fetches nothing."""
 
     def __init__(
         self,
@@ -64,6 +67,7 @@ class PullLoop:
         batch_size: int,
         max_wait_s: float,
         submit: Callable[[Sequence[Msg]], Awaitable[None]],
+        availability: Availability | None = None,
     ) -> None:
         self._js = js
         self.durable = durable
@@ -72,6 +76,7 @@ class PullLoop:
         self._batch_size = batch_size
         self._max_wait_s = max_wait_s
         self._submit = submit
+        self._availability = availability
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
@@ -87,6 +92,9 @@ class PullLoop:
 
     async def _run(self, sub: JetStreamContext.PullSubscription) -> None:
         while not self._stopping.is_set():
+            if self._availability is not None and not self._availability.up:
+                await self._until_available()
+                continue
             try:
                 msgs = await fetch_batch(sub, self._batch_size, self._max_wait_s)
                 if msgs:
@@ -97,6 +105,20 @@ class PullLoop:
                 # Unacked, whatever was fetched comes back after ack_wait.
                 log.warning("pull failed", extra={"durable": self.durable, "error": repr(exc)})
                 await self._pause()
+
+    async def _until_available(self) -> None:
+        """Wait (fetching nothing, so JetStream delivers nothing) until the database answers
+        again or the loop is stopped."""
+        assert self._availability is not None
+        waits = [
+            asyncio.ensure_future(self._availability.wait_up()),
+            asyncio.ensure_future(self._stopping.wait()),
+        ]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     async def _pause(self) -> None:
         with contextlib.suppress(TimeoutError):

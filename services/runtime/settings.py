@@ -16,6 +16,7 @@ from pydantic import (
     AliasChoices,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -167,7 +168,16 @@ class ServiceSettings(BaseSettings):
         validation_alias=AliasChoices("GC_TUNING"),
     )
     inbox_retention_days: float = Field(
-        default=0, ge=0, validation_alias=AliasChoices("INBOX_RETENTION_DAYS")
+        default=30.0,
+        ge=0,
+        description="How long a consumer's inbox rows (the event ids it processed) are kept; "
+        "0 keeps them for ever. Longer than any redelivery or re-publish of an event "
+        "(docs/reliability.md, 'Inbox retention'); the pruning job runs every "
+        "INBOX_PRUNE_INTERVAL_S.",
+        validation_alias=AliasChoices("INBOX_RETENTION_DAYS"),
+    )
+    inbox_prune_interval_s: float = Field(
+        default=3600.0, gt=0, validation_alias=AliasChoices("INBOX_PRUNE_INTERVAL_S")
     )
     consumer_batch_size: int = Field(
         default=256,
@@ -179,7 +189,34 @@ class ServiceSettings(BaseSettings):
         default=0.05, gt=0, le=30, validation_alias=AliasChoices("CONSUMER_MAX_WAIT_S")
     )
     consumer_max_deliver: int = Field(
-        default=5, ge=1, le=100, validation_alias=AliasChoices("CONSUMER_MAX_DELIVER")
+        default=5,
+        ge=1,
+        le=100,
+        description="Handler failures (a bug, bad data: not an unavailable database) before "
+        "an event is dead-lettered, counted by the runtime (consumer_failures), not by "
+        "JetStream's delivery count.",
+        validation_alias=AliasChoices("CONSUMER_MAX_DELIVER"),
+    )
+    consumer_delivery_limit: int = Field(
+        default=50,
+        ge=1,
+        description="Deliveries in all before a message is dead-lettered on arrival: catches "
+        "one that crashes its consumer every time (never acked nor NAKed). A database "
+        "outage adds at most one delivery per message in hand, whatever its length.",
+        validation_alias=AliasChoices("CONSUMER_DELIVERY_LIMIT"),
+    )
+    consumer_backoff_s: str = Field(
+        default="1,5,15,60",
+        description="Delay before a failed event comes back, by handler failure (1st, 2nd, "
+        "...; the last repeats), comma-separated seconds.",
+        validation_alias=AliasChoices("CONSUMER_BACKOFF_S"),
+    )
+    consumer_outage_probe_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="While the database is unavailable the consumers fetch nothing; it is "
+        "probed this often, and they resume when it answers.",
+        validation_alias=AliasChoices("CONSUMER_OUTAGE_PROBE_S"),
     )
     otel_service_name: str | None = Field(
         default=None, validation_alias=AliasChoices("OTEL_SERVICE_NAME")
@@ -221,6 +258,22 @@ class ServiceSettings(BaseSettings):
                 "postgresql://user@host:port/database"
             )
         return self
+
+    @field_validator("consumer_backoff_s")
+    @classmethod
+    def _backoff(cls, value: str) -> str:
+        try:
+            delays = [float(part) for part in value.split(",")]
+        except ValueError:
+            raise ValueError("expected seconds, comma-separated (1,5,15,60)") from None
+        if not delays or any(d < 0 for d in delays):
+            raise ValueError("expected seconds >= 0, comma-separated (1,5,15,60)")
+        return value
+
+    @property
+    def consumer_backoff(self) -> tuple[float, ...]:
+        """``CONSUMER_BACKOFF_S`` as seconds."""
+        return tuple(float(part) for part in self.consumer_backoff_s.split(","))
 
     @property
     def nats_inbox_prefix(self) -> str:

@@ -100,11 +100,13 @@ class ConsumerDecl:
     stream: StreamDecl
     subjects: tuple[str, ...]
     max_deliver: int = 5
-    """Deliveries a message gets when its *handler* fails (a bug, bad data): then the DLQ."""
+    """Handler failures (a bug, bad data) an event may have, counted by the consumer itself
+    (``consumer_failures``): then the DLQ. An unavailable database is not one."""
     delivery_limit: int = 50
-    """Deliveries in all, transient failures (database down) included: past it the message is
-    dead-lettered on arrival. This catches a message that crashes its consumer every time
-    (it is never acked nor NAKed), while a database outage of many minutes is waited out."""
+    """Deliveries in all: past it the message is dead-lettered on arrival. This catches a
+    message that crashes its consumer every time (never acked, NAKed or counted). Outages do
+    not run it down: consumers fetch nothing while the database is unavailable
+    (``outage.py``), so an outage adds at most one delivery to a message in hand."""
     ack_wait_s: float = 30.0
     max_ack_pending: int = 10_000
 
@@ -116,10 +118,10 @@ class ConsumerDecl:
             deliver_policy=DeliverPolicy.ALL,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=self.ack_wait_s,
-            # The consumer dead-letters a message itself (see delivery_limit); the server's
-            # bound is one higher so the consumer always sees that last delivery instead of
-            # the server going quiet about it.
-            max_deliver=max(self.delivery_limit, self.max_deliver) + 1,
+            # Unlimited: the runtime alone gives up on a message, always with a dead letter
+            # (max_deliver, delivery_limit). A server bound would leave a message whose last
+            # delivery could not be dead-lettered (the DLQ publish failed) unacked for ever.
+            max_deliver=-1,
             max_ack_pending=self.max_ack_pending,
             filter_subject=filters[0] if len(filters) == 1 else None,
             filter_subjects=filters if len(filters) > 1 else None,

@@ -284,6 +284,46 @@ async def test_transient_errors_are_retried_past_max_deliver_and_applied_once(
     assert await pool.fetchval("SELECT count(*) FROM seen") == 1
 
 
+async def test_the_poison_bound_counts_handler_failures_not_deliveries(
+    pool: asyncpg.Pool, js: JetStreamContext, namespace: str
+) -> None:
+    """After an outage (4 transient failures: delivery 5 of a bound of 3), an event whose
+    handler then fails twice (a refund before its capture) is retried, not dead-lettered:
+    only its handler failures count, in consumer_failures."""
+    await provision(js, namespace)
+    env = submitted()
+    outcomes: list[Exception | None] = [
+        *(asyncpg.exceptions.ConnectionDoesNotExistError("connection lost") for _ in range(4)),
+        ValueError("the capture is not posted yet"),
+        ValueError("the capture is not posted yet"),
+        None,
+    ]
+
+    async def handler(conn: asyncpg.Connection, event: Envelope[Any]) -> None:
+        await conn.execute("INSERT INTO seen VALUES ($1)", event.id)
+        outcome = outcomes.pop(0)
+        if outcome is not None:
+            raise outcome
+
+    await publish_envelope(js, namespace, env)
+    consumer = EventConsumer(
+        decl=probe_decl(max_deliver=3),
+        handlers={ApplicationSubmittedV1: handler},
+        pool=pool,
+        dead_letters=DeadLetters(js, namespace),
+        backoff_s=(0.05,),
+    )
+
+    async def processed() -> bool:
+        return consumer.stats.processed == 1
+
+    await run_consumer(js, namespace, consumer, until=processed)
+    assert consumer.stats.dead_lettered == 0
+    assert await pool.fetchval("SELECT count(*) FROM seen") == 1
+    row = await pool.fetchrow("SELECT failures, last_error FROM consumer_failures")
+    assert (row["failures"], row["last_error"]) == (2, "ValueError: the capture is not posted yet")
+
+
 async def test_a_message_redelivered_past_max_deliver_is_dead_lettered_on_arrival(
     pool: asyncpg.Pool, js: JetStreamContext, namespace: str
 ) -> None:
