@@ -35,7 +35,7 @@ from contracts import ApplicationSubmittedV1
 from contracts.envelope import Envelope
 from contracts.facilities import FACILITIES
 from contracts.subjects import APPLICATIONS, absolute
-from services.payments.handlers import register_terminal
+from services.payments.handlers.registry import register_terminal
 from services.runtime import db as rdb
 from services.runtime.consumer import EventConsumer
 from services.runtime.dlq import DeadLetters, list_dead_letters
