@@ -24,8 +24,9 @@ $(VENV)/.installed: requirements.lock requirements-runtime.lock pyproject.toml
 
 install: $(VENV)/.installed
 
+# `make run TRACES=1`: with the local trace store and its web UI (docs/operations.md, "Traces").
 run: install
-	$(BIN)/cityhall up
+	$(BIN)/cityhall up $(if $(TRACES),--traces)
 
 test: install lint typecheck browser redis
 	$(BIN)/pytest

@@ -8,6 +8,7 @@ from services.payments.receipts import ReceiptView
 from services.payments.store.postings import unbalanced_postings
 from services.runtime.consumer import EventConsumer
 from services.runtime.rate_storage import WindowedMemoryStorage
+from services.runtime.telemetry import NoLooseQueries
 
 # The tests' own use: a PostgreSQL outage, the refusal rule, a webhook receiver, the ledger's
 # invariant (the benchmarks check it too).
@@ -35,3 +36,7 @@ WindowedMemoryStorage.reset
 
 # Tests drive a consumer's batch directly, without a pull loop.
 EventConsumer.process_batch
+
+# An OpenTelemetry sampler: the SDK calls these.
+NoLooseQueries.should_sample
+NoLooseQueries.get_description

@@ -59,6 +59,14 @@ def up(
     port_base: Annotated[
         int | None, typer.Option(help="First HTTP port (default 8001..8004).")
     ] = None,
+    traces: Annotated[
+        bool,
+        typer.Option(
+            "--traces",
+            help="Also run the local trace store (Phoenix, web UI on :6006) and export every "
+            "service's spans to it; `cityhall trace <id>` prints one.",
+        ),
+    ] = False,
 ) -> None:
     """Start the whole platform: embedded NATS and PostgreSQL (unless NATS_URL / DATABASE_URL
     are set) and the four services. Ctrl-C stops everything; data is kept."""
@@ -72,6 +80,7 @@ def up(
         port_base=int(p) if (p := _env("CITYHALL_PORT_BASE")) else port_base,
         namespace=_env("CITYHALL_NAMESPACE") or "cityhall",
         sync_interval=_env("CITYHALL_NATS_SYNC_INTERVAL") or "2m",
+        traces=traces,
     )
     raise typer.Exit(run_stack(config))
 
@@ -449,10 +458,11 @@ def applicant_token(
 
 
 def _add_service_commands() -> None:
-    """Each service's own commands (``register(app)``): catalog, terminals, mail, reporting."""
-    from cityhall.commands import applications, notifications, payments, reporting
+    """Each service's own commands (``register(app)``): catalog, terminals, mail, reporting;
+    and `trace`."""
+    from cityhall.commands import applications, notifications, payments, reporting, traces
 
-    for module in (applications, payments, notifications, reporting):
+    for module in (applications, payments, notifications, reporting, traces):
         module.register(app)
 
 

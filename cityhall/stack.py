@@ -33,7 +33,7 @@ from cityhall.embedded import (
     signal_reload,
 )
 from cityhall.files import write_private
-from cityhall.local import LocalExtras, Sidecar, applications, notifications, payments
+from cityhall.local import LocalExtras, Sidecar, applications, notifications, payments, traces
 from cityhall.natsauth import (
     OPERATOR,
     BusUser,
@@ -42,6 +42,7 @@ from cityhall.natsauth import (
     bus_users,
 )
 from cityhall.pgauth import DATABASE, bootstrap_database
+from cityhall.sidecars import SidecarProcess
 from cityhall.supervise import (
     SERVER_RESTARTS,
     SERVICE_RESTARTS,
@@ -74,6 +75,9 @@ class StackConfig:
     nats_auth: bool = True
     """The embedded NATS admits nkey users only: one per service, one for the operator, and
     the users services add (payment terminals); see cityhall/natsauth.py."""
+    traces: bool = False
+    """Run the local trace store (cityhall/local/traces.py) and have every service export its
+    spans to it."""
 
     def port(self, service: str) -> int:
         if self.port_base is None:
@@ -124,8 +128,11 @@ LOCAL_SET_UPS: dict[str, Callable[[Path], LocalExtras]] = {
 """Each service's local set-up (cityhall/local/), by service name; reporting needs none."""
 
 
-def local_extras(home: Path) -> dict[str, LocalExtras]:
-    return {name: prepare(home) for name, prepare in LOCAL_SET_UPS.items()}
+def local_extras(home: Path, *, with_traces: bool = False) -> dict[str, LocalExtras]:
+    extras = {name: prepare(home) for name, prepare in LOCAL_SET_UPS.items()}
+    if with_traces:
+        extras["traces"] = traces.prepare(home)
+    return extras
 
 
 @dataclass
@@ -179,7 +186,7 @@ class LocalStack:
         self.nats: EmbeddedNats | None = None
         self.postgres: EmbeddedPostgres | None = None
         self.services: list[ServiceProcess] = []
-        self.sidecars: list[Sidecar] = []
+        self.sidecars: list[SidecarProcess] = []
         self.extras: dict[str, LocalExtras] = {}
         self.database_urls: dict[str, str] = {}
         self._stop = False
@@ -192,7 +199,10 @@ class LocalStack:
         cfg.home.mkdir(parents=True, exist_ok=True)
         (cfg.home / "logs").mkdir(exist_ok=True)
 
-        self.extras = local_extras(cfg.home)
+        self.extras = local_extras(cfg.home, with_traces=cfg.traces)
+        # The trace store first: it takes the longest to listen, meanwhile the servers start.
+        for sidecar in self.extras.get("traces", LocalExtras()).sidecars:
+            self._start_sidecar(sidecar)
         # PostgreSQL first: the NATS users include the terminals registered in payments' schema.
         if cfg.database_url is None:
             self.postgres = EmbeddedPostgres(cfg.home / "postgres")
@@ -225,9 +235,12 @@ class LocalStack:
         self._provision(nats_url)
 
         shared_env = {k: v for x in self.extras.values() for k, v in x.shared_env.items()}
-        for extra in self.extras.values():
-            for sidecar in extra.sidecars:
+        for name, extra in self.extras.items():
+            for sidecar in extra.sidecars if name != "traces" else []:
                 self._start_sidecar(sidecar)
+        for runner in self.sidecars:
+            runner.wait_ready(lambda: self._stop)
+            console.print(f"sidecar   {runner.name} ready")
 
         for name in SERVICE_NAMES:
             own = self.extras.get(name, LocalExtras())
@@ -278,27 +291,10 @@ class LocalStack:
         )
 
     def _start_sidecar(self, sidecar: Sidecar) -> None:
-        log = (self.config.home / "logs" / f"{sidecar.name}.log").open("ab")
-        sidecar.process = subprocess.Popen(
-            sidecar.argv,
-            env={**os.environ, **sidecar.env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=_set_parent_death_signal,
-        )
-        log.close()
-        self.sidecars.append(sidecar)
-        if sidecar.ready_port is not None:
-            from cityhall.embedded import port_is_open
-
-            deadline = time.monotonic() + 20
-            while not port_is_open("127.0.0.1", sidecar.ready_port):
-                if sidecar.process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{sidecar.name} did not start; see its log")
-                time.sleep(0.05)
-        console.print(f"sidecar   {sidecar.name} started")
+        runner = SidecarProcess(sidecar, self.config.home / "logs" / f"{sidecar.name}.log")
+        runner.start()
+        self.sidecars.append(runner)
+        console.print(f"sidecar   {runner.name} starting (log: {runner.log_path})")
 
     def _wait_ready(self, started: float) -> None:
         deadline = time.monotonic() + self.config.ready_timeout_s
@@ -358,6 +354,7 @@ class LocalStack:
         """Restart a service or an embedded server that dies unexpectedly (with back-off);
         return when told to stop; ``GaveUp`` when a server keeps dying."""
         watches = [Watch(svc, SERVICE_RESTARTS) for svc in self.services]
+        watches += [Watch(sidecar, SERVICE_RESTARTS) for sidecar in self.sidecars]
         if self.nats is not None:
             watches.append(Watch(NatsTarget(self.nats), SERVER_RESTARTS))
         postmaster = PostgresTarget(self.postgres) if self.postgres is not None else None
@@ -392,13 +389,7 @@ class LocalStack:
                 svc.process.kill()
                 svc.process.wait()
         for sidecar in self.sidecars:
-            if sidecar.process is not None and sidecar.process.poll() is None:
-                sidecar.process.terminate()
-                try:
-                    sidecar.process.wait(10)
-                except subprocess.TimeoutExpired:
-                    sidecar.process.kill()
-                    sidecar.process.wait()
+            sidecar.stop()
         if self.nats is not None:
             self.nats.stop()
         if self.postgres is not None:

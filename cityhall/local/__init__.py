@@ -23,6 +23,7 @@ class Sidecar:
     env: dict[str, str] = field(default_factory=dict)
     ready_port: int | None = None
     """When set, start-up waits until 127.0.0.1:<port> accepts connections."""
+    ready_timeout_s: float = 20.0
     process: subprocess.Popen[bytes] | None = None
 
 

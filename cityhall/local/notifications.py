@@ -23,7 +23,7 @@ def mail_dir(home: Path) -> Path:
     return home / "mail"
 
 
-def _bindable(port: int) -> bool:
+def bindable(port: int) -> bool:
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", port))
@@ -39,7 +39,7 @@ def sink_port() -> int:
         return int(wanted)
     if os.environ.get("CITYHALL_PORT_BASE"):
         return free_port()
-    return DEFAULT_SINK_PORT if _bindable(DEFAULT_SINK_PORT) else free_port()
+    return DEFAULT_SINK_PORT if bindable(DEFAULT_SINK_PORT) else free_port()
 
 
 def prepare(home: Path) -> LocalExtras:

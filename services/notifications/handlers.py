@@ -41,6 +41,7 @@ from services.notifications.domain import (
 from services.notifications.settings import NotificationSettings
 from services.notifications.templates import TemplateParts, UnknownTemplate
 from services.runtime.outbox import add_events
+from services.runtime.telemetry import current_trace_headers
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +194,7 @@ async def _add(
                 subject=rendered.subject,
                 body_text=rendered.text,
                 body_html=rendered.html,
+                trace_headers=current_trace_headers(),
             ),
         )
     )

@@ -17,14 +17,20 @@ from dataclasses import dataclass, field
 
 import asyncpg
 from aiolimiter import AsyncLimiter
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from contracts.notifications import NotificationChannel
 from services.notifications import handlers, store
 from services.notifications.channels import Channel
 from services.notifications.domain import DeliveryError, TemporaryFailure
 from services.notifications.handlers import Notifier
+from services.runtime.telemetry import context_from_headers
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("cityhall.notifications")
+SEND_SPANS = {NotificationChannel.EMAIL: "smtp send", NotificationChannel.WEBHOOK: "webhook send"}
+"""The span of each hand-off, a child of the span of the event that caused the notification."""
 
 
 @dataclass
@@ -83,9 +89,18 @@ class Sender:
             await asyncio.gather(*(self._deliver(n) for n in claimed))
         return len(claimed)
 
-    async def _deliver(self, n: store.Claimed) -> None:
-        async with self._slots, self.limiters[n.channel]:
-            self.stats.attempts += 1
+    async def _send(self, n: store.Claimed) -> str | DeliveryError:
+        """One attempt on the channel, in a CLIENT span of the cause's trace."""
+        with tracer.start_as_current_span(
+            SEND_SPANS[n.channel],
+            context=context_from_headers(n.trace_headers) if n.trace_headers else None,
+            kind=SpanKind.CLIENT,
+            attributes={
+                "cityhall.notification_id": str(n.id),
+                "cityhall.notification_rule": n.rule,
+                "cityhall.notification_attempt": n.attempts,
+            },
+        ) as span:
             result: str | DeliveryError
             try:
                 result = await self.channels[n.channel].send(n)
@@ -94,6 +109,14 @@ class Sender:
             except Exception as exc:  # a bug in a channel: retry, and say so
                 log.exception("channel failed unexpectedly", extra={"notification": str(n.id)})
                 result = TemporaryFailure(f"{type(exc).__name__}: {exc}")
+            if isinstance(result, DeliveryError):
+                span.set_status(Status(StatusCode.ERROR, str(result)))
+            return result
+
+    async def _deliver(self, n: store.Claimed) -> None:
+        async with self._slots, self.limiters[n.channel]:
+            self.stats.attempts += 1
+            result = await self._send(n)
         outcome = await handlers.record_attempt(self.pool, self.notifier, n, result)
         kind = type(outcome).__name__
         if kind == "Sent":

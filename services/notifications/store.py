@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeAlias
 
@@ -134,6 +135,8 @@ class NewNotification:
     subject: str
     body_text: str
     body_html: str
+    trace_headers: dict[str, str] = field(default_factory=dict)
+    """The W3C context of the event that caused it: the sender's span continues that trace."""
 
 
 async def insert_notification(conn: Conn, n: NewNotification) -> bool:
@@ -141,8 +144,8 @@ async def insert_notification(conn: Conn, n: NewNotification) -> bool:
     row = await conn.fetchval(
         """INSERT INTO notifications (id, cause_event_id, rule, recipient_key, recipient_kind,
                 channel, address, language, template, template_version, subject, body_text,
-                body_html)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                body_html, trace_headers)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::jsonb)
            ON CONFLICT (cause_event_id, rule, recipient_key) DO NOTHING
            RETURNING id""",
         n.id,
@@ -158,6 +161,7 @@ async def insert_notification(conn: Conn, n: NewNotification) -> bool:
         n.subject,
         n.body_text,
         n.body_html,
+        json.dumps(n.trace_headers),
     )
     return row is not None
 
@@ -177,6 +181,7 @@ class Claimed:
     body_text: str
     body_html: str
     attempts: int
+    trace_headers: dict[str, str] = field(default_factory=dict)
 
 
 async def claim_due(pool: asyncpg.Pool, limit: int, lease_s: float) -> list[Claimed]:
@@ -196,7 +201,8 @@ async def claim_due(pool: asyncpg.Pool, limit: int, lease_s: float) -> list[Clai
                LIMIT $1
                FOR UPDATE SKIP LOCKED)
            RETURNING n.id, n.cause_event_id, n.rule, n.recipient_kind, n.channel, n.address,
-                     n.language, n.subject, n.body_text, n.body_html, n.attempts""",
+                     n.language, n.subject, n.body_text, n.body_html, n.attempts,
+                     n.trace_headers::text AS trace_headers""",
         limit,
         lease_s,
     )
@@ -213,6 +219,7 @@ async def claim_due(pool: asyncpg.Pool, limit: int, lease_s: float) -> list[Clai
             body_text=r["body_text"],
             body_html=r["body_html"],
             attempts=r["attempts"],
+            trace_headers=json.loads(r["trace_headers"]),
         )
         for r in rows
     ]

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 tracer = trace.get_tracer("cityhall.consumer")
 
+TAGGED_IDS = ("application_id", "payment_id")
+"""Fields of an event's data named on its CONSUMER span as ``cityhall.<field>``."""
+
 MAX_SPAN_LINKS = 128
 """Links to producers' spans kept on one batch span (the SDK's default limit)."""
 
@@ -63,6 +66,9 @@ def _attributes(consumer: str, item: Delivery, *, one_event: bool) -> dict[str, 
     if one_event:
         attributes["messaging.message.id"] = item.envelope.id
         attributes["cloudevents.event_subject"] = item.envelope.subject
+        for name in TAGGED_IDS:  # what `cityhall trace <id>` looks for
+            if (value := getattr(item.envelope.data, name, None)) is not None:
+                attributes[f"cityhall.{name}"] = str(value)
     return attributes
 
 

@@ -8,23 +8,50 @@ recorded at all (sampler ``always_off``: a span is then a bare context, which st
 log line and every outgoing ``traceparent`` a trace id, at a fraction of the cost of recording
 spans nobody exports; docs/benchmarks.md). ``OTEL_TRACES_SAMPLER``, when
 set, decides instead, as the OpenTelemetry SDK documents.
+
+Exported spans carry the service's name as the attribute ``cityhall.service`` too (a trace
+store that keeps span attributes but not the resource's, as Phoenix does, can still tell whose
+span it is), and the spans that act on an application or a payment name it
+(``cityhall.application_id``, ``cityhall.payment_id``: ``tag_current_span``), which is how
+`cityhall trace <id>` finds a trace.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Mapping
+import uuid
+from collections.abc import Mapping, Sequence
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Sampler
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+)
+from opentelemetry.trace import Link, SpanKind, TraceState
+from opentelemetry.util.types import Attributes
 from pythonjsonlogger.json import JsonFormatter
 
 _provider: TracerProvider | None = None
+
+SERVICE_ATTRIBUTE = "cityhall.service"
+
+
+class _ServiceName(SpanProcessor):
+    """Adds ``cityhall.service`` to every span as it starts."""
+
+    def __init__(self, service_name: str) -> None:
+        self.service_name = service_name
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        span.set_attribute(SERVICE_ATTRIBUTE, self.service_name)
 
 
 def setup_tracing(
@@ -51,6 +78,7 @@ def setup_tracing(
         # The exporter reads OTEL_EXPORTER_OTLP_* itself (endpoint + /v1/traces, headers).
         exporter = OTLPSpanExporter()
     if exporter is not None:
+        provider.add_span_processor(_ServiceName(service_name))
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     if sampler is not ALWAYS_OFF:
@@ -60,10 +88,36 @@ def setup_tracing(
     return provider
 
 
+class NoLooseQueries(Sampler):
+    """Records every root span except an SQL query's: a query outside any request or event
+    is a background loop's poll (the outbox relay, the sweeps), many a second, each of which
+    would otherwise be a trace of its own in the store, burying the requests' traces."""
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        if kind is SpanKind.CLIENT and any(k.startswith("db.") for k in attributes or {}):
+            return SamplingResult(Decision.DROP)
+        return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes)
+
+    def get_description(self) -> str:
+        return "NoLooseQueries"
+
+
 def choose_sampler(exporting: bool, sampler_from_env: bool) -> Sampler | None:
-    """None (the SDK's own choice: OTEL_TRACES_SAMPLER, else parent-based always-on) when
-    spans are exported or the operator chose; else record nothing."""
-    return None if exporting or sampler_from_env else ALWAYS_OFF
+    """When spans are exported: the parent's decision, and for a root span ``NoLooseQueries``;
+    when the operator chose (OTEL_TRACES_SAMPLER): None, the SDK applies it; when nobody
+    exports: record nothing."""
+    if sampler_from_env:
+        return None
+    return ParentBased(root=NoLooseQueries()) if exporting else ALWAYS_OFF
 
 
 def shutdown_tracing() -> None:
@@ -77,6 +131,16 @@ def _instrument_asyncpg() -> None:
     instrumentor = AsyncPGInstrumentor()  # type: ignore[no-untyped-call]
     if not instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.instrument()
+
+
+def tag_current_span(**ids: uuid.UUID | str | None) -> None:
+    """Name what the current span acts on: ``tag_current_span(application_id=...)`` sets
+    ``cityhall.application_id`` (when the span is recorded; ``None`` values are skipped)."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        for name, value in ids.items():
+            if value is not None:
+                span.set_attribute(f"cityhall.{name}", str(value))
 
 
 def current_trace_headers() -> dict[str, str]:

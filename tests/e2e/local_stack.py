@@ -59,15 +59,25 @@ def postmaster(home: Path) -> psutil.Process | None:
     return None
 
 
-async def start_stack(processes: Processes, home: Path, http: httpx.AsyncClient) -> Run:
+async def start_stack(
+    processes: Processes,
+    home: Path,
+    http: httpx.AsyncClient,
+    *up_args: str,
+    ready_timeout_s: float = 90,
+    **env_values: str,
+) -> Run:
+    """``up_args``: more of `cityhall up`'s options (``--traces``); ``env_values``: more of its
+    environment."""
     base = free_port_base()
     env = clean_env(
         CITYHALL_HOME=str(home),
         CITYHALL_NATS_PORT=str(free_port()),
         CITYHALL_PORT_BASE=str(base),
+        **env_values,
     )
     run = Run(
-        up=processes.cityhall("up", "up", env=env),
+        up=processes.cityhall("up", "up", *up_args, env=env),
         home=home,
         urls={name: f"http://127.0.0.1:{port}" for name, port in service_ports(base).items()},
     )
@@ -80,7 +90,7 @@ async def start_stack(processes: Processes, home: Path, http: httpx.AsyncClient)
         assert run.up.returncode is None, f"cityhall up exited ({run.up.returncode})\n{run.logs()}"
         return all(await asyncio.gather(*(is_ready(http, u) for u in run.urls.values())))
 
-    await wait_until(all_ready, timeout=90, interval=0.25, message=run.logs)
+    await wait_until(all_ready, timeout=ready_timeout_s, interval=0.25, message=run.logs)
 
     run.nats = run.up.running_descendants("nats-server")
     run.services = run.up.running_descendants("cityhall serve")

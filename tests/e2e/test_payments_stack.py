@@ -7,7 +7,6 @@ import json
 import re
 import subprocess
 import sys
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,7 @@ import nats
 import nats.errors
 import pytest
 
-from contracts.applications import ApplicationPaymentRequestedV1
-from contracts.envelope import CE_ID, CE_SOURCE, CE_SPECVERSION, CE_TIME, CE_TYPE, Envelope
+from contracts.envelope import CE_ID, CE_SOURCE, CE_SPECVERSION, CE_TIME, CE_TYPE
 from contracts.payments import TerminalTransactionV1, terminal_subject
 from tests.e2e.helpers import Processes, clean_env, wait_until
 from tests.e2e.test_stack_embedded import start_stack, stop_stack
@@ -155,70 +153,4 @@ async def test_a_terminal_registered_while_the_stack_runs_publishes_only_on_its_
         assert [(p["terminal_id"], p["amount_yen"]) for p in payments] == [
             (creds["terminal_id"], 300)
         ]
-        await stop_stack(run)
-
-
-async def test_an_application_fee_is_paid_through_the_provider_simulator_sidecar(
-    processes: Processes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("PAYMENTS_STAFF_TOKENS", "e2e=tok-e2e-000000001")
-    home = tmp_path / "home"
-    async with httpx.AsyncClient(timeout=5.0) as http:
-        run = await start_stack(processes, home, http)
-
-        async def printed() -> tuple[str, str] | None:
-            output = run.up.output(tail=200)
-            nats_at = re.search(r"nats-server on (nats://127\.0\.0\.1:\d+)", output)
-            provider_at = re.search(r"payment provider\s*│\s*(http://[0-9.:]+)", output)
-            return (nats_at.group(1), provider_at.group(1)) if nats_at and provider_at else None
-
-        nats_url, provider_url = await wait_until(printed, timeout=10, message=run.logs)
-        operator_seed = home / "nats" / "keys" / "operator.nk"  # what operator.env names
-        requested = Envelope.new(
-            ApplicationPaymentRequestedV1(
-                application_id=uuid.uuid4(),
-                procedure_code="JUMINHYO",
-                amount_yen=300,
-                fee_item="住民票の写し",
-                facility_code="shiminka",
-                requested_at=datetime.now(UTC),
-            ),
-            source="/cityhall/applications",
-        )
-        nc = await nats.connect(nats_url, nkeys_seed=str(operator_seed))
-        try:
-            await nc.jetstream().publish(
-                f"cityhall.{requested.data.subject}", requested.body(), headers=requested.headers()
-            )
-        finally:
-            await nc.close()
-        application_id = requested.data.application_id
-
-        async def request() -> dict[str, Any] | None:
-            response = await http.get(
-                f"{run.urls['payments']}/payment-requests/{application_id}",
-                headers={"Authorization": "Bearer tok-e2e-000000001"},  # staff
-            )
-            return response.json() if response.status_code == 200 else None
-
-        pending = await wait_until(request, timeout=20, message=run.logs)
-        assert pending["pay_url"].startswith(f"{provider_url}/checkout?reference=PR-")
-        checkout = await http.get(pending["pay_url"])
-        assert pending["reference"] in checkout.text
-
-        paid = await http.post(
-            f"{provider_url}/pay", json={"reference": pending["reference"], "amount_yen": 300}
-        )
-        assert paid.json()["status_code"] == 200, paid.text
-
-        async def settled() -> dict[str, Any] | None:
-            body = await request()
-            return body if body and body["status"] == "paid" else None
-
-        done = await wait_until(settled, timeout=20, message=run.logs)
-        payment = await http.get(
-            f"{run.urls['payments']}/payments/{done['payment_id']}", headers=STAFF
-        )
-        assert payment.json()["application_id"] == str(application_id)
-        assert payment.json()["channel"] == "online"
         await stop_stack(run)

@@ -8,6 +8,7 @@ import logging
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.trace import SpanKind
 
 from services.runtime.telemetry import choose_sampler, setup_logging
 
@@ -43,7 +44,7 @@ def test_spans_nobody_exports_are_not_recorded_but_still_give_logs_a_trace_id(
         setup_logging("payments", "INFO", "json")
         sampler = choose_sampler(exporting=False, sampler_from_env=False)
         assert sampler is ALWAYS_OFF
-        assert choose_sampler(exporting=True, sampler_from_env=False) is None
+        assert choose_sampler(exporting=True, sampler_from_env=False) is not None
         assert choose_sampler(exporting=False, sampler_from_env=True) is None
         tracer = TracerProvider(sampler=sampler).get_tracer("test")
         with tracer.start_as_current_span("batch") as span:
@@ -55,3 +56,16 @@ def test_spans_nobody_exports_are_not_recorded_but_still_give_logs_a_trace_id(
     assert not span.is_recording()
     assert line["trace_id"] == format(span.get_span_context().trace_id, "032x")
     assert line["trace_id"] != "0" * 32
+
+
+def test_exported_traces_leave_out_queries_outside_any_request_or_event() -> None:
+    """A background loop's poll is no trace of its own; a query inside a request is kept."""
+    sampler = choose_sampler(exporting=True, sampler_from_env=False)
+    tracer = TracerProvider(sampler=sampler).get_tracer("test")
+    query = {"db.system": "postgresql", "db.statement": "SELECT 1"}
+    loose = tracer.start_span("SELECT", kind=SpanKind.CLIENT, attributes=query)
+    with tracer.start_as_current_span("POST /applications", kind=SpanKind.SERVER) as request:
+        inside = tracer.start_span("SELECT", kind=SpanKind.CLIENT, attributes=query)
+        assert request.is_recording()
+        assert inside.is_recording()
+    assert not loose.is_recording()

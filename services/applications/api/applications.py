@@ -28,6 +28,7 @@ from services.applications.handlers import lifecycle, submission, transactions
 from services.applications.settings import trust_config
 from services.applications.store import applications
 from services.runtime.auth import Staff, Who, require_signed_in
+from services.runtime.telemetry import tag_current_span
 
 router = APIRouter()
 
@@ -77,6 +78,7 @@ class ApplicationView(BaseModel):
 
 
 def render(app: Application) -> dict[str, Any]:
+    tag_current_span(application_id=app.id)  # the HTTP span, for `cityhall trace <id>`
     return ApplicationView.of(app).model_dump(mode="json")
 
 

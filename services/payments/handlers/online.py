@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import asyncpg
+from opentelemetry import trace
+from opentelemetry.trace import Link
 
 from contracts.applications import ApplicationPaymentRequestedV1
 from contracts.envelope import Envelope, Event
@@ -27,6 +29,13 @@ from services.payments.handlers import IDS, envelope
 from services.payments.handlers.captures import record_capture
 from services.payments.store import attention, payment_requests, payments
 from services.runtime.outbox import add_events
+from services.runtime.telemetry import (
+    context_from_headers,
+    current_trace_headers,
+    tag_current_span,
+)
+
+tracer = trace.get_tracer("cityhall.payments")
 
 
 async def create_payment_request(
@@ -53,6 +62,7 @@ async def create_payment_request(
         expires_at=req.requested_at + timedelta(seconds=ttl_s),
         applicant_id=req.applicant_id,
         next_check_at=req.requested_at + timedelta(seconds=sweep_grace_s),
+        trace_headers=current_trace_headers(),
     )
 
 
@@ -81,7 +91,27 @@ async def confirm_online_payment(
     sweep: both come here). The money is captured whatever the request's state, with its
     receipt, ledger posting and PaymentCaptured; paid in time and in full it settles the
     request, otherwise it goes on the staff queue (PaymentNeedsAttention). The same notice id
-    again returns the first outcome and changes nothing."""
+    again returns the first outcome and changes nothing.
+
+    Traced as a span of the payment request's own trace (the provider does not send ours),
+    linked to the span it arrived in (the webhook's HTTP request, or the sweep's)."""
+    headers = await payment_requests.trace_headers_of(pool, notice.reference)
+    arrived = trace.get_current_span().get_span_context()
+    with tracer.start_as_current_span(
+        f"provider notice ({learnt_by.value})",
+        context=context_from_headers(headers) if headers.get("traceparent") else None,
+        links=[Link(arrived)] if arrived.is_valid else [],
+        attributes={"cityhall.payment_reference": notice.reference},
+    ):
+        return await _confirm(pool, notice, now, learnt_by)
+
+
+async def _confirm(
+    pool: asyncpg.Pool,
+    notice: ProviderPaymentConfirmation,
+    now: datetime,
+    learnt_by: ConfirmationSource,
+) -> ConfirmationOutcome:
     async with pool.acquire() as conn, conn.transaction():
         earlier = await payment_requests.claim_provider_notice(
             conn, notice.event_id, notice.reference, notice.amount_yen, learnt_by.value
@@ -105,6 +135,7 @@ async def confirm_online_payment(
                 )
             )
         outcome = ConfirmationOutcome(payment_id, reasons)
+        tag_current_span(payment_id=payment_id, application_id=request.application_id)
         await payment_requests.record_notice_outcome(
             conn, notice.event_id, payment_id, outcome.outcome
         )

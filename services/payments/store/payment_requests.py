@@ -3,6 +3,7 @@ and the provider's notices (each id taken once, with its outcome)."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,14 +26,16 @@ async def insert_payment_request(
     expires_at: datetime,
     applicant_id: uuid.UUID | None,
     next_check_at: datetime,
+    trace_headers: dict[str, str] | None = None,
 ) -> bool:
     """A new payment request, first asked about at ``next_check_at`` by the payment sweep;
-    False when the application already has one."""
+    False when the application already has one. ``trace_headers``: the W3C context of the
+    fee request, which the provider's notice continues (``trace_headers_of``)."""
     inserted = await conn.fetchval(
         """INSERT INTO payment_requests (request_id, application_id, reference, facility_code,
                                          fee_item, amount_yen, requested_at, expires_at,
-                                         applicant_id, next_check_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                                         applicant_id, next_check_at, trace_headers)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb)
            ON CONFLICT (application_id) DO NOTHING RETURNING true""",
         request_id,
         application_id,
@@ -44,8 +47,18 @@ async def insert_payment_request(
         expires_at,
         applicant_id,
         next_check_at,
+        json.dumps(trace_headers or {}),
     )
     return bool(inserted)
+
+
+async def trace_headers_of(pool: asyncpg.Pool, reference: str) -> dict[str, str]:
+    """The trace context stored with a payment request (empty when none, or no request)."""
+    text = await pool.fetchval(
+        "SELECT trace_headers::text FROM payment_requests WHERE reference = $1", reference
+    )
+    headers = json.loads(text) if text else {}
+    return {str(k): str(v) for k, v in headers.items()} if isinstance(headers, dict) else {}
 
 
 def _request(row: asyncpg.Record) -> PaymentRequestState:
